@@ -1,0 +1,314 @@
+// Dense MAM kernels (forward with/without indices, backward), compiled once per
+// ISA (see CMakeLists.txt): the namespace mamext::cpu::MAMEXT_ISA keeps the
+// three builds apart. No torch headers here (see kernels.h).
+//
+// Forward: a register-blocked micro-kernel over MR rows x NR vectors of output
+// neurons. Weights are packed into panels (K, NR*L) so one k step loads NR
+// vectors, broadcasts MR inputs and does MR*NR*(mul, max, min).
+//
+// Index tracking: the inner loop keeps values only. Every KB steps of k the
+// running max/min is compared with its value at the end of the previous block;
+// lanes that changed record the current block number (one compare and two
+// stores per accumulator per block). A new maximum only ever *changes* the
+// running value when it is strictly greater, so the recorded block is the one
+// holding the lowest k that attains the final maximum. Afterwards the exact
+// index is recovered by recomputing that one block's KB products with the
+// vector unit and taking the first lane equal to the final value. Products are
+// recomputed with the same single rounding (no FMA contraction, see
+// -ffp-contract=off), so the equality is exact.
+#include <cstddef>
+#include <cstdint>
+
+#include "cpu/kernels.h"
+#include "cpu/vec.h"
+
+namespace mamext::cpu::MAMEXT_ISA {
+namespace {
+
+constexpr int64_t KB = 16;  // k steps per index-tracking block
+
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+
+template <typename T>
+struct Tiling;
+#if defined(MAMEXT_ISA_AVX512)
+template <> struct Tiling<float> { static constexpr int MR = 4, NR = 3; };
+template <> struct Tiling<double> { static constexpr int MR = 4, NR = 3; };
+constexpr Capability kCapability = Capability::AVX512;
+#elif defined(MAMEXT_ISA_AVX2)
+template <> struct Tiling<float> { static constexpr int MR = 3, NR = 2; };
+template <> struct Tiling<double> { static constexpr int MR = 3, NR = 2; };
+constexpr Capability kCapability = Capability::AVX2;
+#else
+template <> struct Tiling<float> { static constexpr int MR = 2, NR = 2; };
+template <> struct Tiling<double> { static constexpr int MR = 2, NR = 2; };
+constexpr Capability kCapability = Capability::Default;
+#endif
+
+template <typename T>
+constexpr int panel_width() {
+  return Tiling<T>::NR * Vec<T>::L;
+}
+
+template <typename T>
+void pack(const T* w, int64_t N, int64_t K, int64_t n0, T* panel) {
+  constexpr int P = panel_width<T>();
+  const int64_t nvalid = imin(P, N - n0);
+  for (int64_t j = 0; j < nvalid; ++j) {
+    const T* src = w + (n0 + j) * K;
+    for (int64_t k = 0; k < K; ++k) panel[k * P + j] = src[k];
+  }
+  for (int64_t j = nvalid; j < P; ++j)
+    for (int64_t k = 0; k < K; ++k) panel[k * P + j] = T(0);
+}
+
+// Running max/min of MR x (NR*L) outputs over all K; results to tmx/tmn
+// (row stride P). With TRACK, bmx/bmn receive the winning block per output.
+template <typename T, int MR, bool TRACK>
+inline void tile(const T* x, int64_t ldx, const T* panel, int64_t K, T* tmx, T* tmn, int32_t* bmx,
+                 int32_t* bmn) {
+  using V = Vec<T>;
+  using R = typename V::R;
+  constexpr int NR = Tiling<T>::NR;
+  constexpr int L = V::L;
+  constexpr int P = NR * L;
+  R mx[MR][NR], mn[MR][NR];
+  {
+    R w[NR];
+    for (int j = 0; j < NR; ++j) w[j] = V::load(panel + j * L);
+    for (int i = 0; i < MR; ++i) {
+      const R xb = V::bcast(x[i * ldx]);
+      for (int j = 0; j < NR; ++j) mx[i][j] = mn[i][j] = V::mul(xb, w[j]);
+    }
+  }
+  auto steps = [&](int64_t k, int64_t kend) __attribute__((always_inline)) {
+    for (; k < kend; ++k) {
+      const T* pk = panel + k * P;
+      R w[NR];
+      for (int j = 0; j < NR; ++j) w[j] = V::load(pk + j * L);
+      for (int i = 0; i < MR; ++i) {
+        const R xb = V::bcast(x[i * ldx + k]);
+        for (int j = 0; j < NR; ++j) {
+          const R p = V::mul(xb, w[j]);
+          mx[i][j] = V::max(mx[i][j], p);
+          mn[i][j] = V::min(mn[i][j], p);
+        }
+      }
+    }
+  };
+  if constexpr (!TRACK) {
+    steps(1, K);
+  } else {
+    alignas(64) T smx[MR][P], smn[MR][P];
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) {
+        V::store(&smx[i][j * L], mx[i][j]);
+        V::store(&smn[i][j * L], mn[i][j]);
+      }
+    for (int i = 0; i < MR; ++i)
+      for (int q = 0; q < P; ++q) bmx[i * P + q] = bmn[i * P + q] = 0;
+    int64_t k = 1;
+    for (int32_t b = 0; k < K; ++b) {
+      const int64_t kend = imin(int64_t(b + 1) * KB, K);
+      steps(k, kend);
+      k = kend;
+      for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NR; ++j) {
+          const uint32_t cmax = V::neq(mx[i][j], V::load(&smx[i][j * L]));
+          const uint32_t cmin = V::neq(mn[i][j], V::load(&smn[i][j * L]));
+          V::store(&smx[i][j * L], mx[i][j]);
+          V::store(&smn[i][j * L], mn[i][j]);
+          V::store_index(bmx + i * P + j * L, cmax, b);
+          V::store_index(bmn + i * P + j * L, cmin, b);
+        }
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) {
+      V::store(tmx + i * P + j * L, mx[i][j]);
+      V::store(tmn + i * P + j * L, mn[i][j]);
+    }
+}
+
+// Runtime row count (1..R) to a compile-time tile height.
+template <typename T, int R, bool TRACK>
+inline void tile_rows(int mr, const T* x, int64_t ldx, const T* panel, int64_t K, T* tmx, T* tmn,
+                      int32_t* bmx, int32_t* bmn) {
+  if (mr == R) {
+    tile<T, R, TRACK>(x, ldx, panel, K, tmx, tmn, bmx, bmn);
+  } else if constexpr (R > 1) {
+    tile_rows<T, R - 1, TRACK>(mr, x, ldx, panel, K, tmx, tmn, bmx, bmn);
+  }
+}
+
+// First k in block `blk` with xr[k] * wr[k] == target.
+template <typename T>
+inline int32_t recover(const T* xr, const T* wr, int64_t K, int32_t blk, T target) {
+  using V = Vec<T>;
+  const int64_t k0 = int64_t(blk) * KB;
+  const int n = static_cast<int>(imin(KB, K - k0));
+  const auto t = V::bcast(target);
+  for (int off = 0; off < n; off += V::L) {
+    const int len = n - off < V::L ? n - off : V::L;
+    const auto p = V::mul(V::load_n(xr + k0 + off, len), V::load_n(wr + k0 + off, len));
+    const uint32_t m = V::eq(p, t) & ((1u << len) - 1u);
+    if (m) return static_cast<int32_t>(k0 + off + ctz32(m));
+  }
+  return static_cast<int32_t>(k0);  // unreachable: target is one of these products
+}
+
+template <typename T, bool TRACK>
+void forward_impl(const T* x, const T* panel, const T* w, const T* bias, T* out, int32_t* amax,
+                  int32_t* amin, int64_t m0, int64_t m1, int64_t n0, int64_t N, int64_t K) {
+  constexpr int MR = Tiling<T>::MR;
+  constexpr int P = panel_width<T>();
+  const int64_t nvalid = imin(P, N - n0);
+  alignas(64) T tmx[MR * P], tmn[MR * P];
+  alignas(64) int32_t bmx[TRACK ? MR * P : 1], bmn[TRACK ? MR * P : 1];
+  for (int64_t m = m0; m < m1; m += MR) {
+    const int mr = static_cast<int>(imin(MR, m1 - m));
+    const T* xm = x + m * K;
+    tile_rows<T, MR, TRACK>(mr, xm, K, panel, K, tmx, tmn, bmx, bmn);
+    for (int i = 0; i < mr; ++i) {
+      T* om = out + (m + i) * N + n0;
+      for (int64_t j = 0; j < nvalid; ++j) {
+        T v = tmx[i * P + j] + tmn[i * P + j];
+        if (bias) v += bias[n0 + j];
+        om[j] = v;
+      }
+      if constexpr (TRACK) {
+        const T* xr = xm + i * K;
+        int32_t* am = amax + (m + i) * N + n0;
+        int32_t* an = amin + (m + i) * N + n0;
+        for (int64_t j = 0; j < nvalid; ++j) {
+          const T* wr = w + (n0 + j) * K;
+          am[j] = recover<T>(xr, wr, K, bmx[i * P + j], tmx[i * P + j]);
+          an[j] = recover<T>(xr, wr, K, bmn[i * P + j], tmn[i * P + j]);
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void forward(const T* x, const T* panel, const T* w, const T* bias, T* out, int32_t* amax,
+             int32_t* amin, int64_t m0, int64_t m1, int64_t n0, int64_t N, int64_t K) {
+  if (amax)
+    forward_impl<T, true>(x, panel, w, bias, out, amax, amin, m0, m1, n0, N, K);
+  else
+    forward_impl<T, false>(x, panel, w, bias, out, amax, amin, m0, m1, n0, N, K);
+}
+
+// NaN/inf inputs: plain sequential scan. A NaN product makes max, min and both
+// indices the first NaN (as torch.max/torch.min along a dim).
+template <typename T>
+void forward_slow(const T* x, const T* w, const T* bias, T* out, int32_t* amax, int32_t* amin,
+                  int64_t m0, int64_t m1, int64_t N, int64_t K) {
+  for (int64_t m = m0; m < m1; ++m) {
+    const T* xr = x + m * K;
+    for (int64_t n = 0; n < N; ++n) {
+      const T* wr = w + n * K;
+      T mx = xr[0] * wr[0], mn = mx;
+      int64_t ia = 0, ib = 0;
+      if (mx == mx) {
+        for (int64_t k = 1; k < K; ++k) {
+          const T p = xr[k] * wr[k];
+          if (p != p) {
+            mx = mn = p;
+            ia = ib = k;
+            break;
+          }
+          if (p > mx) { mx = p; ia = k; }
+          if (p < mn) { mn = p; ib = k; }
+        }
+      }
+      T v = mx + mn;
+      if (bias) v += bias[n];
+      out[m * N + n] = v;
+      if (amax) {
+        amax[m * N + n] = static_cast<int32_t>(ia);
+        amin[m * N + n] = static_cast<int32_t>(ib);
+      }
+    }
+  }
+}
+
+template <typename T>
+bool all_finite(const T* p, int64_t n) {
+  using V = Vec<T>;
+  // v * 0 is 0 for every finite v and NaN for NaN and +-inf.
+  auto acc = V::zero();
+  const auto z = V::zero();
+  int64_t i = 0;
+  for (; i + V::L <= n; i += V::L) acc = V::add(acc, V::mul(V::load(p + i), z));
+  if (i < n) acc = V::add(acc, V::mul(V::load_n(p + i, static_cast<int>(n - i)), z));
+  return V::eq(acc, z) == (V::L == 32 ? 0xffffffffu : ((1u << V::L) - 1u));
+}
+
+template <typename T>
+bool backward_input(const T* g, const T* w, const int32_t* amax, const int32_t* amin, T* gx,
+                    int64_t m0, int64_t m1, int64_t N, int64_t K) {
+  bool ok = true;
+  for (int64_t m = m0; m < m1; ++m) {
+    T* gr = gx + m * K;
+    for (int64_t k = 0; k < K; ++k) gr[k] = T(0);
+    const T* gm = g + m * N;
+    const int32_t* am = amax + m * N;
+    const int32_t* an = amin + m * N;
+    for (int64_t n = 0; n < N; ++n) {
+      const T gv = gm[n];
+      const T* wr = w + n * K;
+      const int32_t a = am[n], b = an[n];
+      if (static_cast<uint64_t>(static_cast<uint32_t>(a)) >= static_cast<uint64_t>(K) ||
+          static_cast<uint64_t>(static_cast<uint32_t>(b)) >= static_cast<uint64_t>(K)) {
+        ok = false;
+        continue;
+      }
+      gr[a] += gv * wr[a];
+      gr[b] += gv * wr[b];
+    }
+  }
+  return ok;
+}
+
+template <typename T>
+bool backward_weight(const T* g, const T* x, const int32_t* amax, const int32_t* amin, T* gw,
+                     int64_t n0, int64_t n1, int64_t M, int64_t N, int64_t K) {
+  bool ok = true;
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t k = 0; k < K; ++k) gw[n * K + k] = T(0);
+  for (int64_t m = 0; m < M; ++m) {
+    const T* xr = x + m * K;
+    const T* gm = g + m * N;
+    const int32_t* am = amax + m * N;
+    const int32_t* an = amin + m * N;
+    for (int64_t n = n0; n < n1; ++n) {
+      const T gv = gm[n];
+      T* gr = gw + n * K;
+      const int32_t a = am[n], b = an[n];
+      if (static_cast<uint64_t>(static_cast<uint32_t>(a)) >= static_cast<uint64_t>(K) ||
+          static_cast<uint64_t>(static_cast<uint32_t>(b)) >= static_cast<uint64_t>(K)) {
+        ok = false;
+        continue;
+      }
+      gr[a] += gv * xr[a];
+      gr[b] += gv * xr[b];
+    }
+  }
+  return ok;
+}
+
+template <typename T>
+DenseKernels<T> dense_kernels() {
+  return DenseKernels<T>{panel_width<T>(), Tiling<T>::MR, &pack<T>, &forward<T>, &forward_slow<T>,
+                         &all_finite<T>, &backward_input<T>, &backward_weight<T>};
+}
+
+}  // namespace
+
+const KernelTable& kernel_table() {
+  static const KernelTable table{kCapability, dense_kernels<float>(), dense_kernels<double>()};
+  return table;
+}
+
+}  // namespace mamext::cpu::MAMEXT_ISA

@@ -1,0 +1,182 @@
+// CPU implementation of the dense MAM operators: argument checks, dtype
+// handling and the split of work across threads. The arithmetic is in the
+// per-ISA kernels (mam_linear_kernel.cpp), chosen through cpu::kernels().
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <array>
+#include <atomic>
+#include <tuple>
+
+#include "cpu/kernels.h"
+#include "mam_linear.h"
+
+namespace mamext {
+namespace {
+
+// Half and bfloat16 compute in float32 (exact products, exact comparisons).
+at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+template <typename T>
+const cpu::DenseKernels<T>& dense_kernels();
+template <>
+const cpu::DenseKernels<float>& dense_kernels<float>() { return cpu::kernels().dense_f32; }
+template <>
+const cpu::DenseKernels<double>& dense_kernels<double>() { return cpu::kernels().dense_f64; }
+
+template <typename T>
+void forward_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& out,
+                 at::Tensor* amax, at::Tensor* amin, int64_t M, int64_t N, int64_t K) {
+  const auto& kt = dense_kernels<T>();
+  const T* xp = x.data_ptr<T>();
+  const T* wp = w.data_ptr<T>();
+  const T* bp = bias.defined() ? bias.data_ptr<T>() : nullptr;
+  T* op = out.data_ptr<T>();
+  int32_t* ap = amax ? amax->data_ptr<int32_t>() : nullptr;
+  int32_t* an = amin ? amin->data_ptr<int32_t>() : nullptr;
+
+  // One check of the operands decides between the exact fast path and the
+  // NaN-aware scan; the fast path never tests individual products.
+  std::atomic<bool> finite{true};
+  at::parallel_for(0, M * K, 1 << 16, [&](int64_t b, int64_t e) {
+    if (!kt.all_finite(xp + b, e - b)) finite.store(false, std::memory_order_relaxed);
+  });
+  if (finite.load())
+    at::parallel_for(0, N * K, 1 << 16, [&](int64_t b, int64_t e) {
+      if (!kt.all_finite(wp + b, e - b)) finite.store(false, std::memory_order_relaxed);
+    });
+  if (!finite.load()) {
+    at::parallel_for(0, M, 1, [&](int64_t b, int64_t e) { kt.forward_slow(xp, wp, bp, op, ap, an, b, e, N, K); });
+    return;
+  }
+
+  const int64_t P = kt.panel_width;
+  const int64_t panels = (N + P - 1) / P;
+  auto packed = at::empty({panels, K, P}, x.options());
+  T* pp = packed.data_ptr<T>();
+  at::parallel_for(0, panels, 1, [&](int64_t b, int64_t e) {
+    for (int64_t p = b; p < e; ++p) kt.pack(wp, N, K, p * P, pp + p * K * P);
+  });
+
+  // Tiles: (panel, chunk of rows), panel-major so a thread's consecutive tiles
+  // reuse one packed panel from cache. Enough chunks to keep all threads busy.
+  const int64_t threads = at::get_num_threads();
+  const int64_t rb = kt.row_block;
+  int64_t chunks = 1;
+  if (panels < 4 * threads) chunks = std::min<int64_t>((4 * threads + panels - 1) / panels, (M + rb - 1) / rb);
+  chunks = std::max<int64_t>(chunks, 1);
+  int64_t rows_per_chunk = (M + chunks - 1) / chunks;
+  rows_per_chunk = (rows_per_chunk + rb - 1) / rb * rb;
+  chunks = (M + rows_per_chunk - 1) / rows_per_chunk;
+  at::parallel_for(0, panels * chunks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t p = t / chunks, c = t % chunks;
+      const int64_t m0 = c * rows_per_chunk, m1 = std::min(M, m0 + rows_per_chunk);
+      kt.forward(xp, pp + p * K * P, wp, bp, op, ap, an, m0, m1, p * P, N, K);
+    }
+  });
+}
+
+template <typename T>
+void backward_cpu(const at::Tensor& g, const at::Tensor& x, const at::Tensor& w, const at::Tensor& amax,
+                  const at::Tensor& amin, at::Tensor* gx, at::Tensor* gw, int64_t M, int64_t N, int64_t K) {
+  const auto& kt = dense_kernels<T>();
+  const T* gp = g.data_ptr<T>();
+  const int32_t* ap = amax.data_ptr<int32_t>();
+  const int32_t* an = amin.data_ptr<int32_t>();
+  std::atomic<bool> ok{true};
+  // Deterministic: each output row is owned by one thread, no atomics.
+  if (gx) {
+    T* out = gx->data_ptr<T>();
+    const T* wp = w.data_ptr<T>();
+    at::parallel_for(0, M, 1, [&](int64_t b, int64_t e) {
+      if (!kt.backward_input(gp, wp, ap, an, out, b, e, N, K)) ok.store(false);
+    });
+  }
+  if (gw) {
+    T* out = gw->data_ptr<T>();
+    const T* xp = x.data_ptr<T>();
+    at::parallel_for(0, N, 16, [&](int64_t b, int64_t e) {
+      if (!kt.backward_weight(gp, xp, ap, an, out, b, e, M, N, K)) ok.store(false);
+    });
+  }
+  TORCH_CHECK(ok.load(), "mam_linear_backward: argmax/argmin contain indices outside [0, ", K, ")");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_common(const char* op, const at::Tensor& input,
+                                                              const at::Tensor& weight,
+                                                              const std::optional<at::Tensor>& bias_opt,
+                                                              bool track) {
+  const DenseShape s = check_dense_args(op, input, weight, bias_opt);
+  const at::ScalarType ct = compute_type(input.scalar_type());
+  const at::Tensor x = input.reshape({s.M, s.K}).to(ct).contiguous();
+  const at::Tensor w = weight.to(ct).contiguous();
+  at::Tensor b;
+  if (bias_opt.has_value() && bias_opt->defined()) b = bias_opt->to(ct).contiguous();
+  at::Tensor out = at::empty({s.M, s.N}, x.options());
+  at::Tensor amax, amin;
+  if (track) {
+    amax = at::empty({s.M, s.N}, x.options().dtype(at::kInt));
+    amin = at::empty({s.M, s.N}, x.options().dtype(at::kInt));
+  }
+  if (s.M > 0) {
+    if (ct == at::kDouble)
+      forward_cpu<double>(x, w, b, out, track ? &amax : nullptr, track ? &amin : nullptr, s.M, s.N, s.K);
+    else
+      forward_cpu<float>(x, w, b, out, track ? &amax : nullptr, track ? &amin : nullptr, s.M, s.N, s.K);
+  }
+  out = out.to(input.scalar_type()).view(s.out_sizes);
+  if (track) {
+    amax = amax.view(s.out_sizes);
+    amin = amin.view(s.out_sizes);
+  }
+  return {out, amax, amin};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> mam_linear_forward_cpu(const at::Tensor& input,
+                                                                      const at::Tensor& weight,
+                                                                      const std::optional<at::Tensor>& bias) {
+  return forward_common("mam_linear_forward", input, weight, bias, true);
+}
+
+at::Tensor mam_linear_inference_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                    const std::optional<at::Tensor>& bias) {
+  return std::get<0>(forward_common("mam_linear_inference", input, weight, bias, false));
+}
+
+std::tuple<at::Tensor, at::Tensor> mam_linear_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                                           const at::Tensor& weight, const at::Tensor& argmax,
+                                                           const at::Tensor& argmin, std::array<bool, 2> mask) {
+  constexpr const char* op = "mam_linear_backward";
+  check_backward_args(op, grad_output, input, weight, argmax, argmin);
+  const DenseShape s = check_dense_args(op, input, weight, std::nullopt);
+  const at::ScalarType ct = compute_type(input.scalar_type());
+  const at::Tensor g = grad_output.reshape({s.M, s.N}).to(ct).contiguous();
+  const at::Tensor x = input.reshape({s.M, s.K}).to(ct).contiguous();
+  const at::Tensor w = weight.to(ct).contiguous();
+  const at::Tensor am = argmax.reshape({s.M, s.N}).contiguous();
+  const at::Tensor an = argmin.reshape({s.M, s.N}).contiguous();
+  at::Tensor gx, gw;
+  if (mask[0]) gx = at::empty({s.M, s.K}, x.options());
+  if (mask[1]) gw = at::empty({s.N, s.K}, x.options());
+  if (mask[1] && s.M == 0) gw.zero_();
+  if (s.M > 0 && (mask[0] || mask[1])) {
+    if (ct == at::kDouble)
+      backward_cpu<double>(g, x, w, am, an, mask[0] ? &gx : nullptr, mask[1] ? &gw : nullptr, s.M, s.N, s.K);
+    else
+      backward_cpu<float>(g, x, w, am, an, mask[0] ? &gx : nullptr, mask[1] ? &gw : nullptr, s.M, s.N, s.K);
+  }
+  gx = mask[0] ? gx.to(input.scalar_type()).view(input.sizes()) : at::empty({0}, input.options());
+  gw = mask[1] ? gw.to(input.scalar_type()) : at::empty({0}, input.options());
+  return {gx, gw};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mamext, CPU, m) {
+  m.impl("mam_linear_forward", &mam_linear_forward_cpu);
+  m.impl("mam_linear_inference", &mam_linear_inference_cpu);
+  m.impl("mam_linear_backward", &mam_linear_backward_cpu);
+}
+
+}  // namespace mamext

@@ -1,0 +1,15 @@
+// Operator schemas for the dense MAM layer. Kernels: cpu/mam_linear_ops.cpp
+// (CPU), cuda/ (CUDA). Fake kernels and autograd: python/mamext/ops.py.
+#include <torch/library.h>
+
+TORCH_LIBRARY(mamext, m) {
+  // Training forward: output plus int32 argmax/argmin (lowest index on ties).
+  m.def("mam_linear_forward(Tensor input, Tensor weight, Tensor? bias) -> (Tensor, Tensor, Tensor)");
+  // Inference forward: no index tracking.
+  m.def("mam_linear_inference(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
+  // Backward: (grad_input, grad_weight); an entry whose output_mask is false is
+  // returned as an empty tensor. grad_bias is grad_output summed (done in Python).
+  m.def(
+      "mam_linear_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor argmax, Tensor argmin, "
+      "bool[2] output_mask) -> (Tensor, Tensor)");
+}

@@ -1,0 +1,48 @@
+"""mamext: Multiply-And-Max/min (MAM) neurons for PyTorch.
+
+A MAM neuron replaces the sum of a classic multiply-and-accumulate neuron by
+max plus min::
+
+    y[..., n] = max_k(W[n, k] * x[..., k]) + min_k(W[n, k] * x[..., k]) + b[n]
+
+Importing this package loads the native extension (``mamext._C``), which
+registers the operators ``torch.ops.mamext.*``; :mod:`mamext.ops` adds their
+fake kernels and autograd formulas.
+"""
+
+from __future__ import annotations
+
+import torch  # noqa: F401  (loads libtorch before the extension)
+
+from . import _C
+from .ops import mam_linear
+from . import nn
+
+__version__ = _C.build_info["version"]
+
+__all__ = ["mam_linear", "cpu_capability", "nn", "__version__"]
+
+
+def cpu_capability() -> str:
+    """The CPU kernel level in use: ``"avx512"``, ``"avx2"`` or ``"default"``.
+
+    The best level the processor supports, capped by the environment variable
+    ``MAMEXT_CPU_CAPABILITY=default|avx2|avx512`` read at import time.
+    """
+    return _C.cpu_capability()
+
+
+# Surface a bad MAMEXT_CPU_CAPABILITY value at import time, not mid-forward.
+cpu_capability()
+
+
+def __getattr__(name):  # lazily import the heavier optional submodules
+    import importlib
+
+    if name in {"prune", "sparse", "export", "experiment", "reference", "convert"}:
+        if name == "convert":
+            from .convert import convert
+
+            return convert
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'mamext' has no attribute {name!r}")
