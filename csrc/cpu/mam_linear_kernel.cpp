@@ -50,16 +50,23 @@ constexpr int panel_width() {
   return Tiling<T>::NR * Vec<T>::L;
 }
 
+// Blocked transpose: KT consecutive k of every panel row are read as one
+// contiguous run and written into a (KT, P) slab that stays in L1.
 template <typename T>
 void pack(const T* w, int64_t N, int64_t K, int64_t n0, T* panel) {
   constexpr int P = panel_width<T>();
+  constexpr int64_t KT = 16;
   const int64_t nvalid = imin(P, N - n0);
-  for (int64_t j = 0; j < nvalid; ++j) {
-    const T* src = w + (n0 + j) * K;
-    for (int64_t k = 0; k < K; ++k) panel[k * P + j] = src[k];
+  for (int64_t k0 = 0; k0 < K; k0 += KT) {
+    const int64_t kn = imin(KT, K - k0);
+    T* dst = panel + k0 * P;
+    for (int64_t j = 0; j < nvalid; ++j) {
+      const T* src = w + (n0 + j) * K + k0;
+      for (int64_t t = 0; t < kn; ++t) dst[t * P + j] = src[t];
+    }
+    for (int64_t j = nvalid; j < P; ++j)
+      for (int64_t t = 0; t < kn; ++t) dst[t * P + j] = T(0);
   }
-  for (int64_t j = nvalid; j < P; ++j)
-    for (int64_t k = 0; k < K; ++k) panel[k * P + j] = T(0);
 }
 
 // Running max/min of MR x (NR*L) outputs over all K; results to tmx/tmn

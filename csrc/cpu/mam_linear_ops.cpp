@@ -6,6 +6,7 @@
 
 #include <array>
 #include <atomic>
+#include <cstdlib>
 #include <tuple>
 
 #include "cpu/kernels.h"
@@ -23,6 +24,26 @@ template <>
 const cpu::DenseKernels<float>& dense_kernels<float>() { return cpu::kernels().dense_f32; }
 template <>
 const cpu::DenseKernels<double>& dense_kernels<double>() { return cpu::kernels().dense_f64; }
+
+// Per-thread, 64-byte aligned scratch for one packed weight panel; grows as
+// needed and is reused across calls.
+template <typename T>
+T* panel_buffer(int64_t elems) {
+  struct Buffer {
+    void* ptr = nullptr;
+    size_t bytes = 0;
+    ~Buffer() { std::free(ptr); }
+  };
+  thread_local Buffer buf;
+  const size_t need = (static_cast<size_t>(elems) * sizeof(T) + 63) / 64 * 64;
+  if (buf.bytes < need) {
+    std::free(buf.ptr);
+    buf.ptr = std::aligned_alloc(64, need);
+    TORCH_CHECK(buf.ptr, "mamext: out of memory allocating a ", need, "-byte weight panel");
+    buf.bytes = need;
+  }
+  return static_cast<T*>(buf.ptr);
+}
 
 template <typename T>
 void forward_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& out,
@@ -50,16 +71,13 @@ void forward_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bia
     return;
   }
 
+  // Tiles: (panel, chunk of rows), panel-major so that a thread's consecutive
+  // tiles share one packed panel. Each thread packs the panel it is about to
+  // use into its own reusable, cache-resident buffer (no N x K temporary, no
+  // page faults on every call). M is split only when there are too few panels
+  // to keep every thread busy.
   const int64_t P = kt.panel_width;
   const int64_t panels = (N + P - 1) / P;
-  auto packed = at::empty({panels, K, P}, x.options());
-  T* pp = packed.data_ptr<T>();
-  at::parallel_for(0, panels, 1, [&](int64_t b, int64_t e) {
-    for (int64_t p = b; p < e; ++p) kt.pack(wp, N, K, p * P, pp + p * K * P);
-  });
-
-  // Tiles: (panel, chunk of rows), panel-major so a thread's consecutive tiles
-  // reuse one packed panel from cache. Enough chunks to keep all threads busy.
   const int64_t threads = at::get_num_threads();
   const int64_t rb = kt.row_block;
   int64_t chunks = 1;
@@ -69,10 +87,16 @@ void forward_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bia
   rows_per_chunk = (rows_per_chunk + rb - 1) / rb * rb;
   chunks = (M + rows_per_chunk - 1) / rows_per_chunk;
   at::parallel_for(0, panels * chunks, 1, [&](int64_t b, int64_t e) {
+    T* panel = panel_buffer<T>(K * P);
+    int64_t packed = -1;
     for (int64_t t = b; t < e; ++t) {
       const int64_t p = t / chunks, c = t % chunks;
+      if (p != packed) {
+        kt.pack(wp, N, K, p * P, panel);
+        packed = p;
+      }
       const int64_t m0 = c * rows_per_chunk, m1 = std::min(M, m0 + rows_per_chunk);
-      kt.forward(xp, pp + p * K * P, wp, bp, op, ap, an, m0, m1, p * P, N, K);
+      kt.forward(xp, panel, wp, bp, op, ap, an, m0, m1, p * P, N, K);
     }
   });
 }
