@@ -22,6 +22,10 @@ template <typename T>
 using DenseForwardFn = void (*)(const T* x, const T* panel, const T* w, const T* bias, T* out,
                                 int32_t* amax, int32_t* amin, int64_t m0, int64_t m1, int64_t n0,
                                 int64_t N, int64_t K);
+// Row-major variant for few rows: all M rows against neurons [n0, n1), no packing.
+template <typename T>
+using DenseForwardRowsFn = void (*)(const T* x, const T* w, const T* bias, T* out, int32_t* amax,
+                                    int32_t* amin, int64_t M, int64_t n0, int64_t n1, int64_t N, int64_t K);
 // Exact reference-order path for inputs containing NaN or infinity.
 template <typename T>
 using DenseForwardSlowFn = void (*)(const T* x, const T* w, const T* bias, T* out, int32_t* amax,
@@ -49,11 +53,15 @@ struct DenseKernels {
   int row_block;  // rows per register tile (a good row-chunk multiple)
   PackFn<T> pack;
   DenseForwardFn<T> forward;
+  DenseForwardRowsFn<T> forward_rows;
   DenseForwardSlowFn<T> forward_slow;
   AllFiniteFn<T> all_finite;
   BackwardInputFn<T> backward_input;
   BackwardWeightFn<T> backward_weight;
 };
+
+// Below this many rows the dense forward skips weight packing.
+constexpr int64_t kRowMajorMaxRows = 8;
 
 struct KernelTable {
   Capability capability;

@@ -206,6 +206,71 @@ void forward(const T* x, const T* panel, const T* w, const T* bias, T* out, int3
     forward_impl<T, false>(x, panel, w, bias, out, amax, amin, m0, m1, n0, N, K);
 }
 
+// Few rows (M < kRowMajorMaxRows): packing the weights would cost more than
+// the whole computation, so work on row-major W directly, vectorised along k,
+// neurons [n0, n1). Each weight row is loaded once from memory and reused
+// from L1 for every input row and for the index scan: the first k whose
+// product equals the (exact) max or min is its index.
+template <typename T>
+inline T hreduce(typename Vec<T>::R v, bool is_max) {
+  alignas(64) T buf[Vec<T>::L];
+  Vec<T>::store(buf, v);
+  T r = buf[0];
+  for (int l = 1; l < Vec<T>::L; ++l) r = is_max ? (buf[l] > r ? buf[l] : r) : (buf[l] < r ? buf[l] : r);
+  return r;
+}
+
+template <typename T>
+inline int32_t first_equal(const T* xr, const T* wr, int64_t K, T target) {
+  using V = Vec<T>;
+  const auto t = V::bcast(target);
+  int64_t k = 0;
+  for (; k + V::L <= K; k += V::L) {
+    const uint32_t m = V::eq(V::mul(V::load(xr + k), V::load(wr + k)), t);
+    if (m) return static_cast<int32_t>(k + ctz32(m));
+  }
+  for (; k < K; ++k)
+    if (xr[k] * wr[k] == target) return static_cast<int32_t>(k);
+  return 0;  // unreachable: target is one of the products
+}
+
+template <typename T>
+void forward_rows(const T* x, const T* w, const T* bias, T* out, int32_t* amax, int32_t* amin, int64_t M,
+                  int64_t n0, int64_t n1, int64_t N, int64_t K) {
+  using V = Vec<T>;
+  using R = typename V::R;
+  const int64_t kv = K / V::L * V::L;  // vector part; the rest is scalar
+  for (int64_t n = n0; n < n1; ++n) {
+    const T* wr = w + n * K;
+    for (int64_t m = 0; m < M; ++m) {
+      const T* xr = x + m * K;
+      T mx = xr[0] * wr[0], mn = mx;
+      if (kv > 0) {
+        R vmx = V::mul(V::load(xr), V::load(wr)), vmn = vmx;
+        for (int64_t k = V::L; k < kv; k += V::L) {
+          const R p = V::mul(V::load(xr + k), V::load(wr + k));
+          vmx = V::max(vmx, p);
+          vmn = V::min(vmn, p);
+        }
+        mx = hreduce<T>(vmx, true);
+        mn = hreduce<T>(vmn, false);
+      }
+      for (int64_t k = kv; k < K; ++k) {
+        const T p = xr[k] * wr[k];
+        mx = p > mx ? p : mx;
+        mn = p < mn ? p : mn;
+      }
+      T v = mx + mn;
+      if (bias) v += bias[n];
+      out[m * N + n] = v;
+      if (amax) {
+        amax[m * N + n] = first_equal<T>(xr, wr, K, mx);
+        amin[m * N + n] = first_equal<T>(xr, wr, K, mn);
+      }
+    }
+  }
+}
+
 // NaN/inf inputs: plain sequential scan. A NaN product makes max, min and both
 // indices the first NaN (as torch.max/torch.min along a dim).
 template <typename T>
@@ -307,8 +372,8 @@ bool backward_weight(const T* g, const T* x, const int32_t* amax, const int32_t*
 
 template <typename T>
 DenseKernels<T> dense_kernels() {
-  return DenseKernels<T>{panel_width<T>(), Tiling<T>::MR, &pack<T>, &forward<T>, &forward_slow<T>,
-                         &all_finite<T>, &backward_input<T>, &backward_weight<T>};
+  return DenseKernels<T>{panel_width<T>(), Tiling<T>::MR, &pack<T>, &forward<T>, &forward_rows<T>,
+                         &forward_slow<T>, &all_finite<T>, &backward_input<T>, &backward_weight<T>};
 }
 
 }  // namespace

@@ -71,6 +71,11 @@ void forward_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bia
     return;
   }
 
+  if (M < cpu::kRowMajorMaxRows) {
+    at::parallel_for(0, N, 16, [&](int64_t b, int64_t e) { kt.forward_rows(xp, wp, bp, op, ap, an, M, b, e, N, K); });
+    return;
+  }
+
   // Tiles: (panel, chunk of rows), panel-major so that a thread's consecutive
   // tiles share one packed panel. Each thread packs the panel it is about to
   // use into its own reusable, cache-resident buffer (no N x K temporary, no
