@@ -29,15 +29,18 @@ def assert_same(out, ref):
     torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True)
 
 
-def check_forward(x, w, b=None):
-    out, amax, amin = mamext.mam_linear(x, w, b, return_indices=True)
+def check_forward(x, w, b=None, device="cpu"):
+    """Kernel on `device` vs the reference on CPU; returns CPU tensors."""
+    xd, wd = x.to(device), w.to(device)
+    bd = b.to(device) if b is not None else None
+    out, amax, amin = (t.cpu() for t in mamext.mam_linear(xd, wd, bd, return_indices=True))
     rout, ramax, ramin = mam_linear_reference(x, w, b, return_indices=True)
     assert amax.dtype == torch.int32 and amin.dtype == torch.int32
     assert_same(out, rout)
     assert torch.equal(amax, ramax), (amax != ramax).nonzero()[:5]
     assert torch.equal(amin, ramin), (amin != ramin).nonzero()[:5]
     # inference path (no index tracking) must give the same values
-    assert_same(torch.ops.mamext.mam_linear_inference(x, w, b), rout)
+    assert_same(torch.ops.mamext.mam_linear_inference(xd, wd, bd).cpu(), rout)
     return out, amax, amin
 
 
@@ -59,13 +62,14 @@ SHAPES = [  # (leading dims, K, N)
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("lead,K,N", SHAPES)
-def test_random_matches_reference(isa, dtype, lead, K, N):
+@pytest.mark.parametrize("device", devices())
+def test_random_matches_reference(device, isa, dtype, lead, K, N):
     g = torch.Generator().manual_seed(K * 1000 + N)
     x = torch.randn(*lead, K, generator=g).to(dtype)
     w = torch.randn(N, K, generator=g).to(dtype)
     b = torch.randn(N, generator=g).to(dtype)
-    check_forward(x, w, b)
-    check_forward(x, w, None)
+    check_forward(x, w, b, device=device)
+    check_forward(x, w, None, device=device)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -77,7 +81,8 @@ def test_larger_shapes_multithreaded(isa, dtype, M, K, N):
     check_forward(x, w, torch.randn(N, dtype=dtype))
 
 
-def test_huge_k_indices(isa):
+@pytest.mark.parametrize("device", devices())
+def test_huge_k_indices(device, isa):
     # K > 65,536: indices must not wrap (the authors' fast kernel keeps 16 bits).
     K = 70_000
     g = torch.Generator().manual_seed(1)
@@ -88,43 +93,46 @@ def test_huge_k_indices(isa):
     w[:, 69_999] = 1.0
     w[2, 68_123] = -80.0
     x[:, 68_123] = 1.0
-    _, amax, amin = check_forward(x, w)
+    _, amax, amin = check_forward(x, w, device=device)
     assert (amax == 69_999).all()
     assert amin[0, 2] == 68_123
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_all_products_negative(isa, dtype):
+@pytest.mark.parametrize("device", devices())
+def test_all_products_negative(device, isa, dtype):
     # The authors' exact CUDA kernel starts the max at +FLT_MIN: wrong here.
     x = torch.rand(11, 37).add(0.1).to(dtype)
     w = -torch.rand(19, 37).add(0.1).to(dtype)
-    out, _, _ = check_forward(x, w)
+    out, _, _ = check_forward(x, w, device=device)
     assert (out < 0).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_zero_weights_take_part(isa, dtype):
+@pytest.mark.parametrize("device", devices())
+def test_zero_weights_take_part(device, isa, dtype):
     # A zero weight is an ordinary connection: its product 0 is a candidate.
     x = torch.rand(6, 40).add(0.5).to(dtype)
     w = torch.rand(9, 40).add(0.5).to(dtype)
     w[:, 7] = 0
-    out, _, amin = check_forward(x, w)
+    out, _, amin = check_forward(x, w, device=device)
     assert (amin == 7).all()
     w0 = torch.zeros(9, 40, dtype=dtype)
-    out, amax, amin = check_forward(x, w0, torch.ones(9, dtype=dtype))
+    out, amax, amin = check_forward(x, w0, torch.ones(9, dtype=dtype), device=device)
     assert (out == 1).all() and (amax == 0).all() and (amin == 0).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("K", [1, 2, 16, 17, 45, 300])
-def test_ties_lowest_index(isa, dtype, K):
+@pytest.mark.parametrize("device", devices())
+def test_ties_lowest_index(device, isa, dtype, K):
     # Small integers: many exactly tied products, within and across blocks.
     g = torch.Generator().manual_seed(K)
     x = torch.randint(-2, 3, (23, K), generator=g).to(dtype)
     w = torch.randint(-2, 3, (29, K), generator=g).to(dtype)
-    check_forward(x, w)
+    check_forward(x, w, device=device)
     # All equal: index 0 for both.
-    _, amax, amin = check_forward(torch.ones(3, K, dtype=dtype), torch.ones(4, K, dtype=dtype))
+    _, amax, amin = check_forward(torch.ones(3, K, dtype=dtype), torch.ones(4, K, dtype=dtype), device=device)
     assert (amax == 0).all() and (amin == 0).all()
 
 
@@ -138,7 +146,8 @@ def test_signed_zero_ties(isa):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("where", ["x", "w"])
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
-def test_non_finite(isa, dtype, where, value):
+@pytest.mark.parametrize("device", devices())
+def test_non_finite(device, isa, dtype, where, value):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(8, 45, generator=g).to(dtype)
     w = torch.randn(10, 45, generator=g).to(dtype)
@@ -147,7 +156,7 @@ def test_non_finite(isa, dtype, where, value):
     t[2, 30] = value
     t[5, 0] = value
     t[5, 44] = value
-    check_forward(x, w, torch.randn(10).to(dtype))
+    check_forward(x, w, torch.randn(10).to(dtype), device=device)
 
 
 def test_overflowing_products(isa):
@@ -207,14 +216,18 @@ def test_thread_count_does_not_change_results():
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12),
                                        (torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_gradients_match_reference(isa, dtype, tol, bias):
+@pytest.mark.parametrize("device", devices())
+def test_gradients_match_reference(device, isa, dtype, tol, bias):
     g = torch.Generator().manual_seed(7)
     x = torch.randn(2, 5, 37, generator=g).to(dtype).requires_grad_()
     w = torch.randn(21, 37, generator=g).to(dtype).requires_grad_()
     b = torch.randn(21, generator=g).to(dtype).requires_grad_() if bias else None
     gout = torch.randn(2, 5, 21, generator=g).to(dtype)
     params = [x, w] + ([b] if bias else [])
-    grads = torch.autograd.grad(mamext.mam_linear(x, w, b), params, gout)
+    dparams = [p.detach().to(device).requires_grad_() for p in params]
+    db = dparams[2] if bias else None
+    grads = torch.autograd.grad(mamext.mam_linear(dparams[0], dparams[1], db), dparams, gout.to(device))
+    grads = [t.cpu() for t in grads]
     rgrads = torch.autograd.grad(mam_linear_reference(x, w, b), params, gout)
     for got, want in zip(grads, rgrads):
         assert got.dtype == want.dtype
