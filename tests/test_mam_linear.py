@@ -280,6 +280,19 @@ def test_backward_only_requested_grads():
     assert gx.numel() == 0 and gw.shape == (3, 8)
 
 
+def test_non_differentiable_ops_raise_on_backward():
+    x = torch.randn(3, 4, requires_grad=True)
+    w = torch.randn(2, 4)
+    y = torch.ops.mamext.mam_linear_inference(x, w, None)
+    with pytest.raises(RuntimeError, match="mam_linear_inference is not differentiable"):
+        y.sum().backward()
+    out, amax, amin = mamext.mam_linear(x, w, return_indices=True)
+    g = torch.ones(3, 2, requires_grad=True)
+    gx, _ = torch.ops.mamext.mam_linear_backward(g, x.detach(), w, amax, amin, [True, False])
+    with pytest.raises(RuntimeError, match="double backward"):
+        gx.sum().backward()
+
+
 def test_backward_rejects_out_of_range_indices():
     x = torch.randn(4, 8)
     w = torch.randn(3, 8)

@@ -88,6 +88,25 @@ def _backward(ctx, grad_out, _grad_argmax, _grad_argmin):
 torch.library.register_autograd("mamext::mam_linear_forward", _backward, setup_context=_setup_context)
 
 
+def _not_differentiable(op, hint):
+    def backward(ctx, *grads):
+        raise RuntimeError(f"mamext::{op} is not differentiable: {hint}")
+
+    return backward
+
+
+# Without these, autograd would silently treat the ops as constants.
+torch.library.register_autograd(
+    "mamext::mam_linear_inference",
+    _not_differentiable("mam_linear_inference",
+                        "it tracks no indices; use mamext.mam_linear or torch.ops.mamext.mam_linear_forward"),
+    setup_context=lambda ctx, inputs, output: None)
+torch.library.register_autograd(
+    "mamext::mam_linear_backward",
+    _not_differentiable("mam_linear_backward", "double backward through a MAM layer is not supported"),
+    setup_context=lambda ctx, inputs, output: None)
+
+
 def mam_linear(input, weight, bias=None, *, return_indices=False):
     """MAM linear layer: ``max_k(W[n,k] x[...,k]) + min_k(W[n,k] x[...,k]) + b[n]``.
 
