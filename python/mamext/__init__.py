@@ -17,10 +17,11 @@ import torch  # noqa: F401  (loads libtorch before the extension)
 from . import _C
 from .ops import mam_linear
 from . import nn
+from ._convert import convert
 
 __version__ = _C.build_info["version"]
 
-__all__ = ["mam_linear", "cpu_capability", "nn", "__version__"]
+__all__ = ["mam_linear", "convert", "cpu_capability", "nn", "__version__"]
 
 
 def cpu_capability() -> str:
@@ -39,10 +40,6 @@ cpu_capability()
 def __getattr__(name):  # lazily import the heavier optional submodules
     import importlib
 
-    if name in {"prune", "sparse", "export", "experiment", "reference", "convert"}:
-        if name == "convert":
-            from .convert import convert
-
-            return convert
+    if name in {"prune", "sparse", "export", "experiment", "reference"}:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'mamext' has no attribute {name!r}")
