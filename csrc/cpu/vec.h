@@ -19,6 +19,46 @@ namespace mamext::cpu::MAMEXT_ISA {
 
 template <typename T>
 struct Vec;
+#if defined(MAMEXT_ISA_AVX512) || defined(MAMEXT_ISA_AVX2)
+// ---- Tile transposes shared by the AVX2 and AVX-512 builds (256-bit AVX) ----
+// dst[j * ldd + i] = src[i * lds + j] for an 8x8 float / 4x4 double tile.
+inline void transpose8x8_ps(const float* s, int64_t lds, float* d, int64_t ldd) {
+  __m256 r0 = _mm256_loadu_ps(s + 0 * lds), r1 = _mm256_loadu_ps(s + 1 * lds);
+  __m256 r2 = _mm256_loadu_ps(s + 2 * lds), r3 = _mm256_loadu_ps(s + 3 * lds);
+  __m256 r4 = _mm256_loadu_ps(s + 4 * lds), r5 = _mm256_loadu_ps(s + 5 * lds);
+  __m256 r6 = _mm256_loadu_ps(s + 6 * lds), r7 = _mm256_loadu_ps(s + 7 * lds);
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+  const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+  const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  _mm256_storeu_ps(d + 0 * ldd, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(d + 1 * ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(d + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(d + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(d + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(d + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(d + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(d + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+inline void transpose4x4_pd(const double* s, int64_t lds, double* d, int64_t ldd) {
+  const __m256d r0 = _mm256_loadu_pd(s + 0 * lds), r1 = _mm256_loadu_pd(s + 1 * lds);
+  const __m256d r2 = _mm256_loadu_pd(s + 2 * lds), r3 = _mm256_loadu_pd(s + 3 * lds);
+  const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+  const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+  _mm256_storeu_pd(d + 0 * ldd, _mm256_permute2f128_pd(t0, t2, 0x20));
+  _mm256_storeu_pd(d + 1 * ldd, _mm256_permute2f128_pd(t1, t3, 0x20));
+  _mm256_storeu_pd(d + 2 * ldd, _mm256_permute2f128_pd(t0, t2, 0x31));
+  _mm256_storeu_pd(d + 3 * ldd, _mm256_permute2f128_pd(t1, t3, 0x31));
+}
+#endif
 
 #if defined(MAMEXT_ISA_AVX512)
 
@@ -42,6 +82,9 @@ struct Vec<float> {
     _mm512_mask_storeu_epi32(p, static_cast<__mmask16>(m), _mm512_set1_epi32(value));
   }
   static __mmask16 lanes(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
+  // Tile transpose (packed sparse kernels): TT x TT tile, dst[j*ldd+i] = src[i*lds+j].
+  static constexpr int TT = 8;
+  static void transpose_tile(const float* s, int64_t lds, float* d, int64_t ldd) { transpose8x8_ps(s, lds, d, ldd); }
 };
 
 template <>
@@ -63,6 +106,24 @@ struct Vec<double> {
     _mm256_mask_storeu_epi32(p, static_cast<__mmask8>(m), _mm256_set1_epi32(value));
   }
   static __mmask8 lanes(int n) { return static_cast<__mmask8>((1u << n) - 1u); }
+  static constexpr int TT = 4;
+  static void transpose_tile(const double* s, int64_t lds, double* d, int64_t ldd) { transpose4x4_pd(s, lds, d, ldd); }
+};
+
+// int32 lanes (packed int8 kernels): exact integer products, max, min, sums.
+template <>
+struct Vec<int32_t> {
+  using R = __m512i;
+  static constexpr int L = 16;
+  static R load(const int32_t* p) { return _mm512_loadu_si512(p); }
+  static R load_n(const int32_t* p, int n) { return _mm512_maskz_loadu_epi32(static_cast<__mmask16>((1u << n) - 1u), p); }
+  static void store(int32_t* p, R v) { _mm512_storeu_si512(p, v); }
+  static R bcast(int32_t v) { return _mm512_set1_epi32(v); }
+  static R zero() { return _mm512_setzero_si512(); }
+  static R mul(R a, R b) { return _mm512_mullo_epi32(a, b); }
+  static R add(R a, R b) { return _mm512_add_epi32(a, b); }
+  static R max(R a, R b) { return _mm512_max_epi32(a, b); }
+  static R min(R a, R b) { return _mm512_min_epi32(a, b); }
 };
 
 #elif defined(MAMEXT_ISA_AVX2)
@@ -90,6 +151,9 @@ struct Vec<float> {
   static __m256i lanes(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
+  // Tile transpose (packed sparse kernels): TT x TT tile, dst[j*ldd+i] = src[i*lds+j].
+  static constexpr int TT = 8;
+  static void transpose_tile(const float* s, int64_t lds, float* d, int64_t ldd) { transpose8x8_ps(s, lds, d, ldd); }
 };
 
 template <>
@@ -114,6 +178,26 @@ struct Vec<double> {
   static __m256i lanes(int n) {
     return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
   }
+  static constexpr int TT = 4;
+  static void transpose_tile(const double* s, int64_t lds, double* d, int64_t ldd) { transpose4x4_pd(s, lds, d, ldd); }
+};
+
+// int32 lanes (packed int8 kernels): exact integer products, max, min, sums.
+template <>
+struct Vec<int32_t> {
+  using R = __m256i;
+  static constexpr int L = 8;
+  static R load(const int32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  static R load_n(const int32_t* p, int n) {
+    return _mm256_maskload_epi32(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+  }
+  static void store(int32_t* p, R v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+  static R bcast(int32_t v) { return _mm256_set1_epi32(v); }
+  static R zero() { return _mm256_setzero_si256(); }
+  static R mul(R a, R b) { return _mm256_mullo_epi32(a, b); }
+  static R add(R a, R b) { return _mm256_add_epi32(a, b); }
+  static R max(R a, R b) { return _mm256_max_epi32(a, b); }
+  static R min(R a, R b) { return _mm256_min_epi32(a, b); }
 };
 
 #else  // portable baseline: fixed-size arrays the compiler maps to SSE2
@@ -150,12 +234,21 @@ struct VecGeneric {
     for (int l = 0; l < L; ++l)
       if (m & (1u << l)) p[l] = value;
   }
+  // Tile transpose (packed sparse kernels): TT x TT tile, dst[j*ldd+i] = src[i*lds+j].
+  static constexpr int TT = 4;
+  static void transpose_tile(const T* s, int64_t lds, T* d, int64_t ldd) {
+    for (int i = 0; i < TT; ++i)
+      for (int j = 0; j < TT; ++j) d[j * ldd + i] = s[i * lds + j];
+  }
 };
 
 template <>
 struct Vec<float> : VecGeneric<float, 4> {};
 template <>
 struct Vec<double> : VecGeneric<double, 2> {};
+// int32 lanes (packed int8 kernels); eq/neq/store_index/transpose_tile unused.
+template <>
+struct Vec<int32_t> : VecGeneric<int32_t, 4> {};
 
 #endif
 

@@ -1,0 +1,93 @@
+// Interface between the per-ISA packed (sparse) MAM kernels
+// (csrc/cpu/packed_mam_kernel.cpp, compiled once per instruction set into
+// mamext::cpu::<isa>) and the operator glue (csrc/cpu/packed_mam_ops.cpp).
+// Like kernels.h: no torch headers, plain pointers only.
+//
+// Packed layer (CSR per output neuron): row n keeps the connections
+// j in [offsets[n], offsets[n+1]) with weight values[j] at input indices[j]
+// (strictly increasing within a row). A row with fewer than K entries has at
+// least one pruned (zero) connection, so 0 is a candidate for both its max and
+// its min; a row with no entry outputs its bias. `mam` = false computes the
+// ordinary sum (packed nn.Linear).
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/kernels.h"
+
+namespace mamext::cpu {
+
+// Index element type; the table's per-index arrays are indexed by it.
+enum class PackedIndex : int { UInt8 = 0, Int16 = 1, Int32 = 2 };
+
+// x (B, K) row major -> xt (K, B) for the rows k in [k0, k1); returns whether
+// every value moved is finite (no NaN, no inf).
+template <typename T>
+using PackedTransposeFn = bool (*)(const T* x, int64_t B, int64_t K, T* xt, int64_t k0, int64_t k1);
+
+// Fast path (every input and weight finite), vectorised across the batch:
+// neurons [n0, n1) x samples [b0, b1) of out (B, N), reading xt (K, B).
+template <typename T>
+using PackedTileFn = void (*)(const T* xt, int64_t B, const T* values, const void* indices,
+                              const int64_t* offsets, const T* bias, int64_t K, T* out, int64_t N,
+                              int64_t n0, int64_t n1, int64_t b0, int64_t b1);
+
+// Scalar path over samples [m0, m1) and neurons [n0, n1) of x (M, K):
+// `rows` for finite data (used for tiny batches), `rows_checked` for any data
+// (NaN/inf semantics of the dense layer with zero weights, see the .cpp).
+template <typename T>
+using PackedRowsFn = void (*)(const T* x, int64_t K, const T* values, const void* indices,
+                              const int64_t* offsets, const T* bias, T* out, int64_t N, int64_t n0,
+                              int64_t n1, int64_t m0, int64_t m1);
+
+template <typename T>
+using PackedAllFiniteFn = bool (*)(const T* p, int64_t n);
+
+template <typename T>
+struct PackedFloatKernels {
+  int tile_neurons;  // neurons per tile (multiple calls may share a batch block)
+  int tile_batch;    // samples per tile
+  PackedTransposeFn<T> transpose;
+  PackedAllFiniteFn<T> all_finite;
+  PackedTileFn<T> tile[2][3];          // [mam][PackedIndex]
+  PackedRowsFn<T> rows[2][3];          // [mam][PackedIndex]
+  PackedRowsFn<T> rows_checked[2][3];  // [mam][PackedIndex]
+};
+
+// int8: per-sample symmetric input quantisation of samples [m0, m1) of x (B, K)
+// into xq (B, K) int32 (row major; the tiles read it transposed) and their
+// scales sx[b] (see the .cpp for the exact formula, mirrored by the C export).
+using PackedQuantizeFn = void (*)(const float* x, int64_t K, int32_t* xq, float* sx, int64_t m0, int64_t m1);
+// out[b, n] = float(acc) * (wscale[n] * sx[b]) (+ bias[n]) with acc the exact
+// integer max + min (or sum) of values[j] * xq[indices[j], b].
+using PackedInt8TileFn = void (*)(const int32_t* xq, int64_t B, const int8_t* values, const void* indices,
+                                  const int64_t* offsets, const float* wscale, const float* bias,
+                                  const float* sx, int64_t K, float* out, int64_t N, int64_t n0, int64_t n1,
+                                  int64_t b0, int64_t b1);
+
+// Plain int32 transpose (B, K) -> (K, B) of rows k in [k0, k1).
+using PackedTransposeI32Fn = void (*)(const int32_t* x, int64_t B, int64_t K, int32_t* xt, int64_t k0, int64_t k1);
+
+struct PackedInt8Kernels {
+  int tile_neurons;
+  int tile_batch;
+  PackedQuantizeFn quantize;
+  PackedTransposeI32Fn transpose;
+  PackedInt8TileFn tile[2][3];  // [mam][PackedIndex]
+};
+
+struct PackedKernelTable {
+  Capability capability;
+  PackedFloatKernels<float> f32;
+  PackedFloatKernels<double> f64;
+  PackedInt8Kernels i8;
+};
+
+namespace default_isa { const PackedKernelTable& packed_kernel_table(); }
+namespace avx2 { const PackedKernelTable& packed_kernel_table(); }
+namespace avx512 { const PackedKernelTable& packed_kernel_table(); }
+
+// The table for cpu::active_capability() (defined in packed_mam_ops.cpp).
+const PackedKernelTable& packed_kernels();
+
+}  // namespace mamext::cpu

@@ -1,0 +1,436 @@
+// Packed (sparse, CSR per output neuron) MAM and Linear kernels, compiled once
+// per ISA (see CMakeLists.txt) into mamext::cpu::MAMEXT_ISA. No torch headers
+// (see kernels.h). Layout and semantics: packed_kernels.h.
+//
+// Fast path, vectorised across the batch: the input is transposed once per
+// call to xt (K, B), so a kept connection (w, k) is one broadcast of w against
+// contiguous vectors xt[k, b0 .. b0 + BW). A tile is NB neurons x BW samples;
+// its results go to a small buffer (neuron major) and are transposed into the
+// (B, N) output with TT x TT register transposes. A row with a pruned
+// connection starts its max and min at 0 (the pruned products); a full row
+// starts at its first product. Max/min are exact selections, so on finite data
+// the result equals the dense kernel's bit for bit (up to the sign of a zero).
+//
+// Non-finite data (rows_checked): the dense layer multiplies every pruned
+// input by 0, so an inf or NaN input at a pruned position makes that neuron's
+// output NaN. Per sample we count the non-finite inputs; per neuron we count
+// those among its kept connections; if the row is pruned somewhere and the two
+// counts differ, a non-finite input sits on a pruned connection -> NaN. A NaN
+// product (NaN input, inf * 0 with a kept zero weight, NaN weight) gives NaN,
+// as in the dense layer; otherwise max + min (or the sum) as usual.
+#include <cstdint>
+
+#include "cpu/kernels.h"
+#include "cpu/packed_kernels.h"
+#include "cpu/vec.h"
+
+namespace mamext::cpu::MAMEXT_ISA {
+namespace {
+
+#if defined(MAMEXT_ISA_AVX512)
+constexpr Capability kCapability = Capability::AVX512;
+#elif defined(MAMEXT_ISA_AVX2)
+constexpr Capability kCapability = Capability::AVX2;
+#else
+constexpr Capability kCapability = Capability::Default;
+#endif
+
+constexpr int NB = 16;  // neurons per tile
+constexpr int U = 4;    // vectors of samples per tile
+
+template <typename E>
+constexpr int batch_width() {
+  return U * Vec<E>::L;
+}
+
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+
+template <typename T>
+inline bool is_finite(T v) {
+  return v - v == T(0);  // NaN for NaN and +-inf
+}
+
+// ---------------------------------------------------------------------------
+// Shared accumulation: neurons [n0, n1) x NV vectors of samples starting at b0
+// (the last vector holds `tail` valid lanes), results (max + min, or sum,
+// without bias) to buf[(n - n0) * BW + lane]. E: lane type (float, double,
+// int32), W: stored weight type (E or int8).
+// ---------------------------------------------------------------------------
+template <typename E, typename W, typename I, bool MAM, int NV>
+inline void accumulate(const E* xt, int64_t B, int64_t b0, int tail, const W* val, const I* idx,
+                       const int64_t* off, const E* bias, int64_t K, int64_t n0, int64_t n1, E* buf) {
+  using V = Vec<E>;
+  using R = typename V::R;
+  constexpr int L = V::L;
+  constexpr int BW = batch_width<E>();
+  const E* xb = xt + b0;
+  auto load = [&](const E* p, int v) __attribute__((always_inline)) {
+    return (v == NV - 1 && tail < L) ? V::load_n(p + v * L, tail) : V::load(p + v * L);
+  };
+  for (int64_t n = n0; n < n1; ++n) {
+    int64_t j = off[n];
+    const int64_t j1 = off[n + 1];
+    R a[NV], c[NV];
+    if (MAM && j1 - j == K) {  // full row: no pruned candidate, start at the first product
+      const R w = V::bcast(static_cast<E>(val[j]));
+      const E* xr = xb + static_cast<int64_t>(idx[j]) * B;
+      for (int v = 0; v < NV; ++v) a[v] = c[v] = V::mul(w, load(xr, v));
+      ++j;
+    } else {
+      for (int v = 0; v < NV; ++v) a[v] = c[v] = V::zero();
+    }
+    for (; j < j1; ++j) {
+      const R w = V::bcast(static_cast<E>(val[j]));
+      const E* xr = xb + static_cast<int64_t>(idx[j]) * B;
+      for (int v = 0; v < NV; ++v) {
+        const R p = V::mul(w, load(xr, v));
+        if constexpr (MAM) {
+          a[v] = V::max(a[v], p);
+          c[v] = V::min(c[v], p);
+        } else {
+          a[v] = V::add(a[v], p);
+        }
+      }
+    }
+    E* br = buf + (n - n0) * BW;
+    if (bias) {
+      const R bv = V::bcast(bias[n]);
+      for (int v = 0; v < NV; ++v) V::store(br + v * L, V::add(MAM ? V::add(a[v], c[v]) : a[v], bv));
+    } else {
+      for (int v = 0; v < NV; ++v) V::store(br + v * L, MAM ? V::add(a[v], c[v]) : a[v]);
+    }
+  }
+}
+
+template <typename E, typename W, typename I, bool MAM>
+inline void accumulate_nv(int nv, const E* xt, int64_t B, int64_t b0, int tail, const W* val, const I* idx,
+                          const int64_t* off, const E* bias, int64_t K, int64_t n0, int64_t n1, E* buf) {
+  static_assert(U == 4, "accumulate_nv handles up to 4 vectors");
+  switch (nv) {
+    case 1: accumulate<E, W, I, MAM, 1>(xt, B, b0, tail, val, idx, off, bias, K, n0, n1, buf); break;
+    case 2: accumulate<E, W, I, MAM, 2>(xt, B, b0, tail, val, idx, off, bias, K, n0, n1, buf); break;
+    case 3: accumulate<E, W, I, MAM, 3>(xt, B, b0, tail, val, idx, off, bias, K, n0, n1, buf); break;
+    default: accumulate<E, W, I, MAM, 4>(xt, B, b0, tail, val, idx, off, bias, K, n0, n1, buf); break;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Floating point
+// ---------------------------------------------------------------------------
+// Macro blocks of 2TT x 2TT (for float on AVX2/AVX-512: 16 x 16, one 64-byte
+// line per row on both sides) made of four TT x TT register transposes, so
+// every cache line of x and xt is read or written completely in one go (rows
+// of x are often 4 KiB apart, which aliases in L1).
+template <typename T>
+bool transpose(const T* x, int64_t B, int64_t K, T* xt, int64_t k0, int64_t k1) {
+  using V = Vec<T>;
+  constexpr int TT = V::TT;
+  constexpr int MB = 2 * TT;
+  constexpr int L = V::L;
+  static_assert(MB % L == 0, "macro block must be whole vectors");
+  // Finiteness of everything transposed, checked on the L1-hot source block:
+  // v * 0 is 0 for finite v, NaN for NaN and +-inf.
+  const auto z = V::zero();
+  auto acc = z;
+  bool finite = true;
+  int64_t k = k0;
+  for (; k + MB <= k1; k += MB) {
+    int64_t b = 0;
+    for (; b + MB <= B; b += MB) {
+      for (int i = 0; i < MB; i += TT)
+        for (int j = 0; j < MB; j += TT)
+          V::transpose_tile(x + (b + i) * K + k + j, K, xt + (k + j) * B + b + i, B);
+      for (int i = 0; i < MB; ++i)
+        for (int v = 0; v < MB; v += L) acc = V::add(acc, V::mul(V::load(x + (b + i) * K + k + v), z));
+    }
+    for (; b < B; ++b)
+      for (int j = 0; j < MB; ++j) {
+        const T val = x[b * K + k + j];
+        finite &= is_finite(val);
+        xt[(k + j) * B + b] = val;
+      }
+  }
+  for (; k < k1; ++k)
+    for (int64_t b = 0; b < B; ++b) {
+      const T val = x[b * K + k];
+      finite &= is_finite(val);
+      xt[k * B + b] = val;
+    }
+  return finite && V::eq(acc, z) == ((1u << L) - 1u);
+}
+
+// v * 0 is 0 for every finite v and NaN for NaN and +-inf; four independent
+// accumulators keep the adds off the critical path.
+template <typename T>
+bool all_finite(const T* p, int64_t n) {
+  using V = Vec<T>;
+  constexpr int L = V::L;
+  const auto z = V::zero();
+  auto a0 = z, a1 = z, a2 = z, a3 = z;
+  int64_t i = 0;
+  for (; i + 4 * L <= n; i += 4 * L) {
+    a0 = V::add(a0, V::mul(V::load(p + i), z));
+    a1 = V::add(a1, V::mul(V::load(p + i + L), z));
+    a2 = V::add(a2, V::mul(V::load(p + i + 2 * L), z));
+    a3 = V::add(a3, V::mul(V::load(p + i + 3 * L), z));
+  }
+  for (; i + L <= n; i += L) a0 = V::add(a0, V::mul(V::load(p + i), z));
+  if (i < n) a0 = V::add(a0, V::mul(V::load_n(p + i, static_cast<int>(n - i)), z));
+  const auto acc = V::add(V::add(a0, a1), V::add(a2, a3));
+  return V::eq(acc, z) == ((1u << L) - 1u);
+}
+
+template <typename T, typename I, bool MAM>
+void tile(const T* xt, int64_t B, const T* values, const void* indices, const int64_t* off, const T* bias,
+          int64_t K, T* out, int64_t N, int64_t n0, int64_t n1, int64_t b0, int64_t b1) {
+  using V = Vec<T>;
+  constexpr int L = V::L;
+  constexpr int BW = batch_width<T>();
+  constexpr int TT = V::TT;
+  static_assert(NB % TT == 0 && BW % TT == 0, "tile sizes must be multiples of the transpose tile");
+  const I* idx = static_cast<const I*>(indices);
+  alignas(64) T buf[NB * BW];
+  for (int64_t bb = b0; bb < b1; bb += BW) {
+    const int64_t nb_s = imin(BW, b1 - bb);  // samples in this block
+    const int nv = static_cast<int>((nb_s + L - 1) / L);
+    const int tail = static_cast<int>(nb_s - int64_t(nv - 1) * L);
+    for (int64_t nn = n0; nn < n1; nn += NB) {
+      const int64_t nn1 = imin(nn + NB, n1);
+      const int64_t nb_n = nn1 - nn;
+      accumulate_nv<T, T, I, MAM>(nv, xt, B, bb, tail, values, idx, off, bias, K, nn, nn1, buf);
+      // buf (neurons x samples) -> out (samples x neurons), sample major so
+      // each output row segment (one cache line for NB floats) is completed
+      // by consecutive stores.
+      const int64_t full_n = nb_n / TT * TT;
+      int64_t s = 0;
+      for (; s + TT <= nb_s; s += TT) {
+        for (int64_t r = 0; r < full_n; r += TT)
+          V::transpose_tile(buf + r * BW + s, BW, out + (bb + s) * N + nn + r, N);
+        for (int64_t i = 0; i < TT; ++i)
+          for (int64_t r = full_n; r < nb_n; ++r) out[(bb + s + i) * N + nn + r] = buf[r * BW + s + i];
+      }
+      for (; s < nb_s; ++s)
+        for (int64_t r = 0; r < nb_n; ++r) out[(bb + s) * N + nn + r] = buf[r * BW + s];
+    }
+  }
+}
+
+template <typename T, typename I, bool MAM, bool CHECK>
+void rows(const T* x, int64_t K, const T* values, const void* indices, const int64_t* off, const T* bias,
+          T* out, int64_t N, int64_t n0, int64_t n1, int64_t m0, int64_t m1) {
+  const I* idx = static_cast<const I*>(indices);
+  const T nan = static_cast<T>(__builtin_nan(""));
+  for (int64_t m = m0; m < m1; ++m) {
+    const T* xr = x + m * K;
+    int64_t bad = 0;  // non-finite inputs of this sample
+    if constexpr (CHECK)
+      for (int64_t k = 0; k < K; ++k) bad += !is_finite(xr[k]);
+    for (int64_t n = n0; n < n1; ++n) {
+      int64_t j = off[n];
+      const int64_t j1 = off[n + 1];
+      const bool pruned = j1 - j < K;
+      T v;
+      if constexpr (!CHECK) {
+        if constexpr (MAM) {
+          T mx = T(0), mn = T(0);
+          if (!pruned) {
+            mx = mn = values[j] * xr[idx[j]];
+            ++j;
+          }
+          for (; j < j1; ++j) {
+            const T p = values[j] * xr[idx[j]];
+            mx = p > mx ? p : mx;
+            mn = p < mn ? p : mn;
+          }
+          v = mx + mn;
+        } else {
+          T acc = T(0);
+          for (; j < j1; ++j) acc += values[j] * xr[idx[j]];
+          v = acc;
+        }
+      } else {
+        int64_t seen = 0;  // non-finite inputs on kept connections
+        bool isnan = false;
+        T mx = T(0), mn = T(0), acc = T(0);
+        bool first = MAM && !pruned;
+        for (; j < j1; ++j) {
+          const T xv = xr[idx[j]];
+          seen += !is_finite(xv);
+          const T p = values[j] * xv;
+          if (p != p) isnan = true;
+          if constexpr (MAM) {
+            if (first) {
+              mx = mn = p;
+              first = false;
+            } else {
+              mx = p > mx ? p : mx;
+              mn = p < mn ? p : mn;
+            }
+          } else {
+            acc += p;
+          }
+        }
+        v = MAM ? mx + mn : acc;
+        if (isnan || (pruned && seen != bad)) v = nan;
+      }
+      if (bias) v = v + bias[n];
+      out[m * N + n] = v;
+    }
+  }
+}
+
+template <typename T, bool MAM>
+void fill_index_variants(PackedTileFn<T>* t, PackedRowsFn<T>* r, PackedRowsFn<T>* rc) {
+  t[0] = &tile<T, uint8_t, MAM>;
+  t[1] = &tile<T, int16_t, MAM>;
+  t[2] = &tile<T, int32_t, MAM>;
+  r[0] = &rows<T, uint8_t, MAM, false>;
+  r[1] = &rows<T, int16_t, MAM, false>;
+  r[2] = &rows<T, int32_t, MAM, false>;
+  rc[0] = &rows<T, uint8_t, MAM, true>;
+  rc[1] = &rows<T, int16_t, MAM, true>;
+  rc[2] = &rows<T, int32_t, MAM, true>;
+}
+
+template <typename T>
+PackedFloatKernels<T> float_kernels() {
+  PackedFloatKernels<T> k{};
+  k.tile_neurons = NB;
+  k.tile_batch = batch_width<T>();
+  k.transpose = &transpose<T>;
+  k.all_finite = &all_finite<T>;
+  fill_index_variants<T, false>(k.tile[0], k.rows[0], k.rows_checked[0]);
+  fill_index_variants<T, true>(k.tile[1], k.rows[1], k.rows_checked[1]);
+  return k;
+}
+
+// ---------------------------------------------------------------------------
+// int8. The quantisation below is mirrored exactly by the C export
+// (python/mamext/export.py); change both together.
+//   amax = max_k |x[k]| (a non-finite input makes the sample's scale NaN and
+//   all its outputs NaN); amax < 1e-30 -> all zeros, scale 0;
+//   inv = 127 / amax; q[k] = round_half_even(x[k] * inv) clamped to +-127;
+//   scale = amax / 127.
+// Output: float(acc) * (wscale[n] * scale) (+ bias[n]), single roundings, no FMA.
+// ---------------------------------------------------------------------------
+// Branch free (random data would mispredict): clamp, truncate, then step by
+// one where the exact remainder passes 0.5, or equals 0.5 with t odd.
+inline int32_t round_q(float v) {
+  v = v > 127.0f ? 127.0f : v;
+  v = v < -127.0f ? -127.0f : v;
+  const int32_t t = static_cast<int32_t>(v);  // toward zero
+  const float f = v - static_cast<float>(t);   // exact
+  const int32_t odd = t & 1;
+  const int32_t up = static_cast<int32_t>(f > 0.5f) | (static_cast<int32_t>(f == 0.5f) & odd);
+  const int32_t down = static_cast<int32_t>(f < -0.5f) | (static_cast<int32_t>(f == -0.5f) & odd);
+  return t + up - down;
+}
+
+void quantize(const float* x, int64_t K, int32_t* xq, float* sx, int64_t m0, int64_t m1) {
+  for (int64_t b = m0; b < m1; ++b) {
+    const float* xr = x + b * K;
+    int32_t* qr = xq + b * K;
+    // max |x| with vectors (max is an exact selection: any order gives the
+    // C export's sequential result on finite data); x * 0 flags NaN/inf.
+    using V = Vec<float>;
+    constexpr int L = V::L;
+    const auto z = V::zero(), m1 = V::bcast(-1.0f);
+    auto vmax = z, fin = z;
+    int64_t k = 0;
+    for (; k + L <= K; k += L) {
+      const auto v = V::load(xr + k);
+      vmax = V::max(vmax, V::max(v, V::mul(v, m1)));
+      fin = V::add(fin, V::mul(v, z));
+    }
+    if (k < K) {
+      const auto v = V::load_n(xr + k, static_cast<int>(K - k));
+      vmax = V::max(vmax, V::max(v, V::mul(v, m1)));
+      fin = V::add(fin, V::mul(v, z));
+    }
+    const bool bad = V::eq(fin, z) != ((1u << L) - 1u);
+    alignas(64) float lanes[L];
+    V::store(lanes, vmax);
+    float amax = 0.0f;
+    for (int l = 0; l < L; ++l) amax = lanes[l] > amax ? lanes[l] : amax;
+    if (bad || amax < 1e-30f) {
+      for (int64_t k = 0; k < K; ++k) qr[k] = 0;
+      sx[b] = bad ? __builtin_nanf("") : 0.0f;
+      continue;
+    }
+    const float inv = 127.0f / amax;
+    for (int64_t k = 0; k < K; ++k) qr[k] = round_q(xr[k] * inv);
+    sx[b] = amax / 127.0f;
+  }
+}
+
+// int32 codes moved with the float tile transposes (pure bit moves: loads,
+// shuffles, stores), without the finiteness check (the codes read as floats
+// are denormals, slow to multiply).
+void transpose_i32(const int32_t* xi, int64_t B, int64_t K, int32_t* xti, int64_t k0, int64_t k1) {
+  using V = Vec<float>;
+  constexpr int TT = V::TT;
+  const float* x = reinterpret_cast<const float*>(xi);
+  float* xt = reinterpret_cast<float*>(xti);
+  int64_t k = k0;
+  for (; k + TT <= k1; k += TT) {
+    int64_t b = 0;
+    for (; b + TT <= B; b += TT) V::transpose_tile(x + b * K + k, K, xt + k * B + b, B);
+    for (; b < B; ++b)
+      for (int j = 0; j < TT; ++j) xti[(k + j) * B + b] = xi[b * K + k + j];
+  }
+  for (; k < k1; ++k)
+    for (int64_t b = 0; b < B; ++b) xti[k * B + b] = xi[b * K + k];
+}
+
+template <typename I, bool MAM>
+void tile_i8(const int32_t* xq, int64_t B, const int8_t* values, const void* indices, const int64_t* off,
+             const float* wscale, const float* bias, const float* sx, int64_t K, float* out, int64_t N,
+             int64_t n0, int64_t n1, int64_t b0, int64_t b1) {
+  constexpr int L = Vec<int32_t>::L;
+  constexpr int BW = batch_width<int32_t>();
+  const I* idx = static_cast<const I*>(indices);
+  alignas(64) int32_t buf[NB * BW];
+  for (int64_t bb = b0; bb < b1; bb += BW) {
+    const int64_t nb_s = imin(BW, b1 - bb);
+    const int nv = static_cast<int>((nb_s + L - 1) / L);
+    const int tail = static_cast<int>(nb_s - int64_t(nv - 1) * L);
+    for (int64_t nn = n0; nn < n1; nn += NB) {
+      const int64_t nn1 = imin(nn + NB, n1);
+      accumulate_nv<int32_t, int8_t, I, MAM>(nv, xq, B, bb, tail, values, idx, off, nullptr, K, nn, nn1, buf);
+      for (int64_t s = 0; s < nb_s; ++s) {
+        const float xs = sx[bb + s];
+        float* orow = out + (bb + s) * N;
+        for (int64_t n = nn; n < nn1; ++n) {
+          const float scale = wscale[n] * xs;
+          float v = static_cast<float>(buf[(n - nn) * BW + s]) * scale;
+          if (bias) v = v + bias[n];
+          orow[n] = v;
+        }
+      }
+    }
+  }
+}
+
+PackedInt8Kernels int8_kernels() {
+  PackedInt8Kernels k{};
+  k.tile_neurons = NB;
+  k.tile_batch = batch_width<int32_t>();
+  k.quantize = &quantize;
+  k.transpose = &transpose_i32;
+  k.tile[0][0] = &tile_i8<uint8_t, false>;
+  k.tile[0][1] = &tile_i8<int16_t, false>;
+  k.tile[0][2] = &tile_i8<int32_t, false>;
+  k.tile[1][0] = &tile_i8<uint8_t, true>;
+  k.tile[1][1] = &tile_i8<int16_t, true>;
+  k.tile[1][2] = &tile_i8<int32_t, true>;
+  return k;
+}
+
+}  // namespace
+
+const PackedKernelTable& packed_kernel_table() {
+  static const PackedKernelTable table{kCapability, float_kernels<float>(), float_kernels<double>(), int8_kernels()};
+  return table;
+}
+
+}  // namespace mamext::cpu::MAMEXT_ISA

@@ -1,0 +1,242 @@
+// CPU glue for the packed (sparse) MAM / Linear operator: argument checks,
+// structure validation, dtype handling and the split of work across threads.
+// The arithmetic is in cpu/packed_mam_kernel.cpp (one build per ISA), chosen
+// through packed_kernels() by the active CPU capability.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+
+#include "cpu/kernels.h"
+#include "cpu/packed_kernels.h"
+
+namespace mamext {
+namespace cpu {
+
+const PackedKernelTable& packed_kernels() {
+  switch (active_capability()) {
+#if defined(__x86_64__) || defined(_M_X64)
+    case Capability::AVX512: return avx512::packed_kernel_table();
+    case Capability::AVX2: return avx2::packed_kernel_table();
+#endif
+    default: return default_isa::packed_kernel_table();
+  }
+}
+
+}  // namespace cpu
+
+namespace {
+
+constexpr const char* kOp = "packed_linear";
+
+cpu::PackedIndex index_kind(at::ScalarType t) {
+  switch (t) {
+    case at::kByte: return cpu::PackedIndex::UInt8;
+    case at::kShort: return cpu::PackedIndex::Int16;
+    case at::kInt: return cpu::PackedIndex::Int32;
+    default: TORCH_CHECK(false, kOp, ": indices must be uint8, int16 or int32, got ", t);
+  }
+  return cpu::PackedIndex::Int32;
+}
+
+// Offsets start at 0, never decrease, end at nnz, rows hold at most K entries;
+// indices lie in [0, K) and strictly increase within each row.
+template <typename I>
+void validate_structure(const I* idx, const int64_t* off, int64_t N, int64_t nnz, int64_t K) {
+  TORCH_CHECK(off[0] == 0, kOp, ": offsets[0] must be 0, got ", off[0]);
+  TORCH_CHECK(off[N] == nnz, kOp, ": offsets[-1] (", off[N], ") must equal the number of values (", nnz, ")");
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t j0 = off[n], j1 = off[n + 1];
+    TORCH_CHECK(j0 <= j1 && j1 - j0 <= K, kOp, ": offsets must be non-decreasing with at most in_features (", K,
+                ") entries per row; row ", n, " spans [", j0, ", ", j1, ")");
+    int64_t prev = -1;
+    for (int64_t j = j0; j < j1; ++j) {
+      const int64_t k = static_cast<int64_t>(idx[j]);
+      TORCH_CHECK(k > prev && k < K, kOp, ": indices of row ", n,
+                  " must be strictly increasing and in [0, in_features=", K, "); found ", k, " after ", prev);
+      prev = k;
+    }
+  }
+}
+
+void validate(const at::Tensor& indices, const at::Tensor& offsets, int64_t N, int64_t K) {
+  const int64_t nnz = indices.numel();
+  const int64_t* off = offsets.data_ptr<int64_t>();
+  switch (index_kind(indices.scalar_type())) {
+    case cpu::PackedIndex::UInt8: validate_structure(indices.data_ptr<uint8_t>(), off, N, nnz, K); break;
+    case cpu::PackedIndex::Int16: validate_structure(indices.data_ptr<int16_t>(), off, N, nnz, K); break;
+    default: validate_structure(indices.data_ptr<int32_t>(), off, N, nnz, K); break;
+  }
+}
+
+template <typename T>
+const cpu::PackedFloatKernels<T>& float_kernels();
+template <>
+const cpu::PackedFloatKernels<float>& float_kernels<float>() { return cpu::packed_kernels().f32; }
+template <>
+const cpu::PackedFloatKernels<double>& float_kernels<double>() { return cpu::packed_kernels().f64; }
+
+// Parallel loop over the tiles of (neurons x samples), sample-block major so a
+// thread's consecutive tiles share one block of the transposed input.
+template <typename F>
+void for_each_tile(int64_t M, int64_t N, int64_t tn, int64_t tb, const F& f) {
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  // Wide neuron blocks when the batch alone gives enough tiles; at least 4
+  // tiles per thread otherwise.
+  const int64_t bblocks = (M + tb - 1) / tb;
+  int64_t nper = tn;
+  while (nper * 2 <= N && bblocks * ((N + nper * 2 - 1) / (nper * 2)) >= 4 * threads) nper *= 2;
+  const int64_t nblocks = (N + nper - 1) / nper;
+  at::parallel_for(0, bblocks * nblocks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t bi = t / nblocks, ni = t % nblocks;
+      f(ni * nper, std::min(N, (ni + 1) * nper), bi * tb, std::min(M, (bi + 1) * tb));
+    }
+  });
+}
+
+template <typename T>
+void run_float(const at::Tensor& x, const at::Tensor& values, const void* idx, int ik, const int64_t* off,
+               const at::Tensor& bias, bool mam, at::Tensor& out, int64_t M, int64_t N, int64_t K) {
+  const auto& kt = float_kernels<T>();
+  const T* xp = x.data_ptr<T>();
+  const T* vp = values.data_ptr<T>();
+  const T* bp = bias.defined() ? bias.data_ptr<T>() : nullptr;
+  T* op = out.data_ptr<T>();
+  const int64_t nnz = values.numel();
+  const int mi = mam ? 1 : 0;
+
+  const int64_t work_per_row = nnz / std::max<int64_t>(N, 1) + 4;
+  auto run_checked = [&] {
+    const auto fn = kt.rows_checked[mi][ik];
+    at::parallel_for(0, M, std::max<int64_t>(1, 16384 / (N * work_per_row + K)), [&](int64_t b, int64_t e) {
+      fn(xp, K, vp, idx, off, bp, op, N, 0, N, b, e);
+    });
+  };
+  // NaN/inf anywhere (weights or inputs): the exact scalar path. The check of
+  // the inputs rides along with the transpose (or a separate pass for tiny M).
+  if (!kt.all_finite(vp, nnz)) return run_checked();
+  std::atomic<bool> finite{true};
+  if (M < 4) {  // tiny batch: scalar over neurons, no transposes
+    if (!kt.all_finite(xp, M * K)) return run_checked();
+    const auto fn = kt.rows[mi][ik];
+    at::parallel_for(0, N, std::max<int64_t>(16, 32768 / (M * work_per_row)), [&](int64_t b, int64_t e) {
+      fn(xp, K, vp, idx, off, bp, op, N, b, e, 0, M);
+    });
+    return;
+  }
+  auto xt_t = at::empty({K, M}, x.options());
+  T* xt = xt_t.data_ptr<T>();
+  at::parallel_for(0, K, std::max<int64_t>(16, (1 << 15) / M), [&](int64_t b, int64_t e) {
+    if (!kt.transpose(xp, M, K, xt, b, e)) finite.store(false, std::memory_order_relaxed);
+  });
+  if (!finite.load()) return run_checked();
+  const auto fn = kt.tile[mi][ik];
+  for_each_tile(M, N, kt.tile_neurons, kt.tile_batch, [&](int64_t n0, int64_t n1, int64_t b0, int64_t b1) {
+    fn(xt, M, vp, idx, off, bp, K, op, N, n0, n1, b0, b1);
+  });
+}
+
+void run_int8(const at::Tensor& x, const at::Tensor& values, const void* idx, int ik, const int64_t* off,
+              const at::Tensor& bias, const at::Tensor& wscale, bool mam, at::Tensor& out, int64_t M, int64_t N,
+              int64_t K) {
+  const auto& kt = cpu::packed_kernels().i8;
+  const float* xp = x.data_ptr<float>();
+  auto xq_rows = at::empty({M, K}, x.options().dtype(at::kInt));
+  auto xq_t = at::empty({K, M}, x.options().dtype(at::kInt));
+  auto sx_t = at::empty({M}, x.options());
+  int32_t* xr = xq_rows.data_ptr<int32_t>();
+  int32_t* xq = xq_t.data_ptr<int32_t>();
+  float* sx = sx_t.data_ptr<float>();
+  at::parallel_for(0, M, std::max<int64_t>(1, 16384 / K), [&](int64_t b, int64_t e) { kt.quantize(xp, K, xr, sx, b, e); });
+  at::parallel_for(0, K, std::max<int64_t>(16, (1 << 15) / M), [&](int64_t b, int64_t e) {
+    kt.transpose(xr, M, K, xq, b, e);
+  });
+  const auto fn = kt.tile[mam ? 1 : 0][ik];
+  const int8_t* vp = values.data_ptr<int8_t>();
+  const float* ws = wscale.data_ptr<float>();
+  const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  float* op = out.data_ptr<float>();
+  for_each_tile(M, N, kt.tile_neurons, kt.tile_batch, [&](int64_t n0, int64_t n1, int64_t b0, int64_t b1) {
+    fn(xq, M, vp, idx, off, ws, bp, sx, K, op, N, n0, n1, b0, b1);
+  });
+}
+
+at::Tensor packed_linear_cpu(const at::Tensor& input, const at::Tensor& values, const at::Tensor& indices,
+                             const at::Tensor& offsets, const std::optional<at::Tensor>& bias_opt,
+                             const std::optional<at::Tensor>& scale_opt, int64_t in_features, bool mam) {
+  const auto it = input.scalar_type();
+  TORCH_CHECK(it == at::kFloat || it == at::kDouble || it == at::kHalf || it == at::kBFloat16, kOp,
+              ": input must be float32, float64, float16 or bfloat16, got ", it);
+  TORCH_CHECK(input.dim() >= 1, kOp, ": input must have at least 1 dimension, got a scalar");
+  TORCH_CHECK(in_features > 0, kOp, ": in_features must be positive, got ", in_features);
+  const int64_t K = in_features;
+  TORCH_CHECK(input.size(-1) == K, kOp, ": input's last dimension (", input.size(-1),
+              ") must equal in_features (", K, "); input shape ", input.sizes());
+  TORCH_CHECK(values.dim() == 1 && indices.dim() == 1 && offsets.dim() == 1, kOp,
+              ": values, indices and offsets must be 1-D, got shapes ", values.sizes(), ", ", indices.sizes(), ", ",
+              offsets.sizes());
+  TORCH_CHECK(values.numel() == indices.numel(), kOp, ": values (", values.numel(), ") and indices (",
+              indices.numel(), ") must have the same length");
+  TORCH_CHECK(offsets.numel() >= 1, kOp, ": offsets must have out_features + 1 >= 1 entries");
+  TORCH_CHECK(offsets.scalar_type() == at::kInt || offsets.scalar_type() == at::kLong, kOp,
+              ": offsets must be int32 or int64, got ", offsets.scalar_type());
+  const auto vt = values.scalar_type();
+  TORCH_CHECK(vt == at::kFloat || vt == at::kDouble || vt == at::kChar, kOp,
+              ": values must be float32, float64 or int8, got ", vt);
+  const bool is_int8 = vt == at::kChar;
+  const at::ScalarType ct = is_int8 ? at::kFloat : vt;
+  const int64_t N = offsets.numel() - 1;
+  const int ik = static_cast<int>(index_kind(indices.scalar_type()));
+  for (const at::Tensor* t : {&values, &indices, &offsets})
+    TORCH_CHECK(t->device().is_cpu(), kOp, ": all tensors must be on the CPU, got one on ", t->device());
+  at::Tensor bias;
+  if (bias_opt.has_value() && bias_opt->defined()) {
+    bias = *bias_opt;
+    TORCH_CHECK(bias.device().is_cpu(), kOp, ": bias must be on the CPU");
+    TORCH_CHECK(bias.scalar_type() == ct, kOp, ": bias must be ", ct, ", got ", bias.scalar_type());
+    TORCH_CHECK(bias.dim() == 1 && bias.size(0) == N, kOp, ": bias must have shape (", N, "), got ", bias.sizes());
+    bias = bias.contiguous();
+  }
+  at::Tensor wscale;
+  if (is_int8) {
+    TORCH_CHECK(scale_opt.has_value() && scale_opt->defined(), kOp, ": int8 values need a weight_scale");
+    wscale = *scale_opt;
+    TORCH_CHECK(wscale.device().is_cpu(), kOp, ": weight_scale must be on the CPU");
+    TORCH_CHECK(wscale.scalar_type() == at::kFloat && wscale.dim() == 1 && wscale.size(0) == N, kOp,
+                ": weight_scale must be float32 of shape (", N, "), got ", wscale.scalar_type(), " ", wscale.sizes());
+    wscale = wscale.contiguous();
+  } else {
+    TORCH_CHECK(!(scale_opt.has_value() && scale_opt->defined()), kOp,
+                ": weight_scale is only for int8 values");
+  }
+  const at::Tensor vals = values.contiguous();
+  const at::Tensor idx = indices.contiguous();
+  const at::Tensor off = offsets.to(at::kLong).contiguous();
+  validate(idx, off, N, K);
+
+  const int64_t M = input.numel() / K;
+  const at::Tensor x = input.reshape({M, K}).to(ct).contiguous();
+  at::Tensor out = at::empty({M, N}, x.options());
+  if (M > 0 && N > 0) {
+    const int64_t* op = off.data_ptr<int64_t>();
+    const void* ip = idx.data_ptr();
+    if (is_int8)
+      run_int8(x, vals, ip, ik, op, bias, wscale, mam, out, M, N, K);
+    else if (ct == at::kDouble)
+      run_float<double>(x, vals, ip, ik, op, bias, mam, out, M, N, K);
+    else
+      run_float<float>(x, vals, ip, ik, op, bias, mam, out, M, N, K);
+  }
+  auto sizes = input.sizes().vec();
+  sizes.back() = N;
+  return out.to(it).view(sizes);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mamext, CPU, m) { m.impl("packed_linear", &packed_linear_cpu); }
+
+}  // namespace mamext

@@ -1,0 +1,366 @@
+"""Packed sparse inference layers for pruned MAM and Linear networks.
+
+PyTorch's pruning only multiplies weights by a mask: the model is neither
+smaller nor faster. :func:`pack` replaces every pruned layer by a packed
+inference module that stores only the kept connections, per output neuron
+(CSR): ``values`` (float32/float64, or int8 with a per-neuron scale),
+``indices`` (the smallest integer type holding ``in_features - 1``: uint8,
+int16 or int32) and ``offsets`` (int32, int64 past 2**31 - 1 connections).
+
+Semantics (identical to the dense layer with zero weights):
+
+* a MAM neuron with at least one pruned connection has the product 0 as a
+  candidate for both its max and its min; a neuron whose connections are all
+  pruned outputs its bias; packed ``nn.Linear`` layers compute the ordinary sum;
+* float packing is exact: on finite inputs the output equals the dense
+  ``MAMLinear`` bit for bit (up to the sign of a zero). Non-finite inputs also
+  match the dense layer: an inf or NaN input on a *pruned* connection makes
+  that neuron NaN (the dense layer computes ``inf * 0 = NaN``), on a kept
+  connection it behaves as in the dense layer;
+* int8 (``dtype=torch.int8``): each neuron's kept weights are quantised
+  symmetrically with their own scale ``max|w| / 127`` (max and min commute
+  with a positive scale); inputs are quantised symmetrically per tensor, the
+  tensor being one sample's input vector (scale ``max|x| / 127``, round half
+  to even), so a sample's output never depends on the rest of the batch and
+  the C export (:mod:`mamext.export`, one sample per call) reproduces it bit
+  for bit. Products and max/min (or sums) are exact int32; the output is
+  ``float(acc) * (w_scale[n] * x_scale) + bias[n]`` in float32. A sample with
+  a non-finite input gives NaN outputs.
+
+Packed layers are inference only: asking for gradients raises an error.
+``torch.save(model)`` / ``torch.load(path, weights_only=False)`` and
+``state_dict`` round trips work (``load_state_dict`` resizes the buffers).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import torch
+from torch import nn
+
+from . import _C  # noqa: F401  (registers the operators)
+from .nn.modules import MAMLinear
+
+__all__ = ["pack", "PackedMAMLinear", "PackedLinear", "PackedLayer", "index_dtype", "effective_weight",
+           "packed_stats"]
+
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+_INDEX_DTYPES = (torch.uint8, torch.int16, torch.int32)
+
+
+# --------------------------------------------------------------------------- operator registration
+
+def _check_op_args(input, values, indices, offsets, bias, weight_scale, in_features):
+    op = "packed_linear"
+    torch._check(input.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+                 lambda: f"{op}: input must be float32, float64, float16 or bfloat16, got {input.dtype}")
+    torch._check(input.dim() >= 1, lambda: f"{op}: input must have at least 1 dimension, got a scalar")
+    torch._check(input.shape[-1] == in_features,
+                 lambda: f"{op}: input's last dimension ({input.shape[-1]}) must equal in_features "
+                         f"({in_features}); input shape {tuple(input.shape)}")
+    torch._check(values.dtype in (torch.float32, torch.float64, torch.int8),
+                 lambda: f"{op}: values must be float32, float64 or int8, got {values.dtype}")
+    torch._check(indices.dtype in _INDEX_DTYPES,
+                 lambda: f"{op}: indices must be uint8, int16 or int32, got {indices.dtype}")
+    torch._check(offsets.dim() == 1 and offsets.shape[0] >= 1,
+                 lambda: f"{op}: offsets must be 1-D with out_features + 1 entries")
+
+
+@torch.library.register_fake("mamext::packed_linear")
+def _packed_linear_fake(input, values, indices, offsets, bias, weight_scale, in_features, mam):
+    _check_op_args(input, values, indices, offsets, bias, weight_scale, in_features)
+    return input.new_empty((*input.shape[:-1], offsets.shape[0] - 1))
+
+
+def _no_grad_setup(ctx, inputs, output):
+    pass
+
+
+def _no_grad_backward(ctx, grad):
+    raise RuntimeError("mamext.sparse: packed layers are inference only and have no gradient; "
+                       "train the dense (masked) model and pack it afterwards")
+
+
+torch.library.register_autograd("mamext::packed_linear", _no_grad_backward, setup_context=_no_grad_setup)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def index_dtype(in_features: int) -> torch.dtype:
+    """The smallest integer dtype that holds every input index (0 .. in_features - 1)."""
+    if in_features <= 256:
+        return torch.uint8
+    if in_features <= 32768:
+        return torch.int16
+    if in_features <= 2 ** 31:
+        return torch.int32
+    raise ValueError(f"in_features={in_features} is too large for int32 indices")
+
+
+def effective_weight(module: nn.Module) -> torch.Tensor:
+    """The weight a (possibly pruned) Linear/MAMLinear computes with: ``weight_orig * weight_mask``
+    for :mod:`torch.nn.utils.prune` masks, otherwise ``module.weight`` (parametrizations applied)."""
+    if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
+        return (module.weight_orig * module.weight_mask).detach()
+    return module.weight.detach()
+
+
+def _is_packable(module: nn.Module) -> bool:
+    return isinstance(module, MAMLinear) or type(module) is nn.Linear
+
+
+def _csr(weight: torch.Tensor):
+    """CSR of the non-zero entries of weight (N, K): (values, indices, offsets)."""
+    N, K = weight.shape
+    keep = weight != 0
+    counts = keep.sum(1)
+    nnz = int(counts.sum())
+    off_dtype = torch.int32 if nnz <= 2 ** 31 - 1 else torch.int64
+    offsets = torch.zeros(N + 1, dtype=torch.int64)
+    offsets[1:] = counts.cumsum(0)
+    indices = keep.nonzero()[:, 1].to(index_dtype(K))  # row-major order: sorted within each row
+    values = weight[keep]
+    return values, indices, offsets.to(off_dtype)
+
+
+def _quantize_rows(values: torch.Tensor, offsets: torch.Tensor, N: int):
+    """Symmetric per-neuron int8 quantisation of the kept weights: (int8 values, float32 scale)."""
+    v = values.to(torch.float64)
+    rows = torch.repeat_interleave(torch.arange(N), (offsets[1:] - offsets[:-1]).to(torch.int64))
+    amax = torch.zeros(N, dtype=torch.float64)
+    if v.numel():
+        amax = amax.scatter_reduce(0, rows, v.abs(), reduce="amax", include_self=True)
+    scale = (amax / 127.0).to(torch.float32)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(v / scale.to(torch.float64)[rows]).clamp_(-127, 127).to(torch.int8)
+    return q, scale
+
+
+# --------------------------------------------------------------------------- modules
+
+class PackedLayer(nn.Module):
+    """Base class of the packed inference layers (see the module docstring).
+
+    Buffers: ``values`` (nnz), ``indices`` (nnz), ``offsets`` (out_features + 1),
+    ``bias`` (out_features, or None), ``weight_scale`` (out_features, int8 only).
+    """
+
+    mam: bool = True
+
+    def __init__(self, in_features: int, out_features: int, values: torch.Tensor, indices: torch.Tensor,
+                 offsets: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                 weight_scale: Optional[torch.Tensor] = None):
+        super().__init__()
+        if values.dtype not in (*_FLOAT_DTYPES, torch.int8):
+            raise TypeError(f"{type(self).__name__}: values must be float32, float64 or int8, got {values.dtype}")
+        if values.dtype == torch.int8 and weight_scale is None:
+            raise ValueError(f"{type(self).__name__}: int8 values need a weight_scale")
+        if offsets.numel() != out_features + 1:
+            raise ValueError(f"{type(self).__name__}: offsets must have out_features + 1 = {out_features + 1} "
+                             f"entries, got {offsets.numel()}")
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.register_buffer("values", values.contiguous())
+        self.register_buffer("indices", indices.contiguous())
+        self.register_buffer("offsets", offsets.contiguous())
+        self.register_buffer("bias", None if bias is None else bias.contiguous())
+        self.register_buffer("weight_scale", None if weight_scale is None else weight_scale.contiguous())
+
+    # -- construction
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                    dtype: torch.dtype = torch.float32) -> "PackedLayer":
+        """Pack a dense weight (N, K): zero entries are pruned connections."""
+        if weight.dim() != 2:
+            raise ValueError(f"{cls.__name__}.from_weight: weight must be 2-D, got shape {tuple(weight.shape)}")
+        if dtype not in (*_FLOAT_DTYPES, torch.int8):
+            raise TypeError(f"mamext.sparse: dtype must be torch.float32, torch.float64 or torch.int8, got {dtype}")
+        N, K = weight.shape
+        weight = weight.detach().cpu()
+        if dtype == torch.int8:
+            values, indices, offsets = _csr(weight.to(torch.float64))
+            values, scale = _quantize_rows(values, offsets, N)
+            b = None if bias is None else bias.detach().cpu().to(torch.float32)
+            return cls(K, N, values, indices, offsets, b, scale)
+        values, indices, offsets = _csr(weight.to(dtype))
+        b = None if bias is None else bias.detach().cpu().to(dtype)
+        return cls(K, N, values, indices, offsets, b)
+
+    @classmethod
+    def from_module(cls, module: nn.Module, dtype: torch.dtype = torch.float32) -> "PackedLayer":
+        return cls.from_weight(effective_weight(module), module.bias, dtype)
+
+    def to_dense_weight(self) -> torch.Tensor:
+        """The dense (N, K) weight (dequantised for int8)."""
+        N, K = self.out_features, self.in_features
+        rows = torch.repeat_interleave(torch.arange(N), (self.offsets[1:] - self.offsets[:-1]).to(torch.int64))
+        vals = self.values.to(torch.float32) if self.is_int8 else self.values
+        if self.is_int8:
+            vals = vals * self.weight_scale[rows]
+        w = torch.zeros(N, K, dtype=vals.dtype)
+        w[rows, self.indices.to(torch.int64)] = vals
+        return w
+
+    # -- properties
+    @property
+    def is_int8(self) -> bool:
+        return self.values.dtype == torch.int8
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.values.dtype
+
+    @property
+    def kept(self) -> int:
+        return int(self.values.numel())
+
+    @property
+    def total(self) -> int:
+        return self.in_features * self.out_features
+
+    @property
+    def weight_nbytes(self) -> int:
+        """Bytes of the packed weights: values + indices + offsets (+ int8 scales)."""
+        n = sum(t.numel() * t.element_size() for t in (self.values, self.indices, self.offsets))
+        if self.weight_scale is not None:
+            n += self.weight_scale.numel() * self.weight_scale.element_size()
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        """All buffer bytes (weights and bias)."""
+        b = 0 if self.bias is None else self.bias.numel() * self.bias.element_size()
+        return self.weight_nbytes + b
+
+    # -- forward
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and input.requires_grad:
+            raise RuntimeError(f"mamext.sparse: {type(self).__name__} is inference only (no gradients); "
+                               "run it under torch.no_grad()/torch.inference_mode() or train the dense "
+                               "model and pack it afterwards")
+        if input.dim() < 1 or input.shape[-1] != self.in_features:
+            raise ValueError(f"{type(self).__name__}: expected input of shape (*, {self.in_features}), "
+                             f"got {tuple(input.shape)}")
+        return torch.ops.mamext.packed_linear(input, self.values, self.indices, self.offsets, self.bias,
+                                              self.weight_scale, self.in_features, self.mam)
+
+    # -- state dict: accept buffers of another size (another pruning)
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        for name in ("values", "indices", "offsets", "bias", "weight_scale"):
+            key = prefix + name
+            if key in state_dict:
+                t = state_dict[key]
+                if getattr(self, name) is None or getattr(self, name).shape != t.shape or \
+                        getattr(self, name).dtype != t.dtype:
+                    self._buffers[name] = torch.empty_like(t, device="cpu")
+        if prefix + "offsets" in state_dict:
+            self.out_features = int(state_dict[prefix + "offsets"].numel() - 1)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def extra_repr(self) -> str:
+        frac = 100.0 * self.kept / max(self.total, 1)
+        dense = self.total * 4
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, dtype={str(self.dtype).replace('torch.', '')}, "
+                f"kept={self.kept}/{self.total} ({frac:.2f}%), "
+                f"bytes={self.nbytes} (weights {self.weight_nbytes}, dense float32 weights {dense})")
+
+
+class PackedMAMLinear(PackedLayer):
+    """Packed inference version of a pruned :class:`mamext.nn.MAMLinear`."""
+
+    mam = True
+
+
+class PackedLinear(PackedLayer):
+    """Packed inference version of a pruned ``nn.Linear`` (ordinary sums)."""
+
+    mam = False
+
+
+# --------------------------------------------------------------------------- pack
+
+def _is_pruned(module: nn.Module) -> bool:
+    return bool((effective_weight(module) == 0).any())
+
+
+def _pack_one(module: nn.Module, dtype: torch.dtype, pack_dense: bool, name: str) -> Optional[nn.Module]:
+    if isinstance(module, PackedLayer):
+        if module.dtype == dtype:
+            return None
+        if module.is_int8:
+            raise ValueError(f"mamext.sparse.pack: layer '{name}' is already packed as int8 and cannot be "
+                             f"repacked as {dtype}; pack the float model instead")
+        return type(module).from_weight(module.to_dense_weight(), module.bias, dtype)
+    if not _is_packable(module):
+        return None
+    if not pack_dense and not _is_pruned(module):
+        return None
+    if isinstance(module, MAMLinear):
+        if bool(module.beta.item() != 0):
+            raise ValueError(f"mamext.sparse.pack: MAMLinear '{name}' still blends in the MAC layer "
+                             f"(beta={float(module.beta):g}); finish the transition (beta=0) before packing")
+        return PackedMAMLinear.from_module(module, dtype)
+    return PackedLinear.from_module(module, dtype)
+
+
+def pack(model: nn.Module, dtype: torch.dtype = torch.float32, *, pack_dense: Optional[bool] = None) -> nn.Module:
+    """Return a copy of ``model`` whose pruned ``MAMLinear`` and ``nn.Linear`` layers are packed.
+
+    A layer is pruned when its effective weight (``weight_orig * weight_mask``
+    for :mod:`torch.nn.utils.prune` masks, else ``weight``) has a zero. Other
+    modules are kept as they are (deep copies). ``model`` itself may be a single
+    layer. The copy is on the CPU and in eval mode.
+
+    Args:
+        model: the (pruned) network.
+        dtype: ``torch.float32`` (default), ``torch.float64`` or ``torch.int8``.
+        pack_dense: also pack layers without any zero weight. Default: False for
+            float (the dense kernel is faster there), True for int8 (every layer
+            quantised, as in the C export).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"mamext.sparse.pack: model must be an nn.Module, got {type(model).__name__}")
+    if dtype not in (*_FLOAT_DTYPES, torch.int8):
+        raise TypeError(f"mamext.sparse.pack: dtype must be torch.float32, torch.float64 or torch.int8, got {dtype}")
+    if pack_dense is None:
+        pack_dense = dtype == torch.int8
+    with torch.no_grad():
+        top = _pack_one(model, dtype, pack_dense, "<model>")
+        if top is not None:
+            return top.eval()
+        # Build the replacements on the original, then deep-copy with them
+        # pre-seeded in the memo: the pruned modules themselves are never
+        # copied (their `weight` attribute is a non-leaf tensor, which
+        # deepcopy refuses), and shared modules stay shared.
+        memo = {}
+        for name, module in model.named_modules():
+            if name and id(module) not in memo:
+                new = _pack_one(module, dtype, pack_dense, name)
+                if new is not None:
+                    memo[id(module)] = new
+        for module in model.modules():
+            if id(module) in memo:
+                continue
+            for value in vars(module).values():
+                if isinstance(value, torch.Tensor) and not value.is_leaf:
+                    memo[id(value)] = value.detach().clone()
+        out = copy.deepcopy(model, memo).cpu()
+    return out.eval()
+
+
+def packed_stats(model: nn.Module) -> dict:
+    """Kept/total connections and bytes over all packed layers of ``model``."""
+    layers = [m for m in model.modules() if isinstance(m, PackedLayer)]
+    return {
+        "layers": len(layers),
+        "kept": sum(m.kept for m in layers),
+        "total": sum(m.total for m in layers),
+        "bytes": sum(m.nbytes for m in layers),
+        "weight_bytes": sum(m.weight_nbytes for m in layers),
+        "dense_float32_weight_bytes": sum(m.total * 4 for m in layers),
+    }
