@@ -14,27 +14,6 @@ import mamext
 from mamext import sparse
 from mamext.nn import MAMLinear
 
-_LEVELS = ["default", "avx2", "avx512"]
-
-
-def _available():
-    best = mamext._C.detected_cpu_capability()
-    return _LEVELS[: _LEVELS.index(best) + 1]
-
-
-@pytest.fixture(params=_LEVELS)
-def packed_isa(request):
-    """Run with the CPU kernels (dense and packed) forced to one ISA level."""
-    if request.param not in _available():
-        pytest.skip(f"this CPU does not support {request.param}")
-    previous = mamext.cpu_capability()
-    mamext._C._set_cpu_capability(request.param)
-    try:
-        yield request.param
-    finally:
-        mamext._C._set_cpu_capability(previous)
-
-
 def _weight(N, K, keep, gen, dtype=torch.float32):
     """Random weight with fraction `keep` kept, plus an empty row, a full row and a
     single-connection row (when N allows)."""
@@ -61,7 +40,7 @@ SHAPES = [  # (B, K, N): B=1..3 scalar path, B>=4 batch-vector path with tails; 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("B,K,N", SHAPES)
-def test_packed_mam_equals_dense(packed_isa, B, K, N, dtype):
+def test_packed_mam_equals_dense(isa, B, K, N, dtype):
     gen = torch.Generator().manual_seed(B * 1000 + K + N)
     for keep in (0.02, 0.3, 0.9):
         w = _weight(N, K, keep, gen, dtype)
@@ -70,7 +49,7 @@ def test_packed_mam_equals_dense(packed_isa, B, K, N, dtype):
         layer = sparse.PackedMAMLinear.from_weight(w, b, dtype)
         assert layer.kept == int((w != 0).sum())
         with torch.no_grad():
-            assert torch.equal(layer(x), _dense(x, w, b)), (keep, packed_isa)
+            assert torch.equal(layer(x), _dense(x, w, b)), (keep, isa)
             # no bias, and leading batch dimensions
             layer_nb = sparse.PackedMAMLinear.from_weight(w, None, dtype)
             x3 = x.reshape(1, B, K)
@@ -78,7 +57,7 @@ def test_packed_mam_equals_dense(packed_isa, B, K, N, dtype):
 
 
 @pytest.mark.parametrize("B,K,N", [(1, 30, 9), (6, 300, 20), (70, 100, 17)])
-def test_packed_linear_sum(packed_isa, B, K, N):
+def test_packed_linear_sum(isa, B, K, N):
     gen = torch.Generator().manual_seed(7)
     w = _weight(N, K, 0.2, gen, torch.float64)
     b = torch.randn(N, generator=gen, dtype=torch.float64)
@@ -91,7 +70,7 @@ def test_packed_linear_sum(packed_isa, B, K, N):
 
 
 @pytest.mark.parametrize("B", [1, 5, 40])
-def test_nonfinite_inputs_match_dense(packed_isa, B):
+def test_nonfinite_inputs_match_dense(isa, B):
     gen = torch.Generator().manual_seed(3)
     K, N = 50, 12
     w = _weight(N, K, 0.3, gen)
@@ -122,7 +101,7 @@ def _model():
     return m.eval()                                              # m[5]: unpruned
 
 
-def test_pack_model_masks_and_zeros(packed_isa):
+def test_pack_model_masks_and_zeros(isa):
     m = _model()
     p = sparse.pack(m)
     assert isinstance(p[0], sparse.PackedMAMLinear) and isinstance(p[2], sparse.PackedLinear)
@@ -191,7 +170,7 @@ def _int8_reference(x, layer):
 
 
 @pytest.mark.parametrize("B,K,N", [(1, 20, 6), (3, 300, 40), (21, 64, 33), (70, 256, 10)])
-def test_int8(packed_isa, B, K, N):
+def test_int8(isa, B, K, N):
     gen = torch.Generator().manual_seed(B + K + N)
     w = _weight(N, K, 0.25, gen)
     b = torch.randn(N, generator=gen)
