@@ -306,18 +306,6 @@ void forward_slow(const T* x, const T* w, const T* bias, T* out, int32_t* amax, 
 }
 
 template <typename T>
-bool all_finite(const T* p, int64_t n) {
-  using V = Vec<T>;
-  // v * 0 is 0 for every finite v and NaN for NaN and +-inf.
-  auto acc = V::zero();
-  const auto z = V::zero();
-  int64_t i = 0;
-  for (; i + V::L <= n; i += V::L) acc = V::add(acc, V::mul(V::load(p + i), z));
-  if (i < n) acc = V::add(acc, V::mul(V::load_n(p + i, static_cast<int>(n - i)), z));
-  return V::eq(acc, z) == (V::L == 32 ? 0xffffffffu : ((1u << V::L) - 1u));
-}
-
-template <typename T>
 bool backward_input(const T* g, const T* w, const int32_t* amax, const int32_t* amin, T* gx,
                     int64_t m0, int64_t m1, int64_t N, int64_t K) {
   bool ok = true;

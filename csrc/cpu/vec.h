@@ -254,4 +254,26 @@ struct Vec<int32_t> : VecGeneric<int32_t, 4> {};
 
 inline int ctz32(uint32_t v) { return __builtin_ctz(v); }
 
+// v * 0 is 0 for every finite v and NaN for NaN and +-inf; four independent
+// accumulators keep the adds off the critical path.
+template <typename T>
+inline bool all_finite(const T* p, int64_t n) {
+  using V = Vec<T>;
+  constexpr int L = V::L;
+  const auto z = V::zero();
+  auto a0 = z, a1 = z, a2 = z, a3 = z;
+  int64_t i = 0;
+  for (; i + 4 * L <= n; i += 4 * L) {
+    a0 = V::add(a0, V::mul(V::load(p + i), z));
+    a1 = V::add(a1, V::mul(V::load(p + i + L), z));
+    a2 = V::add(a2, V::mul(V::load(p + i + 2 * L), z));
+    a3 = V::add(a3, V::mul(V::load(p + i + 3 * L), z));
+  }
+  for (; i + L <= n; i += L) a0 = V::add(a0, V::mul(V::load(p + i), z));
+  if (i < n) a0 = V::add(a0, V::mul(V::load_n(p + i, static_cast<int>(n - i)), z));
+  const auto acc = V::add(V::add(a0, a1), V::add(a2, a3));
+  return V::eq(acc, z) == ((1u << L) - 1u);
+}
+
+
 }  // namespace mamext::cpu::MAMEXT_ISA
