@@ -59,5 +59,8 @@ def test_fuzz_against_reference(p):
     rout, ramax, ramin = mam_linear_reference(x, w, b, return_indices=True)
     torch.testing.assert_close(out, rout, rtol=0, atol=0, equal_nan=True)
     torch.testing.assert_close(inf, rout, rtol=0, atol=0, equal_nan=True)
+    finite = ~torch.isnan(rout)
+    assert torch.equal(torch.signbit(out[finite]), torch.signbit(rout[finite]))
+    assert torch.equal(torch.signbit(inf[finite]), torch.signbit(rout[finite]))
     assert torch.equal(amax, ramax)
     assert torch.equal(amin, ramin)

@@ -24,9 +24,12 @@ DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 
 def assert_same(out, ref):
-    """Bitwise-equal values (NaN == NaN, -0 == +0)."""
+    """Bitwise-equal values: NaN where the reference has NaN, otherwise the
+    same value including the sign of zero."""
     assert out.dtype == ref.dtype and out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True)
+    finite = ~torch.isnan(ref)
+    assert torch.equal(torch.signbit(out[finite]), torch.signbit(ref[finite])), "sign of zero differs"
 
 
 def check_forward(x, w, b=None, device="cpu"):
@@ -136,11 +139,17 @@ def test_ties_lowest_index(device, isa, dtype, K):
     assert (amax == 0).all() and (amin == 0).all()
 
 
-def test_signed_zero_ties(isa):
-    x = torch.tensor([[1.0, -1.0, 1.0, -1.0] * 5])
+@pytest.mark.parametrize("M", [1, 16])  # row-major and register-tiled paths
+def test_signed_zero_ties(isa, M):
+    # Products +0 and -0 tie: index and value (sign included) of the first.
+    x = torch.tensor([[1.0, -1.0, 1.0, -1.0] * 5]).repeat(M, 1)
     w = torch.zeros(3, 20)
     _, amax, amin = check_forward(x, w)
     assert (amax == 0).all() and (amin == 0).all()
+    x = torch.zeros(M, 40)
+    w = torch.randn(6, 40)  # every product is +0 or -0
+    out, _, _ = check_forward(x, w)
+    assert torch.equal(torch.signbit(out), torch.signbit(w[:, 0]).expand(M, 6))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -97,8 +97,8 @@ inline void tile(const T* x, int64_t ldx, const T* panel, int64_t K, T* tmx, T* 
         const R xb = V::bcast(x[i * ldx + k]);
         for (int j = 0; j < NR; ++j) {
           const R p = V::mul(xb, w[j]);
-          mx[i][j] = V::max(mx[i][j], p);
-          mn[i][j] = V::min(mn[i][j], p);
+          mx[i][j] = V::max(p, mx[i][j]);  // ties keep the earlier product
+          mn[i][j] = V::min(p, mn[i][j]);
         }
       }
     }
@@ -249,8 +249,8 @@ void forward_rows(const T* x, const T* w, const T* bias, T* out, int32_t* amax, 
         R vmx = V::mul(V::load(xr), V::load(wr)), vmn = vmx;
         for (int64_t k = V::L; k < kv; k += V::L) {
           const R p = V::mul(V::load(xr + k), V::load(wr + k));
-          vmx = V::max(vmx, p);
-          vmn = V::min(vmn, p);
+          vmx = V::max(p, vmx);
+          vmn = V::min(p, vmn);
         }
         mx = hreduce<T>(vmx, true);
         mn = hreduce<T>(vmn, false);
@@ -260,13 +260,22 @@ void forward_rows(const T* x, const T* w, const T* bias, T* out, int32_t* amax, 
         mx = p > mx ? p : mx;
         mn = p < mn ? p : mn;
       }
+      // Lanes hold different k, so the lane reduction cannot tell which of
+      // several tied zeros (+0 / -0) came first: take the value of the first
+      // product equal to the extreme (exact, and needed for the index anyway).
+      if (amax || mx == T(0)) {
+        const int32_t ia = first_equal<T>(xr, wr, K, mx);
+        mx = xr[ia] * wr[ia];
+        if (amax) amax[m * N + n] = ia;
+      }
+      if (amax || mn == T(0)) {
+        const int32_t ib = first_equal<T>(xr, wr, K, mn);
+        mn = xr[ib] * wr[ib];
+        if (amax) amin[m * N + n] = ib;
+      }
       T v = mx + mn;
       if (bias) v += bias[n];
       out[m * N + n] = v;
-      if (amax) {
-        amax[m * N + n] = first_equal<T>(xr, wr, K, mx);
-        amin[m * N + n] = first_equal<T>(xr, wr, K, mn);
-      }
     }
   }
 }

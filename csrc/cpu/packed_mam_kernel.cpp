@@ -85,8 +85,8 @@ inline void accumulate(const E* xt, int64_t B, int64_t b0, int tail, const W* va
       for (int v = 0; v < NV; ++v) {
         const R p = V::mul(w, load(xr, v));
         if constexpr (MAM) {
-          a[v] = V::max(a[v], p);
-          c[v] = V::min(c[v], p);
+          a[v] = V::max(p, a[v]);  // ties keep the earlier value
+          c[v] = V::min(p, c[v]);
         } else {
           a[v] = V::add(a[v], p);
         }

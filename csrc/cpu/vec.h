@@ -4,8 +4,10 @@
 // mamext::cpu::MAMEXT_ISA so the three compilations never share a symbol.
 //
 // Semantics the kernels rely on:
-//   max(a, b) / min(a, b) are only used on NaN-free data (NaN inputs take the
-//   slow path), so the operand order of vmaxps/vminps does not matter;
+//   max(a, b) / min(a, b) follow x86 MAXPS/MINPS on every ISA: the result is a
+//   only if a is strictly greater (smaller), else b. Kernels call max(new,
+//   running), so a tie (including +0 vs -0) keeps the earlier value: the value
+//   of the lowest index, sign of zero included. Only used on NaN-free data;
 //   eq/neq are IEEE comparisons (+0 == -0).
 #pragma once
 
@@ -222,8 +224,9 @@ struct VecGeneric {
   static R zero() { return bcast(T(0)); }
   static R mul(R a, R b) { for (int l = 0; l < L; ++l) a.v[l] *= b.v[l]; return a; }
   static R add(R a, R b) { for (int l = 0; l < L; ++l) a.v[l] += b.v[l]; return a; }
-  static R max(R a, R b) { for (int l = 0; l < L; ++l) a.v[l] = a.v[l] < b.v[l] ? b.v[l] : a.v[l]; return a; }
-  static R min(R a, R b) { for (int l = 0; l < L; ++l) a.v[l] = b.v[l] < a.v[l] ? b.v[l] : a.v[l]; return a; }
+  // Same as x86 MAXPS/MINPS: b unless a is strictly greater (smaller).
+  static R max(R a, R b) { for (int l = 0; l < L; ++l) a.v[l] = a.v[l] > b.v[l] ? a.v[l] : b.v[l]; return a; }
+  static R min(R a, R b) { for (int l = 0; l < L; ++l) a.v[l] = a.v[l] < b.v[l] ? a.v[l] : b.v[l]; return a; }
   static uint32_t eq(R a, R b) {
     uint32_t m = 0;
     for (int l = 0; l < L; ++l) m |= static_cast<uint32_t>(a.v[l] == b.v[l]) << l;
