@@ -98,14 +98,25 @@ def main(argv=None):
     ap.add_argument("--naive-max-elems", type=float, default=2**31,
                     help="skip the naive formula when B*K*N exceeds this (its training step materialises it)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, rest = ap.parse_known_args(argv)
     if args.device == "cuda":
+        # The CUDA benchmark has its own defaults (shapes, reps, dtypes): hand
+        # it only what was given explicitly, except the CPU-only options.
         import os
 
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import bench_dense_cuda
 
-        return bench_dense_cuda.main(rest)
+        cuda_argv, skip = [], False
+        for a in argv:
+            if skip:
+                skip = False
+            elif a.split("=")[0] in ("--threads", "--naive-max-elems"):
+                skip = "=" not in a
+            else:
+                cuda_argv.append(a)
+        return bench_dense_cuda.main(cuda_argv)
     if rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     torch.set_num_threads(args.threads)
