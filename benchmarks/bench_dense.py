@@ -11,7 +11,6 @@ in_features, out_features), float32. `--device cuda` runs the CUDA benchmark
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import mamext
+from mamext._sysinfo import cpu_name
 
 DEFAULT_SHAPES = "64x512x512,256x1024x1024,256x4096x1024,256x4096x4096"
 
@@ -41,17 +41,6 @@ def median_ms(fn, reps, warmup=2, budget_s=20.0):
 def naive(x, w, b):
     p = x.unsqueeze(-2) * w
     return p.amax(-1) + p.amin(-1) + b
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def bench_shape(B, K, N, reps, with_naive):

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
 import torch
 
 import mamext
+from mamext._sysinfo import cpu_name
 from mamext import sparse
 
 
@@ -36,17 +36,6 @@ def _time(fn, min_time=0.3, max_reps=2000, min_reps=5):
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run(shapes, sparsities, seed=0):
@@ -99,7 +88,7 @@ def main():
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows = run([(256, 1024, 1024), (1, 784, 512)], [0.9, 0.99, 0.999])
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    head = (f"Machine: {_cpu_name()}, {torch.get_num_threads()} threads, mamext CPU kernels "
+    head = (f"Machine: {cpu_name()}, {torch.get_num_threads()} threads, mamext CPU kernels "
             f"'{mamext.cpu_capability()}', torch {torch.__version__}; 1-min load average "
             f"{load0:.1f} before, {load1:.1f} after (other jobs share the CPU)")
     text = head + "\n\n" + table(rows)

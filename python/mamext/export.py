@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from .nn.modules import MAMLinear
-from .sparse import PackedLayer, PackedLinear, PackedMAMLinear, _pack_one, effective_weight
+from .sparse import PackedLayer, PackedMAMLinear, _pack_one, effective_weight
 
 __all__ = ["to_c", "ExportResult"]
 

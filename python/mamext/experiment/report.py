@@ -1,0 +1,165 @@
+"""Summary table, CSV/JSON outputs and the accuracy-vs-remaining plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+__all__ = ["aggregate", "summarize", "summary_markdown", "write_csv", "write_json", "plot",
+           "CSV_FIELDS", "REPORT_AT"]
+
+CSV_FIELDS = ["model", "criterion", "fraction", "seed", "kept", "total", "actual_fraction", "val_acc", "test_acc",
+              "round", "seconds"]
+
+#: Fixed budgets shown in the table (remaining fractions).
+REPORT_AT = (0.1, 0.01, 0.001)
+
+
+def aggregate(rows):
+    """Mean val/test accuracy over seeds: {(model, criterion): [(fraction, val, test, n)] sorted by
+    decreasing fraction}."""
+    acc = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        acc[(r["model"], r["criterion"])][r["fraction"]].append((r["val_acc"], r["test_acc"]))
+    out = {}
+    for key, by_f in acc.items():
+        pts = []
+        for f in sorted(by_f, reverse=True):
+            v = by_f[f]
+            pts.append((f, sum(a for a, _ in v) / len(v), sum(b for _, b in v) / len(v), len(v)))
+        out[key] = pts
+    return out
+
+
+def _smallest_within(points, ref_val, drop):
+    """Walking down from 100 %, the last fraction whose validation accuracy
+    stays within ``drop`` of the unpruned one (all larger fractions too)."""
+    best = None
+    for f, val, test, _ in points:
+        if val >= ref_val - drop - 1e-12:
+            best = (f, val, test)
+        else:
+            break
+    return best
+
+
+def summarize(rows):
+    """One entry per (model, criterion). Operating points are chosen on the
+    validation split and reported with their test accuracy."""
+    agg = aggregate(rows)
+    out = []
+    for (model, crit), pts in agg.items():
+        full = [p for p in pts if p[0] >= 1.0]
+        if not full:
+            continue
+        _, ref_val, ref_test, n = full[0]
+        entry = {"model": model, "criterion": crit, "seeds": n, "unpruned_val": ref_val, "unpruned_test": ref_test}
+        for name, drop in (("within_1pt", 0.01), ("within_3pt", 0.03)):
+            b = _smallest_within(pts, ref_val, drop)
+            entry[name] = None if b is None else {"fraction": b[0], "val_acc": b[1], "test_acc": b[2]}
+        by_f = {p[0]: p for p in pts}
+        entry["test_acc_at"] = {f"{f:g}": (by_f[f][2] if f in by_f else None) for f in REPORT_AT}
+        out.append(entry)
+    order = {"mac": 0, "mam": 1}
+    out.sort(key=lambda e: (order.get(e["model"], 9), e["model"], e["criterion"]))
+    return out
+
+
+def _pct(f):
+    if f is None:
+        return "–"
+    return f"{100 * f:g}%"
+
+
+def _acc(a):
+    return "–" if a is None or (isinstance(a, float) and math.isnan(a)) else f"{100 * a:.2f}"
+
+
+def summary_markdown(summary, timings=None, packing=None):
+    lines = [
+        "| model | criterion | unpruned test acc | smallest remaining within 1 pt (test acc) "
+        "| smallest remaining within 3 pt (test acc) | test acc @ 10% | @ 1% | @ 0.1% |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in summary:
+        w1, w3 = e["within_1pt"], e["within_3pt"]
+        cell = lambda w: "–" if w is None else f"{_pct(w['fraction'])} ({_acc(w['test_acc'])})"  # noqa: E731
+        at = e["test_acc_at"]
+        lines.append(f"| {e['model'].upper()} | {e['criterion']} | {_acc(e['unpruned_test'])} | {cell(w1)} | "
+                     f"{cell(w3)} | {_acc(at['0.1'])} | {_acc(at['0.01'])} | {_acc(at['0.001'])} |")
+    lines.append("")
+    lines.append("Accuracies in %. Operating points (\"within N pt\": walking down from 100 %, the last "
+                 "remaining fraction whose validation accuracy stays within N points of the unpruned "
+                 "validation accuracy) are chosen on the validation half of the test set and reported "
+                 "with their test-half accuracy.")
+    if timings:
+        lines += ["", "| model | epochs | training s/epoch | training total s |", "|---|---:|---:|---:|"]
+        for name, t in timings.items():
+            lines.append(f"| {name.upper()} | {t['epochs']} | {t['seconds_per_epoch']:.2f} | {t['train_seconds']:.1f} |")
+    if packing:
+        lines += ["", "| model | criterion | remaining | masked test acc | packed test acc | equal | packed bytes "
+                  "| dense float32 bytes |", "|---|---|---:|---:|---:|---|---:|---:|"]
+        for p in packing:
+            if "error" in p:
+                lines.append(f"| {p['model'].upper()} | {p['criterion']} | {_pct(p.get('fraction'))} | "
+                             f"packing failed: {p['error']} | | | | |")
+            else:
+                lines.append(f"| {p['model'].upper()} | {p['criterion']} | {_pct(p['fraction'])} | "
+                             f"{_acc(p['masked_test_acc'])} | {_acc(p['packed_test_acc'])} | {p['equal']} | "
+                             f"{p.get('packed_bytes', '–')} | {p.get('dense_bytes', '–')} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in CSV_FIELDS})
+
+
+def write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=False, default=str)
+        f.write("\n")
+
+
+_COLORS = {"magnitude-global": "tab:blue", "magnitude-layer": "tab:orange", "gradient-global": "tab:green",
+           "gradient-layer": "tab:olive", "selection-global": "tab:purple", "selection-layer": "tab:red",
+           "lottery": "tab:brown"}
+
+
+def plot(path, rows, title="", split="val"):
+    """Accuracy vs remaining fraction, log x axis from 100 % down; MAC dashed,
+    MAM solid, one colour per criterion."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    agg = aggregate(rows)
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    idx = 1 if split == "val" else 2
+    for (model, crit), pts in sorted(agg.items()):
+        xs = [100 * p[0] for p in pts]
+        ys = [100 * p[idx] for p in pts]
+        ax.plot(xs, ys, linestyle="-" if model.startswith("mam") else "--",
+                marker="o" if model.startswith("mam") else "s", markersize=3.5,
+                color=_COLORS.get(crit), label=f"{model.upper()} {crit}")
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
+    ax.set_xlabel("remaining interconnections in the hidden layers (log scale)")
+    ax.set_ylabel(f"{'validation' if split == 'val' else 'test'} accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(title or "Accuracy vs remaining interconnections (one-shot pruning, no fine-tuning)", fontsize=10)
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
