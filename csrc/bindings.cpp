@@ -38,6 +38,11 @@ PYBIND11_MODULE(_C, m) {
   info["cuda"] = false;
 #endif
   info["compiler"] = __VERSION__;
+#ifdef _OPENMP
+  info["openmp"] = true;  // at::parallel_for really runs in parallel
+#else
+  info["openmp"] = false;
+#endif
   info["cpu_kernels"] = py::make_tuple("default", "avx2", "avx512");
   m.attr("build_info") = info;
 }

@@ -205,6 +205,13 @@ def test_non_contiguous_operands(isa, dtype):
     check_forward(x3, w, b)
 
 
+def test_built_with_torchs_parallel_backend():
+    # at::parallel_for is compiled into the extension: without -fopenmp it
+    # silently runs every "parallel" loop on one thread.
+    if "OpenMP" in torch.__config__.parallel_info():
+        assert mamext._C.build_info["openmp"]
+
+
 def test_thread_count_does_not_change_results():
     x = torch.randn(70, 300)
     w = torch.randn(150, 300)
