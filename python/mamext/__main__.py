@@ -1,7 +1,7 @@
 """``mamext`` command line (``python -m mamext`` or the ``mamext`` console script).
 
 Subcommands:
-  experiment   train MAC and MAM MLPs, sweep pruning, report (docs/experiment.md)
+  experiment   train MAC and MAM MLPs, sweep pruning, report (the README)
   info         versions and the CPU kernel level in use
 """
 

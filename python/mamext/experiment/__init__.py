@@ -4,7 +4,7 @@ Trains an MLP 784-512-256-10 twice (all MAC; MAM hidden layers), sweeps
 one-shot pruning of the hidden layers from 100 % down to 0.01 % remaining with
 several criteria (or lottery-ticket rounds), and writes a summary table,
 ``results.csv``, ``results.json`` and ``accuracy_vs_remaining.png``.
-See ``docs/experiment.md``.
+See the README.
 """
 
 from .cli import build_parser, main, run
