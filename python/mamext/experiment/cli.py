@@ -63,41 +63,26 @@ def _name_list(choices):
     return parse
 
 
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+def _number(cast, positive):
+    """argparse type: a number of type `cast`, > 0 (positive) or >= 0."""
+    kind = ("positive " if positive else "non-negative ") + ("integer" if cast is int else "number")
+
+    def parse(text):
+        try:
+            v = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind}, got {text!r}") from None
+        if not (v > 0 if positive else v >= 0):  # also rejects NaN
+            raise argparse.ArgumentTypeError(f"expected a {kind}, got {text}")
+        return v
+
+    return parse
 
 
-def _nonneg_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
-    return v
-
-
-def _nonneg_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text}")
-    return v
-
-
-def _positive_float(text):
-    v = _nonneg_float(text)
-    if v == 0:
-        raise argparse.ArgumentTypeError("expected a positive number, got 0")
-    return v
+_positive_int = _number(int, True)
+_nonneg_int = _number(int, False)
+_nonneg_float = _number(float, False)
+_positive_float = _number(float, True)
 
 
 def build_parser(prog="mamext experiment"):
