@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -19,7 +18,6 @@ from mamext.__main__ import main as mamext_main
 from mamext.experiment import data
 from mamext.experiment.data import DatasetError, load_idx_dataset, read_idx
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------- IDX files
@@ -146,9 +144,9 @@ def test_idx_count_mismatch(tmp_path):
 # --------------------------------------------------------------------------- CLI
 
 def test_help_subprocess():
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "python") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # The same mamext this test session imports (installed, or PYTHONPATH in a dev tree).
     r = subprocess.run([sys.executable, "-m", "mamext", "experiment", "--help"], capture_output=True, text=True,
-                       env=env, timeout=120)
+                       timeout=120)
     assert r.returncode == 0, r.stderr
     for flag in ("--dataset", "--data-dir", "--epochs", "--seed", "--threads", "--device", "--iterative", "--quick",
                  "--out", "--transition-epochs", "--mam-init"):
