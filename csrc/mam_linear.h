@@ -52,7 +52,8 @@ inline DenseShape check_dense_args(const char* op, const at::Tensor& input, cons
   return s;
 }
 
-inline void check_backward_args(const char* op, const at::Tensor& grad_output, const at::Tensor& input,
+// Validates the backward operands and returns the forward shape.
+inline DenseShape check_backward_args(const char* op, const at::Tensor& grad_output, const at::Tensor& input,
                                 const at::Tensor& weight, const at::Tensor& argmax, const at::Tensor& argmin) {
   auto s = check_dense_args(op, input, weight, std::nullopt);
   TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(), op, ": grad_output dtype ",
@@ -67,6 +68,7 @@ inline void check_backward_args(const char* op, const at::Tensor& grad_output, c
   TORCH_CHECK(argmax.sizes() == grad_output.sizes() && argmin.sizes() == grad_output.sizes(), op,
               ": argmax/argmin shapes ", argmax.sizes(), ", ", argmin.sizes(), " must equal grad_output's ",
               grad_output.sizes());
+  return s;
 }
 
 }  // namespace mamext

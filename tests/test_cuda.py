@@ -197,21 +197,31 @@ def test_non_finite(dtype, where, value):
     _check_vs_reference(x, w, torch.randn(140, generator=g).to(dtype))
 
 
-@needs_gpu
-def test_huge_k_indices():
-    """K = 70,000 > 65,536: indices past the int16 range of the authors' packed kernel."""
+def _huge_k_problem(rows, neurons):
+    """K = 70,000 > 65,536 (past the int16 range of the authors' packed kernel),
+    extremes planted at known indices."""
     K = 70_000
     g = torch.Generator().manual_seed(11)
-    x = torch.rand(3, K, generator=g) + 0.5
-    w = torch.rand(5, K, generator=g) * 0.1
+    x = torch.rand(rows, K, generator=g) + 0.5
+    w = torch.rand(neurons, K, generator=g) * 0.1
     w[0, 69_999] = 5.0
     w[1, 65_536] = 5.0
     w[2, 40_000] = -5.0
     w[3, 66_000] = -3.0
     w[3, 65_537] = 4.0
-    _, amax, amin = _check_vs_reference(x, w)
+    return x, w
+
+
+def _assert_huge_k_indices(amax, amin):
     assert (amax[:, 0] == 69_999).all() and (amax[:, 1] == 65_536).all()
     assert (amin[:, 2] == 40_000).all() and (amin[:, 3] == 66_000).all() and (amax[:, 3] == 65_537).all()
+
+
+@needs_gpu
+def test_huge_k_indices():
+    x, w = _huge_k_problem(3, 5)
+    _, amax, amin = _check_vs_reference(x, w)
+    _assert_huge_k_indices(amax, amin)
 
 
 @needs_gpu
@@ -594,18 +604,9 @@ def test_emulated_non_finite(emu, dtype):
 
 
 def test_emulated_huge_k(emu):
-    K = 70_000
-    g = torch.Generator().manual_seed(11)
-    x = torch.rand(2, K, generator=g) + 0.5
-    w = torch.rand(4, K, generator=g) * 0.1
-    w[0, 69_999] = 5.0
-    w[1, 65_536] = 5.0
-    w[2, 40_000] = -5.0
-    w[3, 66_000] = -3.0
-    w[3, 65_537] = 4.0
+    x, w = _huge_k_problem(2, 4)
     _, amax, amin = _emu_check(emu, x, w, inference=False)
-    assert (amax[:, 0] == 69_999).all() and (amax[:, 1] == 65_536).all()
-    assert (amin[:, 2] == 40_000).all() and (amin[:, 3] == 66_000).all() and (amax[:, 3] == 65_537).all()
+    _assert_huge_k_indices(amax, amin)
 
 
 def test_emulated_forward_bitwise_equals_cpu_kernels(emu):

@@ -107,9 +107,8 @@ std::tuple<at::Tensor, at::Tensor> mam_linear_backward_cuda(const at::Tensor& gr
                                                             const at::Tensor& weight, const at::Tensor& argmax,
                                                             const at::Tensor& argmin, std::array<bool, 2> mask) {
   constexpr const char* op = "mam_linear_backward";
-  check_backward_args(op, grad_output, input, weight, argmax, argmin);
+  const DenseShape s = check_backward_args(op, grad_output, input, weight, argmax, argmin);
   check_cuda(op, input, "input");
-  const DenseShape s = check_dense_args(op, input, weight, std::nullopt);
   const c10::cuda::CUDAGuard guard(input.device());
   const at::ScalarType ct = compute_type(input.scalar_type());
   const at::Tensor g = grad_output.reshape({s.M, s.N}).contiguous();
