@@ -33,8 +33,11 @@ def _dense(x, w, b):
     return torch.ops.mamext.mam_linear_inference(x, w, b)
 
 
-SHAPES = [  # (B, K, N): B=1..3 scalar path, B>=4 batch-vector path with tails; K picks the index type
+SHAPES = [  # (B, K, N): B=1..3 scalar/gather path, B>=4 batch panels with tails; K picks the index type
     (1, 7, 5), (2, 300, 37), (3, 50, 3), (5, 64, 40), (37, 256, 70), (100, 300, 33), (9, 40000, 4),
+    (1, 700, 600),   # gather path: rows of many lengths, vector tails, the last row at the array end
+    (20, 70, 1100),  # one sample block split into neuron chunks (each refills its panel)
+    (130, 33, 20),   # three sample blocks, the last one with 2 samples
 ]
 
 
@@ -69,7 +72,7 @@ def test_packed_linear_sum(isa, B, K, N):
     assert torch.equal(layer(x.to(torch.float32))[:, 0], b[0].float().expand(B))  # empty row -> bias
 
 
-@pytest.mark.parametrize("B", [1, 5, 40])
+@pytest.mark.parametrize("B", [1, 5, 40, 130])  # 130: blocks 0 and 2 non-finite, block 1 on the fast path
 def test_nonfinite_inputs_match_dense(isa, B):
     gen = torch.Generator().manual_seed(3)
     K, N = 50, 12

@@ -20,17 +20,19 @@ namespace mamext::cpu {
 // Index element type; the table's per-index arrays are indexed by it.
 enum class PackedIndex : int { UInt8 = 0, Int16 = 1, Int32 = 2 };
 
-// x (B, K) row major -> xt (K, B) for the rows k in [k0, k1); returns whether
-// every value moved is finite (no NaN, no inf).
+// Panel of samples for the fast path: x points at the first of nb <= pw
+// consecutive samples (rows of length K); panel[k * pw + s] = x[s * K + k],
+// lanes s in [nb, pw) zero. Returns whether every value moved is finite.
 template <typename T>
-using PackedTransposeFn = bool (*)(const T* x, int64_t B, int64_t K, T* xt, int64_t k0, int64_t k1);
+using PackedPanelFn = bool (*)(const T* x, int64_t K, int64_t nb, int64_t pw, T* panel);
 
-// Fast path (every input and weight finite), vectorised across the batch:
-// neurons [n0, n1) x samples [b0, b1) of out (B, N), reading xt (K, B).
+// Fast path (every input and weight finite), vectorised across the samples of
+// one panel: neurons [n0, n1) of the nb samples, written to out (nb rows of
+// length N, starting at the block's first sample).
 template <typename T>
-using PackedTileFn = void (*)(const T* xt, int64_t B, const T* values, const void* indices,
-                              const int64_t* offsets, const T* bias, int64_t K, T* out, int64_t N,
-                              int64_t n0, int64_t n1, int64_t b0, int64_t b1);
+using PackedTileFn = void (*)(const T* panel, int64_t pw, int64_t nb, const T* values, const void* indices,
+                              const int64_t* offsets, const T* bias, int64_t K, T* out, int64_t N, int64_t n0,
+                              int64_t n1);
 
 // Scalar path over samples [m0, m1) and neurons [n0, n1) of x (M, K):
 // `rows` for finite data (used for tiny batches), `rows_checked` for any data
@@ -45,9 +47,9 @@ using PackedAllFiniteFn = bool (*)(const T* p, int64_t n);
 
 template <typename T>
 struct PackedFloatKernels {
-  int tile_neurons;  // neurons per tile (multiple calls may share a batch block)
-  int tile_batch;    // samples per tile
-  PackedTransposeFn<T> transpose;
+  int tile_neurons;  // neuron chunks handed to `tile` should be multiples of this
+  int tile_batch;    // panel width: samples per panel (a multiple of the vector length)
+  PackedPanelFn<T> panel;
   PackedAllFiniteFn<T> all_finite;
   PackedTileFn<T> tile[2][3];          // [mam][PackedIndex]
   PackedRowsFn<T> rows[2][3];          // [mam][PackedIndex]

@@ -35,7 +35,7 @@ constexpr Capability kCapability = Capability::AVX2;
 constexpr Capability kCapability = Capability::Default;
 #endif
 
-constexpr int NB = 16;  // neurons per tile
+constexpr int NB = 64;  // neurons per tile
 constexpr int U = 4;    // vectors of samples per tile
 
 template <typename E>
@@ -117,88 +117,170 @@ inline void accumulate_nv(int nv, const E* xt, int64_t B, int64_t b0, int tail, 
 // ---------------------------------------------------------------------------
 // Floating point
 // ---------------------------------------------------------------------------
-// Macro blocks of 2TT x 2TT (for float on AVX2/AVX-512: 16 x 16, one 64-byte
-// line per row on both sides) made of four TT x TT register transposes, so
-// every cache line of x and xt is read or written completely in one go (rows
-// of x are often 4 KiB apart, which aliases in L1).
+// Panel fill: 2TT x TT register transposes (transpose_tile2: every panel row
+// segment written is a whole 64-byte line for float), two per 2TT columns of
+// x so each source line is consumed at once (rows of x are often 4 KiB apart
+// and alias in L1). Then a sum of the freshly written (L1-hot) panel rows as
+// the finiteness check: a NaN or inf anywhere makes the sum non-finite. A sum
+// can also overflow to inf on huge finite inputs; that only sends the block
+// to the exact checked path.
 template <typename T>
-bool transpose(const T* x, int64_t B, int64_t K, T* xt, int64_t k0, int64_t k1) {
+bool panel(const T* x, int64_t K, int64_t nb, int64_t pw, T* p) {
   using V = Vec<T>;
   constexpr int TT = V::TT;
-  constexpr int MB = 2 * TT;
   constexpr int L = V::L;
-  static_assert(MB % L == 0, "macro block must be whole vectors");
-  // Finiteness of everything transposed, checked on the L1-hot source block:
-  // v * 0 is 0 for finite v, NaN for NaN and +-inf.
+  const int64_t nbt = nb / (2 * TT) * (2 * TT);  // samples moved by register transposes
+  const int64_t kt = K / (2 * TT) * (2 * TT);    // columns moved by register transposes
   const auto z = V::zero();
-  auto acc = z;
-  bool finite = true;
-  int64_t k = k0;
-  for (; k + MB <= k1; k += MB) {
-    int64_t b = 0;
-    for (; b + MB <= B; b += MB) {
-      for (int i = 0; i < MB; i += TT)
-        for (int j = 0; j < MB; j += TT)
-          V::transpose_tile(x + (b + i) * K + k + j, K, xt + (k + j) * B + b + i, B);
-      for (int i = 0; i < MB; ++i)
-        for (int v = 0; v < MB; v += L) acc = V::add(acc, V::mul(V::load(x + (b + i) * K + k + v), z));
+  auto a0 = z, a1 = z;
+  auto check = [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
+    const T* q = p + k0 * pw;
+    const int64_t n = (k1 - k0) * pw;  // a multiple of L (pw is)
+    int64_t i = 0;
+    for (; i + 2 * L <= n; i += 2 * L) {
+      a0 = V::add(a0, V::load(q + i));
+      a1 = V::add(a1, V::load(q + i + L));
     }
-    for (; b < B; ++b)
-      for (int j = 0; j < MB; ++j) {
-        const T val = x[b * K + k + j];
-        finite &= is_finite(val);
-        xt[(k + j) * B + b] = val;
-      }
+    for (; i < n; i += L) a0 = V::add(a0, V::load(q + i));
+  };
+  auto edges = [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
+    for (int64_t k = k0; k < k1; ++k) {
+      T* row = p + k * pw;
+      for (int64_t s = (k < kt ? nbt : 0); s < nb; ++s) row[s] = x[s * K + k];
+      for (int64_t s = nb; s < pw; ++s) row[s] = T(0);
+    }
+  };
+  for (int64_t k = 0; k < kt; k += 2 * TT) {
+    for (int64_t s = 0; s < nbt; s += 2 * TT) {
+      V::transpose_tile2(x + s * K + k, K, p + k * pw + s, pw);
+      V::transpose_tile2(x + s * K + k + TT, K, p + (k + TT) * pw + s, pw);
+    }
+    if (nbt < pw) edges(k, k + 2 * TT);
+    check(k, k + 2 * TT);
   }
-  for (; k < k1; ++k)
-    for (int64_t b = 0; b < B; ++b) {
-      const T val = x[b * K + k];
-      finite &= is_finite(val);
-      xt[k * B + b] = val;
-    }
-  return finite && V::eq(acc, z) == ((1u << L) - 1u);
+  if (kt < K) {
+    edges(kt, K);
+    check(kt, K);
+  }
+  const auto acc = V::mul(V::add(a0, a1), z);
+  return V::eq(acc, z) == ((1u << L) - 1u);
 }
 
 template <typename T, typename I, bool MAM>
-void tile(const T* xt, int64_t B, const T* values, const void* indices, const int64_t* off, const T* bias,
-          int64_t K, T* out, int64_t N, int64_t n0, int64_t n1, int64_t b0, int64_t b1) {
+void tile(const T* p, int64_t pw, int64_t nb, const T* values, const void* indices, const int64_t* off,
+          const T* bias, int64_t K, T* out, int64_t N, int64_t n0, int64_t n1) {
   using V = Vec<T>;
   constexpr int L = V::L;
   constexpr int BW = batch_width<T>();
   constexpr int TT = V::TT;
-  static_assert(NB % TT == 0 && BW % TT == 0, "tile sizes must be multiples of the transpose tile");
+  static_assert(NB % (2 * TT) == 0 && BW % TT == 0, "tile sizes must be multiples of the transpose tiles");
   const I* idx = static_cast<const I*>(indices);
   alignas(64) T buf[NB * BW];
-  for (int64_t bb = b0; bb < b1; bb += BW) {
-    const int64_t nb_s = imin(BW, b1 - bb);  // samples in this block
-    const int nv = static_cast<int>((nb_s + L - 1) / L);
-    const int tail = static_cast<int>(nb_s - int64_t(nv - 1) * L);
-    for (int64_t nn = n0; nn < n1; nn += NB) {
-      const int64_t nn1 = imin(nn + NB, n1);
-      const int64_t nb_n = nn1 - nn;
-      accumulate_nv<T, T, I, MAM>(nv, xt, B, bb, tail, values, idx, off, bias, K, nn, nn1, buf);
-      // buf (neurons x samples) -> out (samples x neurons), sample major so
-      // each output row segment (one cache line for NB floats) is completed
-      // by consecutive stores.
-      const int64_t full_n = nb_n / TT * TT;
-      int64_t s = 0;
-      for (; s + TT <= nb_s; s += TT) {
-        for (int64_t r = 0; r < full_n; r += TT)
-          V::transpose_tile(buf + r * BW + s, BW, out + (bb + s) * N + nn + r, N);
-        for (int64_t i = 0; i < TT; ++i)
-          for (int64_t r = full_n; r < nb_n; ++r) out[(bb + s + i) * N + nn + r] = buf[r * BW + s + i];
-      }
-      for (; s < nb_s; ++s)
-        for (int64_t r = 0; r < nb_n; ++r) out[(bb + s) * N + nn + r] = buf[r * BW + s];
+  const int nv = static_cast<int>((nb + L - 1) / L);  // panel lanes past nb are zero: full vectors
+  const int64_t nbt = nb / TT * TT;
+  for (int64_t nn = n0; nn < n1; nn += NB) {
+    const int64_t nn1 = imin(nn + NB, n1);
+    const int64_t nb_n = nn1 - nn;
+    accumulate_nv<T, T, I, MAM>(nv, p, pw, 0, L, values, idx, off, bias, K, nn, nn1, buf);
+    // buf (neurons x samples) -> out (samples x neurons): TT samples at a
+    // time, each output row receiving NB contiguous values as whole lines.
+    const int64_t full_n = nb_n / (2 * TT) * (2 * TT);
+    int64_t s = 0;
+    for (; s < nbt; s += TT) {
+      for (int64_t r = 0; r < full_n; r += 2 * TT)
+        V::transpose_tile2(buf + r * BW + s, BW, out + s * N + nn + r, N);
+      for (int64_t i = 0; i < TT; ++i)
+        for (int64_t r = full_n; r < nb_n; ++r) out[(s + i) * N + nn + r] = buf[r * BW + s + i];
     }
+    for (; s < nb; ++s)
+      for (int64_t r = 0; r < nb_n; ++r) out[s * N + nn + r] = buf[r * BW + s];
   }
 }
+
+// ---------------------------------------------------------------------------
+// Tiny batches (a single sample: the microcontroller case): MAM rows of float
+// with at least one vector of kept connections take their products with
+// gathers (x's row sits in L1), one vector of max and one of min across the
+// connections, reduced at the end; the remainder is scalar. Max and min are
+// exact selections, so the order changes nothing but (possibly) the sign of a
+// zero result, as everywhere in the packed kernels. Sums stay scalar and
+// sequential (same rounding as the tiles).
+// ---------------------------------------------------------------------------
+#if defined(MAMEXT_ISA_AVX512)
+template <typename I>
+inline __m512i load_index16(const I* p) {
+  if constexpr (sizeof(I) == 1)
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  else if constexpr (sizeof(I) == 2)
+    return _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  else
+    return _mm512_loadu_si512(p);
+}
+template <typename I>
+inline Vec<float>::R gather_products(const float* xr, const float* w, const I* idx) {
+  return _mm512_mul_ps(_mm512_loadu_ps(w), _mm512_i32gather_ps(load_index16(idx), xr, 4));
+}
+// Lanes [0, n) of the next vector of connections; the caller guarantees that a
+// whole vector of indices can be read (j + L <= nnz).
+template <typename I>
+inline void max_min_tail(const float* xr, const float* w, const I* idx, int n, Vec<float>::R& a, Vec<float>::R& c) {
+  const __mmask16 m = static_cast<__mmask16>((1u << n) - 1u);
+  const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, w),
+                                 _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, load_index16(idx), xr, 4));
+  a = _mm512_mask_max_ps(a, m, p, a);
+  c = _mm512_mask_min_ps(c, m, p, c);
+}
+inline float hmax(Vec<float>::R v) { return _mm512_reduce_max_ps(v); }
+inline float hmin(Vec<float>::R v) { return _mm512_reduce_min_ps(v); }
+constexpr bool kHasGather = true;
+#elif defined(MAMEXT_ISA_AVX2)
+template <typename I>
+inline __m256i load_index8(const I* p) {
+  if constexpr (sizeof(I) == 1)
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  else if constexpr (sizeof(I) == 2)
+    return _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  else
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+template <typename I>
+inline Vec<float>::R gather_products(const float* xr, const float* w, const I* idx) {
+  return _mm256_mul_ps(_mm256_loadu_ps(w), _mm256_i32gather_ps(xr, load_index8(idx), 4));
+}
+template <typename I>
+inline void max_min_tail(const float* xr, const float* w, const I* idx, int n, Vec<float>::R& a, Vec<float>::R& c) {
+  const __m256 m = _mm256_castsi256_ps(Vec<float>::lanes(n));
+  const __m256 p = _mm256_mul_ps(_mm256_maskload_ps(w, _mm256_castps_si256(m)),
+                                 _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xr, load_index8(idx), m, 4));
+  a = _mm256_blendv_ps(a, _mm256_max_ps(p, a), m);
+  c = _mm256_blendv_ps(c, _mm256_min_ps(p, c), m);
+}
+inline float hmax(Vec<float>::R v) {
+  alignas(32) float t[8];
+  _mm256_store_ps(t, v);
+  float m = t[0];
+  for (int i = 1; i < 8; ++i) m = t[i] > m ? t[i] : m;
+  return m;
+}
+inline float hmin(Vec<float>::R v) {
+  alignas(32) float t[8];
+  _mm256_store_ps(t, v);
+  float m = t[0];
+  for (int i = 1; i < 8; ++i) m = t[i] < m ? t[i] : m;
+  return m;
+}
+constexpr bool kHasGather = true;
+#else
+constexpr bool kHasGather = false;
+#endif
 
 template <typename T, typename I, bool MAM, bool CHECK>
 void rows(const T* x, int64_t K, const T* values, const void* indices, const int64_t* off, const T* bias,
           T* out, int64_t N, int64_t n0, int64_t n1, int64_t m0, int64_t m1) {
   const I* idx = static_cast<const I*>(indices);
   const T nan = static_cast<T>(__builtin_nan(""));
+  const int64_t nnz = off[N];
+  (void)nnz;
   for (int64_t m = m0; m < m1; ++m) {
     const T* xr = x + m * K;
     int64_t bad = 0;  // non-finite inputs of this sample
@@ -212,6 +294,33 @@ void rows(const T* x, int64_t K, const T* values, const void* indices, const int
       if constexpr (!CHECK) {
         if constexpr (MAM) {
           T mx = T(0), mn = T(0);
+#if defined(MAMEXT_ISA_AVX512) || defined(MAMEXT_ISA_AVX2)
+          if constexpr (kHasGather && sizeof(T) == 4) {
+            using V = Vec<float>;
+            constexpr int L = V::L;
+            if (j1 - j >= L || (pruned && j1 > j && j + L <= nnz)) {
+              auto a = V::zero(), c = V::zero();
+              if (!pruned) {
+                a = c = gather_products(xr, values + j, idx + j);
+                j += L;
+              }
+              for (; j + L <= j1; j += L) {
+                const auto p = gather_products(xr, values + j, idx + j);
+                a = V::max(p, a);
+                c = V::min(p, c);
+              }
+              if (j < j1 && j + L <= nnz) {
+                max_min_tail(xr, values + j, idx + j, static_cast<int>(j1 - j), a, c);
+                j = j1;
+              }
+              mx = hmax(a);
+              mn = hmin(c);
+            } else if (!pruned) {
+              mx = mn = values[j] * xr[idx[j]];
+              ++j;
+            }
+          } else
+#endif
           if (!pruned) {
             mx = mn = values[j] * xr[idx[j]];
             ++j;
@@ -276,7 +385,7 @@ PackedFloatKernels<T> float_kernels() {
   PackedFloatKernels<T> k{};
   k.tile_neurons = NB;
   k.tile_batch = batch_width<T>();
-  k.transpose = &transpose<T>;
+  k.panel = &panel<T>;
   k.all_finite = &all_finite<T>;
   fill_index_variants<T, false>(k.tile[0], k.rows[0], k.rows_checked[0]);
   fill_index_variants<T, true>(k.tile[1], k.rows[1], k.rows_checked[1]);

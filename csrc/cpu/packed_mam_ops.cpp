@@ -42,11 +42,12 @@ cpu::PackedIndex index_kind(at::ScalarType t) {
 }
 
 // Offsets start at 0, never decrease, end at nnz, rows hold at most K entries;
-// indices lie in [0, K) and strictly increase within each row.
+// indices lie in [0, K) and strictly increase within each row. Runs on every
+// call (a packed layer's buffers can be edited like any tensor), so the common
+// case is a branch-free, vectorisable, parallel pass; the exact message comes
+// from a second, sequential pass only when something is wrong.
 template <typename I>
-void validate_structure(const I* idx, const int64_t* off, int64_t N, int64_t nnz, int64_t K) {
-  TORCH_CHECK(off[0] == 0, kOp, ": offsets[0] must be 0, got ", off[0]);
-  TORCH_CHECK(off[N] == nnz, kOp, ": offsets[-1] (", off[N], ") must equal the number of values (", nnz, ")");
+void validate_structure_slow(const I* idx, const int64_t* off, int64_t N, int64_t K) {
   for (int64_t n = 0; n < N; ++n) {
     const int64_t j0 = off[n], j1 = off[n + 1];
     TORCH_CHECK(j0 <= j1 && j1 - j0 <= K, kOp, ": offsets must be non-decreasing with at most in_features (", K,
@@ -59,6 +60,32 @@ void validate_structure(const I* idx, const int64_t* off, int64_t N, int64_t nnz
       prev = k;
     }
   }
+}
+
+template <typename I>
+void validate_structure(const I* idx, const int64_t* off, int64_t N, int64_t nnz, int64_t K) {
+  TORCH_CHECK(off[0] == 0, kOp, ": offsets[0] must be 0, got ", off[0]);
+  TORCH_CHECK(off[N] == nnz, kOp, ": offsets[-1] (", off[N], ") must equal the number of values (", nnz, ")");
+  bool bad_rows = false;  // offsets first: the index pass below relies on them
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t len = off[n + 1] - off[n];
+    bad_rows |= (len < 0) | (len > K);
+  }
+  if (bad_rows) return validate_structure_slow(idx, off, N, K);
+  std::atomic<bool> bad{false};
+  const int64_t grain = std::max<int64_t>(64, N * 32768 / std::max<int64_t>(nnz, 1) + 1);
+  at::parallel_for(0, N, nnz >= 32768 ? grain : N, [&](int64_t b, int64_t e) {
+    int flag = 0;
+    for (int64_t n = b; n < e; ++n) {
+      const int64_t j0 = off[n], j1 = off[n + 1];
+      if (j0 == j1) continue;
+      flag |= static_cast<int64_t>(idx[j0]) < 0;
+      flag |= static_cast<int64_t>(idx[j1 - 1]) >= K;
+      for (int64_t j = j0 + 1; j < j1; ++j) flag |= idx[j] <= idx[j - 1];
+    }
+    if (flag) bad.store(true, std::memory_order_relaxed);
+  });
+  if (bad.load()) validate_structure_slow(idx, off, N, K);
 }
 
 void validate(const at::Tensor& indices, const at::Tensor& offsets, int64_t N, int64_t K) {
@@ -115,10 +142,9 @@ void run_float(const at::Tensor& x, const at::Tensor& values, const void* idx, i
       fn(xp, K, vp, idx, off, bp, op, N, 0, N, b, e);
     });
   };
-  // NaN/inf anywhere (weights or inputs): the exact scalar path. The check of
-  // the inputs rides along with the transpose (or a separate pass for tiny M).
+  // NaN/inf in the weights: the exact scalar path for everything. Inputs are
+  // checked per sample block while filling the panels (a separate pass for tiny M).
   if (!kt.all_finite(vp, nnz)) return run_checked();
-  std::atomic<bool> finite{true};
   if (M < 4) {  // tiny batch: scalar over neurons, no transposes
     if (!kt.all_finite(xp, M * K)) return run_checked();
     const auto fn = kt.rows[mi][ik];
@@ -127,15 +153,47 @@ void run_float(const at::Tensor& x, const at::Tensor& values, const void* idx, i
     });
     return;
   }
-  auto xt_t = at::empty({K, M}, x.options());
-  T* xt = xt_t.data_ptr<T>();
-  at::parallel_for(0, K, std::max<int64_t>(16, (1 << 15) / M), [&](int64_t b, int64_t e) {
-    if (!kt.transpose(xp, M, K, xt, b, e)) finite.store(false, std::memory_order_relaxed);
-  });
-  if (!finite.load()) return run_checked();
-  const auto fn = kt.tile[mi][ik];
-  for_each_tile(M, N, kt.tile_neurons, kt.tile_batch, [&](int64_t n0, int64_t n1, int64_t b0, int64_t b1) {
-    fn(xt, M, vp, idx, off, bp, K, op, N, n0, n1, b0, b1);
+  // Fast path: per thread, one panel (K x pw, the transposed samples of one
+  // block, L2-resident for moderate K) filled once and reused by all the
+  // neuron chunks the thread computes for that block. Units are (sample block,
+  // neuron chunk), sample-block major; neuron chunks only when there are too
+  // few sample blocks to feed the threads (each chunk refills its panel).
+  const int64_t pw = kt.tile_batch;
+  const int64_t tn = kt.tile_neurons;
+  const int64_t bblocks = (M + pw - 1) / pw;
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  int64_t nchunks = 1;
+  while (bblocks * nchunks < 2 * threads && N >= nchunks * 2 * 4 * tn) nchunks *= 2;
+  const int64_t nper = ((N + nchunks - 1) / nchunks + tn - 1) / tn * tn;
+  nchunks = (N + nper - 1) / nper;
+  auto panels = at::empty({threads, K * pw}, x.options());
+  const auto tile = kt.tile[mi][ik];
+  const auto checked = kt.rows_checked[mi][ik];
+  at::parallel_for(0, bblocks * nchunks, 1, [&](int64_t u0, int64_t u1) {
+    const int64_t tid = at::get_thread_num();
+    at::Tensor own;  // only if the thread id is unexpected (never with OpenMP or the native pool)
+    T* p;
+    if (tid >= 0 && tid < threads) {
+      p = panels.data_ptr<T>() + tid * K * pw;
+    } else {
+      own = at::empty({K * pw}, x.options());
+      p = own.data_ptr<T>();
+    }
+    int64_t filled = -1;
+    bool ok = true;
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t bi = u / nchunks, ci = u % nchunks;
+      const int64_t b0 = bi * pw, nb = std::min(pw, M - b0);
+      const int64_t n0 = ci * nper, n1 = std::min(N, n0 + nper);
+      if (bi != filled) {
+        ok = kt.panel(xp + b0 * K, K, nb, pw, p);
+        filled = bi;
+      }
+      if (ok)
+        tile(p, pw, nb, vp, idx, off, bp, K, op + b0 * N, N, n0, n1);
+      else  // NaN/inf in this block's inputs: the exact scalar path
+        checked(xp, K, vp, idx, off, bp, op, N, n0, n1, b0, b0 + nb);
+    }
   });
 }
 

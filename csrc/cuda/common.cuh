@@ -16,11 +16,20 @@
 
 // kernel<<<grid, block, 0, stream>>>(args...); `kernel` must be a plain name
 // (take a template instance into a local variable first).
+// MAMEXT_LAUNCH_SMEM: the same with `smem` bytes of dynamic shared memory, which
+// the kernel reaches through MAMEXT_DYNAMIC_SMEM(name) (an unsigned char array
+// aligned to 16 bytes).
 #ifdef MAMEXT_CUDA_EMULATION
 #define MAMEXT_LAUNCH(kernel, grid, block, stream, ...) \
   ::mamext::emu::launch((grid), (block), [&] { kernel(__VA_ARGS__); })
+#define MAMEXT_LAUNCH_SMEM(kernel, grid, block, smem, stream, ...) \
+  ::mamext::emu::launch_smem((grid), (block), (smem), [&] { kernel(__VA_ARGS__); })
+#define MAMEXT_DYNAMIC_SMEM(name) unsigned char* name = ::mamext::emu::dyn_smem
 #else
 #define MAMEXT_LAUNCH(kernel, grid, block, stream, ...) kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+#define MAMEXT_LAUNCH_SMEM(kernel, grid, block, smem, stream, ...) \
+  kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
+#define MAMEXT_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
 #endif
 
 namespace mamext::cuda {

@@ -19,6 +19,7 @@
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -40,6 +41,26 @@ using cudaStream_t = void*;
 constexpr cudaError_t cudaSuccess = 0;
 constexpr cudaError_t cudaErrorInvalidValue = 1;
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t = nullptr) {
+  std::memset(p, v, n);
+  return cudaSuccess;
+}
+// Device queries: a small device (2 SMs, so launch heuristics that scale with
+// the SM count give few blocks) with an H100's shared memory per block.
+enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount, cudaDevAttrMaxSharedMemoryPerBlockOptin };
+inline cudaError_t cudaGetDevice(int* d) {
+  *d = 0;
+  return cudaSuccess;
+}
+inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
+  *v = a == cudaDevAttrMultiProcessorCount ? 2 : 227 * 1024;
+  return cudaSuccess;
+}
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
+template <typename F>
+cudaError_t cudaFuncSetAttribute(F*, cudaFuncAttribute, int) {
+  return cudaSuccess;
+}
 
 struct float2 {
   float x, y;
@@ -97,6 +118,11 @@ struct Block {
 };
 inline Block* block = nullptr;
 
+// Dynamic shared memory of the running launch (MAMEXT_LAUNCH_SMEM), like the
+// static __shared__ variables shared by a block's threads and reused by the
+// next block.
+inline unsigned char* dyn_smem = nullptr;
+
 // Runs body() as every thread of every block, blocks in order.
 inline void launch(unsigned grid, unsigned threads, const std::function<void()>& body) {
   grid_dim.x = grid;
@@ -115,6 +141,16 @@ inline void launch(unsigned grid, unsigned threads, const std::function<void()>&
     for (auto& th : pool) th.join();
     block = nullptr;
   }
+}
+
+// launch() with `smem` bytes of dynamic shared memory, filled with a garbage
+// pattern (0xA5 bytes) so a kernel that reads before writing shows it.
+inline void launch_smem(unsigned grid, unsigned threads, size_t smem, const std::function<void()>& body) {
+  std::vector<std::max_align_t> buf(smem / sizeof(std::max_align_t) + 1);
+  std::memset(buf.data(), 0xA5, buf.size() * sizeof(std::max_align_t));
+  dyn_smem = reinterpret_cast<unsigned char*>(buf.data());
+  launch(grid, threads, body);
+  dyn_smem = nullptr;
 }
 
 template <typename T>
@@ -170,6 +206,14 @@ inline int __ffs(int v) { return __builtin_ffs(v); }
 using std::fmaxf;
 using std::fminf;
 inline int min(int a, int b) { return a < b ? a : b; }
+inline unsigned long long atomicMin(unsigned long long* p, unsigned long long v) {
+  std::atomic_ref<unsigned long long> a(*p);
+  unsigned long long cur = a.load();
+  while (v < cur && !a.compare_exchange_weak(cur, v)) {
+  }
+  return cur;
+}
+inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
 inline double atomicAdd(double* p, double v) { return std::atomic_ref<double>(*p).fetch_add(v); }
 
