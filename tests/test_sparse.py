@@ -259,8 +259,62 @@ def test_fake_kernel_and_compile():
     torch.library.opcheck(torch.ops.mamext.packed_linear.default,
                           (x, layer.values, layer.indices, layer.offsets, None, None, 10, True),
                           test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(torch.ops.mamext.packed_linear.default,  # column-major input and output
+                          (x.t().contiguous().t(), layer.values, layer.indices, layer.offsets, None, None, 10, True),
+                          test_utils=("test_schema", "test_faketensor"))
     with torch._subclasses.fake_tensor.FakeTensorMode():
         fx = torch.empty(7, 3, 10)
         out = torch.ops.mamext.packed_linear(fx, torch.empty(5), torch.empty(5, dtype=torch.uint8),
                                              torch.empty(7, dtype=torch.int32), None, None, 10, True)
         assert out.shape == (7, 3, 6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int8])
+@pytest.mark.parametrize("B,K,N", [(2, 30, 9), (70, 300, 40), (130, 33, 600)])
+def test_column_major_layout_follows_input(isa, dtype, B, K, N):
+    """A column-major 2-D input (x.t() of a contiguous (K, B) tensor, what a chain of
+    packed layers passes along) gives a column-major output with the same values."""
+    gen = torch.Generator().manual_seed(B + K + N)
+    w = _weight(N, K, 0.1, gen)
+    b = torch.randn(N, generator=gen)
+    layer = sparse.PackedMAMLinear.from_weight(w, b, dtype)
+    x = torch.randn(B, K, generator=gen)
+    xc = x.t().contiguous().t()
+    assert xc.stride() == (1, B)
+    with torch.no_grad():
+        y, yc = layer(x), layer(xc)
+        assert y.is_contiguous() and yc.stride() == (1, B)
+        assert torch.equal(y, yc)
+        xc[B // 2, K // 3] = float("nan")   # non-finite input: the exact path, same layout
+        xc[0, 1] = float("inf")
+        y2 = layer(xc.contiguous())
+        yc2 = layer(xc)
+        assert yc2.stride() == (1, B)
+        torch.testing.assert_close(yc2, y2, rtol=0, atol=0, equal_nan=True)
+        if dtype != torch.int8:  # half input: converted, same layout rule
+            yh = layer(xc.half())
+            assert yh.dtype == torch.float16 and yh.stride() == (1, B)
+    # the fake kernel applies the same layout rule
+    with torch._subclasses.fake_tensor.FakeTensorMode():
+        fx = torch.empty(K, B).t()
+        out = torch.ops.mamext.packed_linear(fx, torch.empty(5), torch.empty(5, dtype=torch.uint8),
+                                             torch.empty(N + 1, dtype=torch.int32), None, None, K, True)
+        assert out.shape == (B, N) and out.stride() == (1, B)
+
+
+def test_column_major_chain_compiles():
+    """torch.compile through a chain that keeps the column-major layout."""
+    gen = torch.Generator().manual_seed(11)
+    m = nn.Sequential(MAMLinear(40, 64), nn.ReLU(), MAMLinear(64, 10))
+    with torch.no_grad():
+        for layer in (m[0], m[2]):
+            layer.weight.mul_(torch.rand(layer.weight.shape, generator=gen) < 0.2)
+    p = sparse.pack(m.eval())
+    x = torch.randn(33, 40, generator=gen).t().contiguous().t()
+    with torch.no_grad():
+        ref = p(x.contiguous())
+        out = p(x)
+        assert out.stride() == (1, 33)
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)
+        compiled = torch.compile(p, backend="aot_eager", fullgraph=True)
+        torch.testing.assert_close(compiled(x), ref, rtol=0, atol=0)

@@ -34,6 +34,13 @@ using PackedTileFn = void (*)(const T* panel, int64_t pw, int64_t nb, const T* v
                               const int64_t* offsets, const T* bias, int64_t K, T* out, int64_t N, int64_t n0,
                               int64_t n1);
 
+// Column-major input and output, every input finite: xt (K, M) and out_t
+// (N, M), samples [b0, b0 + nb) with nb <= tile_batch, neurons [n0, n1).
+template <typename T>
+using PackedColsFn = void (*)(const T* xt, int64_t M, int64_t b0, int64_t nb, const T* values,
+                              const void* indices, const int64_t* offsets, const T* bias, int64_t K, T* out_t,
+                              int64_t n0, int64_t n1);
+
 // Scalar path over samples [m0, m1) and neurons [n0, n1) of x (M, K):
 // `rows` for finite data (used for tiny batches), `rows_checked` for any data
 // (NaN/inf semantics of the dense layer with zero weights, see the .cpp).
@@ -52,6 +59,7 @@ struct PackedFloatKernels {
   PackedPanelFn<T> panel;
   PackedAllFiniteFn<T> all_finite;
   PackedTileFn<T> tile[2][3];          // [mam][PackedIndex]
+  PackedColsFn<T> tile_cols[2][3];     // [mam][PackedIndex]
   PackedRowsFn<T> rows[2][3];          // [mam][PackedIndex]
   PackedRowsFn<T> rows_checked[2][3];  // [mam][PackedIndex]
 };

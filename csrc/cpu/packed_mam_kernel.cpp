@@ -53,16 +53,15 @@ inline bool is_finite(T v) {
 // ---------------------------------------------------------------------------
 // Shared accumulation: neurons [n0, n1) x NV vectors of samples starting at b0
 // (the last vector holds `tail` valid lanes), results (max + min, or sum,
-// without bias) to buf[(n - n0) * BW + lane]. E: lane type (float, double,
+// plus bias) to dst[(n - n0) * ldd + lane], lanes past the tail untouched. E: lane type (float, double,
 // int32), W: stored weight type (E or int8).
 // ---------------------------------------------------------------------------
 template <typename E, typename W, typename I, bool MAM, int NV>
 inline void accumulate(const E* xt, int64_t B, int64_t b0, int tail, const W* val, const I* idx,
-                       const int64_t* off, const E* bias, int64_t K, int64_t n0, int64_t n1, E* buf) {
+                       const int64_t* off, const E* bias, int64_t K, int64_t n0, int64_t n1, E* dst, int64_t ldd) {
   using V = Vec<E>;
   using R = typename V::R;
   constexpr int L = V::L;
-  constexpr int BW = batch_width<E>();
   const E* xb = xt + b0;
   auto load = [&](const E* p, int v) __attribute__((always_inline)) {
     return (v == NV - 1 && tail < L) ? V::load_n(p + v * L, tail) : V::load(p + v * L);
@@ -92,25 +91,29 @@ inline void accumulate(const E* xt, int64_t B, int64_t b0, int tail, const W* va
         }
       }
     }
-    E* br = buf + (n - n0) * BW;
-    if (bias) {
-      const R bv = V::bcast(bias[n]);
-      for (int v = 0; v < NV; ++v) V::store(br + v * L, V::add(MAM ? V::add(a[v], c[v]) : a[v], bv));
-    } else {
-      for (int v = 0; v < NV; ++v) V::store(br + v * L, MAM ? V::add(a[v], c[v]) : a[v]);
+    E* br = dst + (n - n0) * ldd;
+    const R bv = bias ? V::bcast(bias[n]) : V::zero();
+    for (int v = 0; v < NV; ++v) {
+      R r = MAM ? V::add(a[v], c[v]) : a[v];
+      if (bias) r = V::add(r, bv);
+      if (v == NV - 1 && tail < L)
+        V::store_n(br + v * L, r, tail);
+      else
+        V::store(br + v * L, r);
     }
   }
 }
 
 template <typename E, typename W, typename I, bool MAM>
 inline void accumulate_nv(int nv, const E* xt, int64_t B, int64_t b0, int tail, const W* val, const I* idx,
-                          const int64_t* off, const E* bias, int64_t K, int64_t n0, int64_t n1, E* buf) {
+                          const int64_t* off, const E* bias, int64_t K, int64_t n0, int64_t n1, E* dst,
+                          int64_t ldd) {
   static_assert(U == 4, "accumulate_nv handles up to 4 vectors");
   switch (nv) {
-    case 1: accumulate<E, W, I, MAM, 1>(xt, B, b0, tail, val, idx, off, bias, K, n0, n1, buf); break;
-    case 2: accumulate<E, W, I, MAM, 2>(xt, B, b0, tail, val, idx, off, bias, K, n0, n1, buf); break;
-    case 3: accumulate<E, W, I, MAM, 3>(xt, B, b0, tail, val, idx, off, bias, K, n0, n1, buf); break;
-    default: accumulate<E, W, I, MAM, 4>(xt, B, b0, tail, val, idx, off, bias, K, n0, n1, buf); break;
+    case 1: accumulate<E, W, I, MAM, 1>(xt, B, b0, tail, val, idx, off, bias, K, n0, n1, dst, ldd); break;
+    case 2: accumulate<E, W, I, MAM, 2>(xt, B, b0, tail, val, idx, off, bias, K, n0, n1, dst, ldd); break;
+    case 3: accumulate<E, W, I, MAM, 3>(xt, B, b0, tail, val, idx, off, bias, K, n0, n1, dst, ldd); break;
+    default: accumulate<E, W, I, MAM, 4>(xt, B, b0, tail, val, idx, off, bias, K, n0, n1, dst, ldd); break;
   }
 }
 
@@ -181,7 +184,7 @@ void tile(const T* p, int64_t pw, int64_t nb, const T* values, const void* indic
   for (int64_t nn = n0; nn < n1; nn += NB) {
     const int64_t nn1 = imin(nn + NB, n1);
     const int64_t nb_n = nn1 - nn;
-    accumulate_nv<T, T, I, MAM>(nv, p, pw, 0, L, values, idx, off, bias, K, nn, nn1, buf);
+    accumulate_nv<T, T, I, MAM>(nv, p, pw, 0, L, values, idx, off, bias, K, nn, nn1, buf, BW);
     // buf (neurons x samples) -> out (samples x neurons): TT samples at a
     // time, each output row receiving NB contiguous values as whole lines.
     const int64_t full_n = nb_n / (2 * TT) * (2 * TT);
@@ -194,6 +197,23 @@ void tile(const T* p, int64_t pw, int64_t nb, const T* values, const void* indic
     }
     for (; s < nb; ++s)
       for (int64_t r = 0; r < nb_n; ++r) out[s * N + nn + r] = buf[r * BW + s];
+  }
+}
+
+// Column-major input and output (x given as xt (K, M), out as out_t (N, M),
+// e.g. the transposed views a chain of packed layers passes along): no
+// transposes at all, the accumulation stores straight into out_t. The caller
+// has checked that every input is finite.
+template <typename T, typename I, bool MAM>
+void tile_cols(const T* xt, int64_t M, int64_t b0, int64_t nb, const T* values, const void* indices,
+               const int64_t* off, const T* bias, int64_t K, T* out_t, int64_t n0, int64_t n1) {
+  constexpr int L = Vec<T>::L;
+  const I* idx = static_cast<const I*>(indices);
+  const int nv = static_cast<int>((nb + L - 1) / L);
+  const int tail = static_cast<int>(nb - int64_t(nv - 1) * L);
+  for (int64_t nn = n0; nn < n1; nn += NB) {
+    const int64_t nn1 = imin(nn + NB, n1);
+    accumulate_nv<T, T, I, MAM>(nv, xt, M, b0, tail, values, idx, off, bias, K, nn, nn1, out_t + nn * M + b0, M);
   }
 }
 
@@ -368,10 +388,13 @@ void rows(const T* x, int64_t K, const T* values, const void* indices, const int
 }
 
 template <typename T, bool MAM>
-void fill_index_variants(PackedTileFn<T>* t, PackedRowsFn<T>* r, PackedRowsFn<T>* rc) {
+void fill_index_variants(PackedTileFn<T>* t, PackedColsFn<T>* tc, PackedRowsFn<T>* r, PackedRowsFn<T>* rc) {
   t[0] = &tile<T, uint8_t, MAM>;
   t[1] = &tile<T, int16_t, MAM>;
   t[2] = &tile<T, int32_t, MAM>;
+  tc[0] = &tile_cols<T, uint8_t, MAM>;
+  tc[1] = &tile_cols<T, int16_t, MAM>;
+  tc[2] = &tile_cols<T, int32_t, MAM>;
   r[0] = &rows<T, uint8_t, MAM, false>;
   r[1] = &rows<T, int16_t, MAM, false>;
   r[2] = &rows<T, int32_t, MAM, false>;
@@ -387,8 +410,8 @@ PackedFloatKernels<T> float_kernels() {
   k.tile_batch = batch_width<T>();
   k.panel = &panel<T>;
   k.all_finite = &all_finite<T>;
-  fill_index_variants<T, false>(k.tile[0], k.rows[0], k.rows_checked[0]);
-  fill_index_variants<T, true>(k.tile[1], k.rows[1], k.rows_checked[1]);
+  fill_index_variants<T, false>(k.tile[0], k.tile_cols[0], k.rows[0], k.rows_checked[0]);
+  fill_index_variants<T, true>(k.tile[1], k.tile_cols[1], k.rows[1], k.rows_checked[1]);
   return k;
 }
 
@@ -484,7 +507,7 @@ void tile_i8(const int32_t* xq, int64_t B, const int8_t* values, const void* ind
     const int tail = static_cast<int>(nb_s - int64_t(nv - 1) * L);
     for (int64_t nn = n0; nn < n1; nn += NB) {
       const int64_t nn1 = imin(nn + NB, n1);
-      accumulate_nv<int32_t, int8_t, I, MAM>(nv, xq, B, bb, tail, values, idx, off, nullptr, K, nn, nn1, buf);
+      accumulate_nv<int32_t, int8_t, I, MAM>(nv, xq, B, bb, tail, values, idx, off, nullptr, K, nn, nn1, buf, BW);
       for (int64_t s = 0; s < nb_s; ++s) {
         const float xs = sx[bb + s];
         float* orow = out + (bb + s) * N;

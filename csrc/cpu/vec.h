@@ -106,6 +106,7 @@ struct Vec<float> {
   static R load(const float* p) { return _mm512_loadu_ps(p); }
   static R load_n(const float* p, int n) { return _mm512_maskz_loadu_ps(lanes(n), p); }
   static void store(float* p, R v) { _mm512_storeu_ps(p, v); }
+  static void store_n(float* p, R v, int n) { _mm512_mask_storeu_ps(p, lanes(n), v); }
   static R bcast(float v) { return _mm512_set1_ps(v); }
   static R zero() { return _mm512_setzero_ps(); }
   static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
@@ -133,6 +134,7 @@ struct Vec<double> {
   static R load(const double* p) { return _mm512_loadu_pd(p); }
   static R load_n(const double* p, int n) { return _mm512_maskz_loadu_pd(lanes(n), p); }
   static void store(double* p, R v) { _mm512_storeu_pd(p, v); }
+  static void store_n(double* p, R v, int n) { _mm512_mask_storeu_pd(p, lanes(n), v); }
   static R bcast(double v) { return _mm512_set1_pd(v); }
   static R zero() { return _mm512_setzero_pd(); }
   static R mul(R a, R b) { return _mm512_mul_pd(a, b); }
@@ -158,6 +160,9 @@ struct Vec<int32_t> {
   static R load(const int32_t* p) { return _mm512_loadu_si512(p); }
   static R load_n(const int32_t* p, int n) { return _mm512_maskz_loadu_epi32(static_cast<__mmask16>((1u << n) - 1u), p); }
   static void store(int32_t* p, R v) { _mm512_storeu_si512(p, v); }
+  static void store_n(int32_t* p, R v, int n) {
+    _mm512_mask_storeu_epi32(p, static_cast<__mmask16>((1u << n) - 1u), v);
+  }
   static R bcast(int32_t v) { return _mm512_set1_epi32(v); }
   static R zero() { return _mm512_setzero_si512(); }
   static R mul(R a, R b) { return _mm512_mullo_epi32(a, b); }
@@ -175,6 +180,7 @@ struct Vec<float> {
   static R load(const float* p) { return _mm256_loadu_ps(p); }
   static R load_n(const float* p, int n) { return _mm256_maskload_ps(p, lanes(n)); }
   static void store(float* p, R v) { _mm256_storeu_ps(p, v); }
+  static void store_n(float* p, R v, int n) { _mm256_maskstore_ps(p, lanes(n), v); }
   static R bcast(float v) { return _mm256_set1_ps(v); }
   static R zero() { return _mm256_setzero_ps(); }
   static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
@@ -205,6 +211,7 @@ struct Vec<double> {
   static R load(const double* p) { return _mm256_loadu_pd(p); }
   static R load_n(const double* p, int n) { return _mm256_maskload_pd(p, lanes(n)); }
   static void store(double* p, R v) { _mm256_storeu_pd(p, v); }
+  static void store_n(double* p, R v, int n) { _mm256_maskstore_pd(p, lanes(n), v); }
   static R bcast(double v) { return _mm256_set1_pd(v); }
   static R zero() { return _mm256_setzero_pd(); }
   static R mul(R a, R b) { return _mm256_mul_pd(a, b); }
@@ -235,6 +242,9 @@ struct Vec<int32_t> {
     return _mm256_maskload_epi32(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
   }
   static void store(int32_t* p, R v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+  static void store_n(int32_t* p, R v, int n) {
+    _mm256_maskstore_epi32(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), v);
+  }
   static R bcast(int32_t v) { return _mm256_set1_epi32(v); }
   static R zero() { return _mm256_setzero_si256(); }
   static R mul(R a, R b) { return _mm256_mullo_epi32(a, b); }
@@ -261,6 +271,7 @@ struct VecGeneric {
     return r;
   }
   static void store(T* p, R a) { std::memcpy(p, a.v, sizeof(a.v)); }
+  static void store_n(T* p, R a, int n) { std::memcpy(p, a.v, sizeof(T) * n); }
   static R bcast(T x) { R r; for (int l = 0; l < L; ++l) r.v[l] = x; return r; }
   static R zero() { return bcast(T(0)); }
   static R mul(R a, R b) { for (int l = 0; l < L; ++l) a.v[l] *= b.v[l]; return a; }

@@ -71,7 +71,15 @@ def _check_op_args(input, values, indices, offsets, bias, weight_scale, in_featu
 @torch.library.register_fake("mamext::packed_linear")
 def _packed_linear_fake(input, values, indices, offsets, bias, weight_scale, in_features, mam):
     _check_op_args(input, values, indices, offsets, bias, weight_scale, in_features)
-    return input.new_empty((*input.shape[:-1], offsets.shape[0] - 1))
+    N = offsets.shape[0] - 1
+    if _column_major(input):  # the layout rule of the kernels (csrc/cpu/packed_mam_ops.cpp)
+        return input.new_empty((N, input.shape[0])).t()
+    return input.new_empty((*input.shape[:-1], N))
+
+
+def _column_major(t: torch.Tensor) -> bool:
+    """A 2-D tensor laid out as the transpose of a contiguous one (more than one row)."""
+    return t.dim() == 2 and t.shape[0] > 1 and t.stride(0) == 1 and t.stride(1) == t.shape[0]
 
 
 _packed_linear = torch.ops.mamext.packed_linear.default
