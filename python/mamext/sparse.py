@@ -258,9 +258,11 @@ class PackedLayer(nn.Module):
             key = prefix + name
             if key in state_dict:
                 t = state_dict[key]
-                if getattr(self, name) is None or getattr(self, name).shape != t.shape or \
-                        getattr(self, name).dtype != t.dtype:
-                    self._buffers[name] = torch.empty_like(t, device="cpu")
+                cur = getattr(self, name)
+                if cur is None or cur.shape != t.shape or cur.dtype != t.dtype:
+                    # keep the module where it is (CPU or CUDA)
+                    device = self.values.device if self.values is not None else torch.device("cpu")
+                    self._buffers[name] = torch.empty_like(t, device=device)
         if prefix + "offsets" in state_dict:
             self.out_features = int(state_dict[prefix + "offsets"].numel() - 1)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
