@@ -208,6 +208,10 @@ def _packing_checks(trained, summary, splits, data, log):
                                       for i in range(0, len(splits.y_test), 2000)])
                 stats = getattr(sparse, "packed_stats", None)
                 st = stats(packed) if callable(stats) else {}
+                # int8 (per-neuron weight scales, per-sample input scales): the accuracy change
+                q = pack(pm, dtype=torch.int8)
+                rec.update(int8_test_acc=evaluate(q, splits.x_test.cpu(), splits.y_test.cpu()),
+                           int8_bytes=(stats(q) if callable(stats) else {}).get("bytes"))
                 dense = sum(m.weight.numel() * 4 for m in hidden_layers(model))
                 rec.update(masked_test_acc=masked, packed_test_acc=packed_acc, equal=bool(masked == packed_acc),
                            prediction_mismatches=int((pred != ref_pred.cpu()).sum()),

@@ -101,16 +101,24 @@ def summary_markdown(summary, timings=None, packing=None):
             lines.append(f"| {name.upper()} | {t['epochs']} | {t['seconds_per_epoch']:.2f} | {t['train_seconds']:.1f} |")
     if packing:
         lines += ["", "| model | criterion | remaining | masked test acc | packed test acc | equal | packed bytes "
-                  "| dense float32 bytes |", "|---|---|---:|---:|---:|---|---:|---:|"]
+                  "| int8 packed test acc | int8 change (pt) | int8 packed bytes | dense float32 bytes |",
+                  "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
         for p in packing:
             if "error" in p:
                 lines.append(f"| {p['model'].upper()} | {p['criterion']} | {_pct(p.get('fraction'))} | "
-                             f"packing failed: {p['error']} | | | | |")
+                             f"packing failed: {p['error']} | | | | | | | |")
             else:
                 lines.append(f"| {p['model'].upper()} | {p['criterion']} | {_pct(p['fraction'])} | "
                              f"{_acc(p['masked_test_acc'])} | {_acc(p['packed_test_acc'])} | {p['equal']} | "
-                             f"{p.get('packed_bytes', '–')} | {p.get('dense_bytes', '–')} |")
+                             f"{p.get('packed_bytes', '–')} | {_acc(p.get('int8_test_acc'))} | {_delta(p)} | "
+                             f"{p.get('int8_bytes', '–')} | {p.get('dense_bytes', '–')} |")
     return "\n".join(lines) + "\n"
+
+
+def _delta(p):
+    """int8 packed minus float packed test accuracy, in points."""
+    a, b = p.get("int8_test_acc"), p.get("packed_test_acc")
+    return "–" if a is None or b is None else f"{100 * (a - b):+.2f}"
 
 
 def write_csv(path, rows):
