@@ -247,6 +247,13 @@ def test_quick_json_and_csv_sane(quick_digits):
     assert res["environment"]["torch"] == torch.__version__
     md = (quick_digits / "summary.md").read_text()
     assert "| MAM | selection-layer |" in md and "@ 1%" in md
+    # packed models: float packed equal to the masked model, int8 accuracy measured
+    assert res["packing"]["available"]
+    packing = res["packing"]["checks"]
+    assert packing and all("error" not in p for p in packing)
+    for p in packing:
+        assert p["equal"] and 0.0 <= p["int8_test_acc"] <= 1.0 and 0 < p["int8_bytes"]
+    assert "int8 packed test acc" in md
 
 
 def test_quick_png_opens(quick_digits):
