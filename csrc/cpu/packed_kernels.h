@@ -68,21 +68,22 @@ struct PackedFloatKernels {
 // into xq (B, K) int32 (row major; the tiles read it transposed) and their
 // scales sx[b] (see the .cpp for the exact formula, mirrored by the C export).
 using PackedQuantizeFn = void (*)(const float* x, int64_t K, int32_t* xq, float* sx, int64_t m0, int64_t m1);
+// Codes of nb <= pw samples (rows of K, row major) -> panel (K x pw), zero padded.
+using PackedPanelI32Fn = bool (*)(const int32_t* xq, int64_t K, int64_t nb, int64_t pw, int32_t* panel);
 // out[b, n] = float(acc) * (wscale[n] * sx[b]) (+ bias[n]) with acc the exact
-// integer max + min (or sum) of values[j] * xq[indices[j], b].
-using PackedInt8TileFn = void (*)(const int32_t* xq, int64_t B, const int8_t* values, const void* indices,
-                                  const int64_t* offsets, const float* wscale, const float* bias,
-                                  const float* sx, int64_t K, float* out, int64_t N, int64_t n0, int64_t n1,
-                                  int64_t b0, int64_t b1);
-
-// Plain int32 transpose (B, K) -> (K, B) of rows k in [k0, k1).
-using PackedTransposeI32Fn = void (*)(const int32_t* x, int64_t B, int64_t K, int32_t* xt, int64_t k0, int64_t k1);
+// integer max + min (or sum) of values[j] * q[indices[j], b], for the nb
+// samples of one panel (sx and out start at the block's first sample) and
+// neurons [n0, n1).
+using PackedInt8TileFn = void (*)(const int32_t* panel, int64_t pw, int64_t nb, const int8_t* values,
+                                  const void* indices, const int64_t* offsets, const float* wscale,
+                                  const float* bias, const float* sx, int64_t K, float* out, int64_t N, int64_t n0,
+                                  int64_t n1);
 
 struct PackedInt8Kernels {
   int tile_neurons;
   int tile_batch;
   PackedQuantizeFn quantize;
-  PackedTransposeI32Fn transpose;
+  PackedPanelI32Fn panel;
   PackedInt8TileFn tile[2][3];  // [mam][PackedIndex]
 };
 

@@ -127,25 +127,29 @@ inline void accumulate_nv(int nv, const E* xt, int64_t B, int64_t b0, int tail, 
 // the finiteness check: a NaN or inf anywhere makes the sum non-finite. A sum
 // can also overflow to inf on huge finite inputs; that only sends the block
 // to the exact checked path.
-template <typename T>
-bool panel(const T* x, int64_t K, int64_t nb, int64_t pw, T* p) {
-  using V = Vec<T>;
-  constexpr int TT = V::TT;
-  constexpr int L = V::L;
+// Moves E-sized elements with the float/double register transposes (int32
+// codes move as float bit patterns: loads, shuffles, stores only).
+template <typename E>
+struct Mover {
+  using V = Vec<E>;
+  static constexpr int TT = V::TT;
+  static void t2(const E* s, int64_t lds, E* d, int64_t ldd) { V::transpose_tile2(s, lds, d, ldd); }
+};
+template <>
+struct Mover<int32_t> {
+  using V = Vec<float>;
+  static constexpr int TT = V::TT;
+  static void t2(const int32_t* s, int64_t lds, int32_t* d, int64_t ldd) {
+    V::transpose_tile2(reinterpret_cast<const float*>(s), lds, reinterpret_cast<float*>(d), ldd);
+  }
+};
+
+template <typename T, bool CHECK>
+bool panel_impl(const T* x, int64_t K, int64_t nb, int64_t pw, T* p) {
+  using Mv = Mover<T>;
+  constexpr int TT = Mv::TT;
   const int64_t nbt = nb / (2 * TT) * (2 * TT);  // samples moved by register transposes
   const int64_t kt = K / (2 * TT) * (2 * TT);    // columns moved by register transposes
-  const auto z = V::zero();
-  auto a0 = z, a1 = z;
-  auto check = [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
-    const T* q = p + k0 * pw;
-    const int64_t n = (k1 - k0) * pw;  // a multiple of L (pw is)
-    int64_t i = 0;
-    for (; i + 2 * L <= n; i += 2 * L) {
-      a0 = V::add(a0, V::load(q + i));
-      a1 = V::add(a1, V::load(q + i + L));
-    }
-    for (; i < n; i += L) a0 = V::add(a0, V::load(q + i));
-  };
   auto edges = [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
     for (int64_t k = k0; k < k1; ++k) {
       T* row = p + k * pw;
@@ -153,20 +157,67 @@ bool panel(const T* x, int64_t K, int64_t nb, int64_t pw, T* p) {
       for (int64_t s = nb; s < pw; ++s) row[s] = T(0);
     }
   };
-  for (int64_t k = 0; k < kt; k += 2 * TT) {
+  auto block = [&](int64_t k) __attribute__((always_inline)) {
     for (int64_t s = 0; s < nbt; s += 2 * TT) {
-      V::transpose_tile2(x + s * K + k, K, p + k * pw + s, pw);
-      V::transpose_tile2(x + s * K + k + TT, K, p + (k + TT) * pw + s, pw);
+      Mv::t2(x + s * K + k, K, p + k * pw + s, pw);
+      Mv::t2(x + s * K + k + TT, K, p + (k + TT) * pw + s, pw);
     }
     if (nbt < pw) edges(k, k + 2 * TT);
-    check(k, k + 2 * TT);
+  };
+  if constexpr (!CHECK) {
+    for (int64_t k = 0; k < kt; k += 2 * TT) block(k);
+    if (kt < K) edges(kt, K);
+    return true;
+  } else {
+    using V = Vec<T>;
+    constexpr int L = V::L;
+    const auto z = V::zero();
+    auto a0 = z, a1 = z;
+    auto check = [&](int64_t k0, int64_t k1) __attribute__((always_inline)) {
+      const T* q = p + k0 * pw;
+      const int64_t n = (k1 - k0) * pw;  // a multiple of L (pw is)
+      int64_t i = 0;
+      for (; i + 2 * L <= n; i += 2 * L) {
+        a0 = V::add(a0, V::load(q + i));
+        a1 = V::add(a1, V::load(q + i + L));
+      }
+      for (; i < n; i += L) a0 = V::add(a0, V::load(q + i));
+    };
+    for (int64_t k = 0; k < kt; k += 2 * TT) {
+      block(k);
+      check(k, k + 2 * TT);
+    }
+    if (kt < K) {
+      edges(kt, K);
+      check(kt, K);
+    }
+    const auto acc = V::mul(V::add(a0, a1), z);
+    return V::eq(acc, z) == ((1u << L) - 1u);
   }
-  if (kt < K) {
-    edges(kt, K);
-    check(kt, K);
+}
+
+template <typename T>
+bool panel(const T* x, int64_t K, int64_t nb, int64_t pw, T* p) {
+  return panel_impl<T, true>(x, K, nb, pw, p);
+}
+
+// buf (neurons x samples, row stride BW) -> out (samples x neurons, row
+// stride N) for nb samples and nb_n neurons starting at column nn: TT samples
+// at a time, each output row receiving its values as whole lines.
+template <typename T, int BW>
+inline void store_transposed(const T* buf, int64_t nb, int64_t nb_n, T* out, int64_t N, int64_t nn) {
+  constexpr int TT = Vec<T>::TT;
+  const int64_t nbt = nb / TT * TT;
+  const int64_t full_n = nb_n / (2 * TT) * (2 * TT);
+  int64_t s = 0;
+  for (; s < nbt; s += TT) {
+    for (int64_t r = 0; r < full_n; r += 2 * TT)
+      Vec<T>::transpose_tile2(buf + r * BW + s, BW, out + s * N + nn + r, N);
+    for (int64_t i = 0; i < TT; ++i)
+      for (int64_t r = full_n; r < nb_n; ++r) out[(s + i) * N + nn + r] = buf[r * BW + s + i];
   }
-  const auto acc = V::mul(V::add(a0, a1), z);
-  return V::eq(acc, z) == ((1u << L) - 1u);
+  for (; s < nb; ++s)
+    for (int64_t r = 0; r < nb_n; ++r) out[s * N + nn + r] = buf[r * BW + s];
 }
 
 template <typename T, typename I, bool MAM>
@@ -180,23 +231,11 @@ void tile(const T* p, int64_t pw, int64_t nb, const T* values, const void* indic
   const I* idx = static_cast<const I*>(indices);
   alignas(64) T buf[NB * BW];
   const int nv = static_cast<int>((nb + L - 1) / L);  // panel lanes past nb are zero: full vectors
-  const int64_t nbt = nb / TT * TT;
   for (int64_t nn = n0; nn < n1; nn += NB) {
     const int64_t nn1 = imin(nn + NB, n1);
     const int64_t nb_n = nn1 - nn;
     accumulate_nv<T, T, I, MAM>(nv, p, pw, 0, L, values, idx, off, bias, K, nn, nn1, buf, BW);
-    // buf (neurons x samples) -> out (samples x neurons): TT samples at a
-    // time, each output row receiving NB contiguous values as whole lines.
-    const int64_t full_n = nb_n / (2 * TT) * (2 * TT);
-    int64_t s = 0;
-    for (; s < nbt; s += TT) {
-      for (int64_t r = 0; r < full_n; r += 2 * TT)
-        V::transpose_tile2(buf + r * BW + s, BW, out + s * N + nn + r, N);
-      for (int64_t i = 0; i < TT; ++i)
-        for (int64_t r = full_n; r < nb_n; ++r) out[(s + i) * N + nn + r] = buf[r * BW + s + i];
-    }
-    for (; s < nb; ++s)
-      for (int64_t r = 0; r < nb_n; ++r) out[s * N + nn + r] = buf[r * BW + s];
+    store_transposed<T, BW>(buf, nb, nb_n, out, N, nn);
   }
 }
 
@@ -474,51 +513,55 @@ void quantize(const float* x, int64_t K, int32_t* xq, float* sx, int64_t m0, int
   }
 }
 
-// int32 codes moved with the float tile transposes (pure bit moves: loads,
-// shuffles, stores), without the finiteness check (the codes read as floats
-// are denormals, slow to multiply).
-void transpose_i32(const int32_t* xi, int64_t B, int64_t K, int32_t* xti, int64_t k0, int64_t k1) {
-  using V = Vec<float>;
-  constexpr int TT = V::TT;
-  const float* x = reinterpret_cast<const float*>(xi);
-  float* xt = reinterpret_cast<float*>(xti);
-  int64_t k = k0;
-  for (; k + TT <= k1; k += TT) {
-    int64_t b = 0;
-    for (; b + TT <= B; b += TT) V::transpose_tile(x + b * K + k, K, xt + k * B + b, B);
-    for (; b < B; ++b)
-      for (int j = 0; j < TT; ++j) xti[(k + j) * B + b] = xi[b * K + k + j];
-  }
-  for (; k < k1; ++k)
-    for (int64_t b = 0; b < B; ++b) xti[k * B + b] = xi[b * K + k];
+inline Vec<float>::R to_float(Vec<int32_t>::R a) {
+#if defined(MAMEXT_ISA_AVX512)
+  return _mm512_cvtepi32_ps(a);
+#elif defined(MAMEXT_ISA_AVX2)
+  return _mm256_cvtepi32_ps(a);
+#else
+  Vec<float>::R r;
+  for (int l = 0; l < Vec<float>::L; ++l) r.v[l] = static_cast<float>(a.v[l]);
+  return r;
+#endif
 }
 
+// int32 codes of nb samples (row major, rows of K) -> panel (K x pw), zero padded.
+bool panel_i32(const int32_t* x, int64_t K, int64_t nb, int64_t pw, int32_t* p) {
+  return panel_impl<int32_t, false>(x, K, nb, pw, p);
+}
+
+// Same structure as the float tile: exact int32 max + min (or sum) per lane,
+// then out = float(acc) * (wscale[n] * sx[b]) (+ bias[n]) per lane (the same
+// single roundings as the scalar formula), transposed into out.
 template <typename I, bool MAM>
-void tile_i8(const int32_t* xq, int64_t B, const int8_t* values, const void* indices, const int64_t* off,
-             const float* wscale, const float* bias, const float* sx, int64_t K, float* out, int64_t N,
-             int64_t n0, int64_t n1, int64_t b0, int64_t b1) {
+void tile_i8(const int32_t* p, int64_t pw, int64_t nb, const int8_t* values, const void* indices,
+             const int64_t* off, const float* wscale, const float* bias, const float* sx, int64_t K, float* out,
+             int64_t N, int64_t n0, int64_t n1) {
+  using VF = Vec<float>;
   constexpr int L = Vec<int32_t>::L;
+  static_assert(L == VF::L, "int32 and float vectors must have the same width");
   constexpr int BW = batch_width<int32_t>();
   const I* idx = static_cast<const I*>(indices);
-  alignas(64) int32_t buf[NB * BW];
-  for (int64_t bb = b0; bb < b1; bb += BW) {
-    const int64_t nb_s = imin(BW, b1 - bb);
-    const int nv = static_cast<int>((nb_s + L - 1) / L);
-    const int tail = static_cast<int>(nb_s - int64_t(nv - 1) * L);
-    for (int64_t nn = n0; nn < n1; nn += NB) {
-      const int64_t nn1 = imin(nn + NB, n1);
-      accumulate_nv<int32_t, int8_t, I, MAM>(nv, xq, B, bb, tail, values, idx, off, nullptr, K, nn, nn1, buf, BW);
-      for (int64_t s = 0; s < nb_s; ++s) {
-        const float xs = sx[bb + s];
-        float* orow = out + (bb + s) * N;
-        for (int64_t n = nn; n < nn1; ++n) {
-          const float scale = wscale[n] * xs;
-          float v = static_cast<float>(buf[(n - nn) * BW + s]) * scale;
-          if (bias) v = v + bias[n];
-          orow[n] = v;
-        }
+  alignas(64) int32_t acc[NB * BW];
+  alignas(64) float res[NB * BW];
+  alignas(64) float sxb[BW];
+  for (int64_t s = 0; s < BW; ++s) sxb[s] = s < nb ? sx[s] : 0.0f;
+  const int nv = static_cast<int>((nb + L - 1) / L);
+  for (int64_t nn = n0; nn < n1; nn += NB) {
+    const int64_t nn1 = imin(nn + NB, n1);
+    accumulate_nv<int32_t, int8_t, I, MAM>(nv, p, pw, 0, L, values, idx, off, nullptr, K, nn, nn1, acc, BW);
+    for (int64_t n = nn; n < nn1; ++n) {
+      const auto ws = VF::bcast(wscale[n]);
+      const auto bv = VF::bcast(bias ? bias[n] : 0.0f);
+      const int32_t* ar = acc + (n - nn) * BW;
+      float* rr = res + (n - nn) * BW;
+      for (int v = 0; v < nv; ++v) {
+        auto r = VF::mul(to_float(Vec<int32_t>::load(ar + v * L)), VF::mul(ws, VF::load(sxb + v * L)));
+        if (bias) r = VF::add(r, bv);
+        VF::store(rr + v * L, r);
       }
     }
+    store_transposed<float, BW>(res, nb, nn1 - nn, out, N, nn);
   }
 }
 
@@ -527,7 +570,7 @@ PackedInt8Kernels int8_kernels() {
   k.tile_neurons = NB;
   k.tile_batch = batch_width<int32_t>();
   k.quantize = &quantize;
-  k.transpose = &transpose_i32;
+  k.panel = &panel_i32;
   k.tile[0][0] = &tile_i8<uint8_t, false>;
   k.tile[0][1] = &tile_i8<int16_t, false>;
   k.tile[0][2] = &tile_i8<int32_t, false>;

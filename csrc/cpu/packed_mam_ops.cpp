@@ -105,25 +105,6 @@ const cpu::PackedFloatKernels<float>& float_kernels<float>() { return cpu::packe
 template <>
 const cpu::PackedFloatKernels<double>& float_kernels<double>() { return cpu::packed_kernels().f64; }
 
-// Parallel loop over the tiles of (neurons x samples), sample-block major so a
-// thread's consecutive tiles share one block of the transposed input.
-template <typename F>
-void for_each_tile(int64_t M, int64_t N, int64_t tn, int64_t tb, const F& f) {
-  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  // Wide neuron blocks when the batch alone gives enough tiles; at least 4
-  // tiles per thread otherwise.
-  const int64_t bblocks = (M + tb - 1) / tb;
-  int64_t nper = tn;
-  while (nper * 2 <= N && bblocks * ((N + nper * 2 - 1) / (nper * 2)) >= 4 * threads) nper *= 2;
-  const int64_t nblocks = (N + nper - 1) / nper;
-  at::parallel_for(0, bblocks * nblocks, 1, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      const int64_t bi = t / nblocks, ni = t % nblocks;
-      f(ni * nper, std::min(N, (ni + 1) * nper), bi * tb, std::min(M, (bi + 1) * tb));
-    }
-  });
-}
-
 template <typename T>
 void run_float(const at::Tensor& x, const at::Tensor& values, const void* idx, int ik, const int64_t* off,
                const at::Tensor& bias, bool mam, at::Tensor& out, int64_t M, int64_t N, int64_t K) {
@@ -237,22 +218,46 @@ void run_int8(const at::Tensor& x, const at::Tensor& values, const void* idx, in
   const auto& kt = cpu::packed_kernels().i8;
   const float* xp = x.data_ptr<float>();
   auto xq_rows = at::empty({M, K}, x.options().dtype(at::kInt));
-  auto xq_t = at::empty({K, M}, x.options().dtype(at::kInt));
   auto sx_t = at::empty({M}, x.options());
   int32_t* xr = xq_rows.data_ptr<int32_t>();
-  int32_t* xq = xq_t.data_ptr<int32_t>();
   float* sx = sx_t.data_ptr<float>();
   at::parallel_for(0, M, std::max<int64_t>(1, 16384 / K), [&](int64_t b, int64_t e) { kt.quantize(xp, K, xr, sx, b, e); });
-  at::parallel_for(0, K, std::max<int64_t>(16, (1 << 15) / M), [&](int64_t b, int64_t e) {
-    kt.transpose(xr, M, K, xq, b, e);
-  });
-  const auto fn = kt.tile[mam ? 1 : 0][ik];
+  const auto tile = kt.tile[mam ? 1 : 0][ik];
   const int8_t* vp = values.data_ptr<int8_t>();
   const float* ws = wscale.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* op = out.data_ptr<float>();
-  for_each_tile(M, N, kt.tile_neurons, kt.tile_batch, [&](int64_t n0, int64_t n1, int64_t b0, int64_t b1) {
-    fn(xq, M, vp, idx, off, ws, bp, sx, K, op, N, n0, n1, b0, b1);
+  // Same work split as run_float: per-thread panels of the codes.
+  const int64_t pw = kt.tile_batch;
+  const int64_t tn = kt.tile_neurons;
+  const int64_t bblocks = (M + pw - 1) / pw;
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  int64_t nchunks = 1;
+  while (bblocks * nchunks < 2 * threads && N >= nchunks * 2 * 4 * tn) nchunks *= 2;
+  const int64_t nper = ((N + nchunks - 1) / nchunks + tn - 1) / tn * tn;
+  nchunks = (N + nper - 1) / nper;
+  auto panels = at::empty({threads, K * pw}, x.options().dtype(at::kInt));
+  at::parallel_for(0, bblocks * nchunks, 1, [&](int64_t u0, int64_t u1) {
+    const int64_t tid = at::get_thread_num();
+    at::Tensor own;
+    int32_t* p;
+    if (tid >= 0 && tid < threads) {
+      p = panels.data_ptr<int32_t>() + tid * K * pw;
+    } else {
+      own = at::empty({K * pw}, x.options().dtype(at::kInt));
+      p = own.data_ptr<int32_t>();
+    }
+    int64_t filled = -1;
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t bi = u / nchunks, ci = u % nchunks;
+      const int64_t b0 = bi * pw, nb = std::min(pw, M - b0);
+      const int64_t n0 = ci * nper, n1 = std::min(N, n0 + nper);
+      if (bi != filled) {
+        kt.panel(xr + b0 * K, K, nb, pw, p);
+        filled = bi;
+      }
+      tile(p, pw, nb, vp, idx, off, ws, bp, sx + b0, K, op + b0 * N, N, n0, n1);
+    }
   });
 }
 
