@@ -24,13 +24,12 @@ from __future__ import annotations
 import ctypes
 import math
 import os
-import shutil
-import subprocess
 
 import pytest
 import torch
 
 import mamext
+from _cuda_emulation import build_emulation
 from mamext.reference import mam_linear_backward_reference, mam_linear_reference
 
 BUILT_WITH_CUDA = bool(mamext._C.build_info["cuda"])
@@ -458,7 +457,6 @@ def test_mixed_devices_rejected():
 
 # ------------------------------------------- emulated on the CPU (no GPU) ---
 
-_CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "csrc")
 _CAPI = r"""
 #include "cuda/kernels.h"
 using namespace mamext::cuda;
@@ -515,22 +513,9 @@ class _Emulated:
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory):
-    cxx = os.environ.get("CXX") or shutil.which("g++")
-    if not os.path.isdir(os.path.join(_CSRC, "cuda")):
-        pytest.skip("csrc/cuda not found next to tests/ (not a source checkout)")
-    if not cxx:
-        pytest.skip("no C++ compiler (g++ or $CXX) to build the CPU emulation of the CUDA kernels")
-    d = tmp_path_factory.mktemp("cuda_emulation")
-    capi = d / "capi.cpp"
-    capi.write_text(_CAPI)
-    lib = d / "libmamext_cuda_emulation.so"
-    cmd = [cxx, "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-ffp-contract=off", "-Wall",
-           "-Wno-unknown-pragmas", "-DMAMEXT_CUDA_EMULATION", f"-I{_CSRC}", "-x", "c++",
-           os.path.join(_CSRC, "cuda", "mam_linear_kernel.cu"),
-           os.path.join(_CSRC, "cuda", "mam_linear_backward_kernel.cu"), str(capi), "-o", str(lib)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, f"emulation build failed:\n{' '.join(cmd)}\n{res.stderr[-4000:]}"
-    return _Emulated(ctypes.CDLL(str(lib)))
+    lib = build_emulation(tmp_path_factory.mktemp("cuda_emulation"),
+                          ["mam_linear_kernel.cu", "mam_linear_backward_kernel.cu"], _CAPI, "mamext_cuda_emulation")
+    return _Emulated(lib)
 
 
 def _emu_check(emu, x, w, b=None, inference=True):

@@ -45,15 +45,15 @@ inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t = null
   std::memset(p, v, n);
   return cudaSuccess;
 }
-// Device queries: a small device (2 SMs, so launch heuristics that scale with
-// the SM count give few blocks) with an H100's shared memory per block.
+// Device queries: a one-SM device (launch heuristics that scale with the SM
+// count give few blocks) with an H100's shared memory per block.
 enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount, cudaDevAttrMaxSharedMemoryPerBlockOptin };
 inline cudaError_t cudaGetDevice(int* d) {
   *d = 0;
   return cudaSuccess;
 }
 inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
-  *v = a == cudaDevAttrMultiProcessorCount ? 2 : 227 * 1024;
+  *v = a == cudaDevAttrMultiProcessorCount ? 1 : 227 * 1024;
   return cudaSuccess;
 }
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
@@ -213,6 +213,7 @@ inline unsigned long long atomicMin(unsigned long long* p, unsigned long long v)
   }
   return cur;
 }
+inline int atomicOr(int* p, int v) { return std::atomic_ref<int>(*p).fetch_or(v); }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
 inline double atomicAdd(double* p, double v) { return std::atomic_ref<double>(*p).fetch_add(v); }

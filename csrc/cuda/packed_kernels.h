@@ -47,22 +47,26 @@ struct PackedLaunchConfig {
 cudaError_t launch_packed_validate(const void* indices, PackedIndex ik, const int64_t* offsets, int64_t N,
                                    int64_t nnz, int64_t K, unsigned long long* result, cudaStream_t stream);
 
-// float32 / float64 (dt F32 or F64): x (M, K) contiguous in the compute type,
-// values (nnz) of the same type, bias (N) or null, out (M, N).
-// Workspace: bad (M int64: non-finite inputs per sample), flag (1 int32:
-// whether a weight is non-finite).
+// Layouts: x is (M, K) and out (M, N), both contiguous (row major); with
+// `transposed`, x is given as xt (K, M) and out written as out_t (N, M), both
+// contiguous (the column-major layout of a chain of packed layers, which the
+// CPU operator keeps; the values are the same).
+//
+// float32 / float64 (dt F32 or F64): x in the compute type, values (nnz) of
+// the same type, bias (N) or null. Workspace: bad (M int64: non-finite inputs
+// per sample), flag (1 int32: whether a weight is non-finite).
 cudaError_t launch_packed_float(DType dt, const void* x, const void* values, const void* indices, PackedIndex ik,
                                 const int64_t* offsets, int64_t nnz, const void* bias, void* out, int64_t M,
-                                int64_t N, int64_t K, bool mam, int64_t* bad, int32_t* flag, cudaStream_t stream,
-                                const PackedLaunchConfig& cfg = {});
+                                int64_t N, int64_t K, bool mam, bool transposed, int64_t* bad, int32_t* flag,
+                                cudaStream_t stream, const PackedLaunchConfig& cfg = {});
 
-// int8: x (M, K) float32 is quantised per sample into xq (M, K) int8 codes and
-// sx (M) scales (workspace), then
+// int8: x (float32) is quantised per sample into xq (M, K) int8 codes (row
+// major whatever the layout of x) and sx (M) scales (workspace), then
 //   out[m, n] = float(acc) * (wscale[n] * sx[m]) (+ bias[n])
 // with acc the exact int32 max + min (or sum) of values * codes.
 cudaError_t launch_packed_int8(const float* x, const int8_t* values, const void* indices, PackedIndex ik,
                                const int64_t* offsets, int64_t nnz, const float* wscale, const float* bias,
-                               float* out, int64_t M, int64_t N, int64_t K, bool mam, int8_t* xq, float* sx,
-                               cudaStream_t stream, const PackedLaunchConfig& cfg = {});
+                               float* out, int64_t M, int64_t N, int64_t K, bool mam, bool transposed, int8_t* xq,
+                               float* sx, cudaStream_t stream, const PackedLaunchConfig& cfg = {});
 
 }  // namespace mamext::cuda
