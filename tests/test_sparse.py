@@ -318,3 +318,37 @@ def test_column_major_chain_compiles():
         torch.testing.assert_close(out, ref, rtol=0, atol=0)
         compiled = torch.compile(p, backend="aot_eager", fullgraph=True)
         torch.testing.assert_close(compiled(x), ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("B", [1, 5, 70])
+@pytest.mark.parametrize("column_major", [False, True])
+def test_adversarial_values_match_dense(isa, B, column_major):
+    """Non-finite weights, huge finite inputs (the panel's finiteness sum overflows:
+    the exact path must still agree), ties between equal products (integer data),
+    all-negative products, and K past the int16 index range at small B."""
+    gen = torch.Generator().manual_seed(B)
+    K, N = 70, 40
+    w = _weight(N, K, 0.2, gen)
+    b = torch.randn(N, generator=gen)
+
+    def check(w, x, b):
+        layer = sparse.PackedMAMLinear.from_weight(w, b)
+        if column_major and B > 1:
+            x = x.t().contiguous().t()
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), _dense(x.contiguous(), w, b), rtol=0, atol=0, equal_nan=True)
+
+    x = torch.randn(B, K, generator=gen)
+    w_bad = w.clone()
+    w_bad[5, (w[5] != 0).nonzero()[0]] = float("inf")
+    w_bad[6, (w[6] != 0).nonzero()[0]] = float("nan")
+    check(w_bad, x, b)
+    check(w, x * 3e38, b)                                      # finite, but sums overflow
+    xi = torch.randint(-2, 3, (B, K), generator=gen).float()   # many exact ties, signed zeros
+    wi = torch.randint(-2, 3, (N, K), generator=gen).float() * (torch.rand(N, K, generator=gen) < 0.5)
+    check(wi, xi, b)
+    check(-w.abs(), x.abs() + 0.1, None)                       # every kept product negative
+    big_k = 40000                                              # int32 indices
+    wk = torch.randn(6, big_k, generator=gen) * (torch.rand(6, big_k, generator=gen) < 0.001)
+    wk[1, -1] = 2.0
+    check(wk, torch.randn(B, big_k, generator=gen), None)
