@@ -1,5 +1,6 @@
-"""Build helper for the CPU emulation of the CUDA kernels (tests/test_cuda.py,
-tests/test_sparse_cuda.py).
+"""Shared by the CUDA tests (tests/test_cuda.py, tests/test_sparse_cuda.py): the
+`needs_gpu` skip marker, and the build helper for the CPU emulation of the CUDA
+kernels.
 
 g++ compiles kernel sources from csrc/cuda/ with -DMAMEXT_CUDA_EMULATION
 against csrc/cuda/emulation.h (blocks in sequence, each thread a std::thread,
@@ -16,6 +17,19 @@ import shutil
 import subprocess
 
 import pytest
+import torch
+
+import mamext
+
+BUILT_WITH_CUDA = bool(mamext._C.build_info["cuda"])
+HAS_GPU = torch.cuda.is_available()
+if not BUILT_WITH_CUDA:
+    _SKIP_REASON = "mamext was built without CUDA (MAMEXT_WITH_CUDA=0, or no CUDA torch / nvcc at build time)"
+elif not HAS_GPU:
+    _SKIP_REASON = "no CUDA GPU available (the CUDA kernels are compiled but cannot run here)"
+else:
+    _SKIP_REASON = ""
+needs_gpu = pytest.mark.skipif(bool(_SKIP_REASON), reason=_SKIP_REASON or "n/a")
 
 CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "csrc")
 

@@ -29,18 +29,9 @@ import pytest
 import torch
 
 import mamext
-from _cuda_emulation import build_emulation
+from _cuda_emulation import BUILT_WITH_CUDA, build_emulation, needs_gpu
 from mamext.reference import mam_linear_backward_reference, mam_linear_reference
 
-BUILT_WITH_CUDA = bool(mamext._C.build_info["cuda"])
-HAS_GPU = torch.cuda.is_available()
-if not BUILT_WITH_CUDA:
-    _SKIP_REASON = "mamext was built without CUDA (MAMEXT_WITH_CUDA=0, or no CUDA torch / nvcc at build time)"
-elif not HAS_GPU:
-    _SKIP_REASON = "no CUDA GPU available (the CUDA kernels are compiled but cannot run here)"
-else:
-    _SKIP_REASON = ""
-needs_gpu = pytest.mark.skipif(bool(_SKIP_REASON), reason=_SKIP_REASON or "n/a")
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 OPS = ("mam_linear_forward", "mam_linear_inference", "mam_linear_backward")

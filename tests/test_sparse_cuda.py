@@ -23,18 +23,8 @@ import math
 import pytest
 import torch
 
-import mamext
-from _cuda_emulation import build_emulation
+from _cuda_emulation import BUILT_WITH_CUDA, build_emulation, needs_gpu
 
-BUILT_WITH_CUDA = bool(mamext._C.build_info["cuda"])
-HAS_GPU = torch.cuda.is_available()
-if not BUILT_WITH_CUDA:
-    _SKIP_REASON = "mamext was built without CUDA (MAMEXT_WITH_CUDA=0, or no CUDA torch / nvcc at build time)"
-elif not HAS_GPU:
-    _SKIP_REASON = "no CUDA GPU available (the CUDA kernels are compiled but cannot run here)"
-else:
-    _SKIP_REASON = ""
-needs_gpu = pytest.mark.skipif(bool(_SKIP_REASON), reason=_SKIP_REASON or "n/a")
 _DEV = "cuda"  # the device of the GPU tests
 
 _INDEX_DTYPES = (torch.uint8, torch.int16, torch.int32)

@@ -11,6 +11,7 @@
 
 #include "cpu/kernels.h"
 #include "cpu/packed_kernels.h"
+#include "packed_mam.h"
 
 namespace mamext {
 namespace cpu {
@@ -29,7 +30,7 @@ const PackedKernelTable& packed_kernels() {
 
 namespace {
 
-constexpr const char* kOp = "packed_linear";
+constexpr const char* kOp = kPackedOp;
 
 cpu::PackedIndex index_kind(at::ScalarType t) {
   switch (t) {
@@ -105,6 +106,49 @@ const cpu::PackedFloatKernels<float>& float_kernels<float>() { return cpu::packe
 template <>
 const cpu::PackedFloatKernels<double>& float_kernels<double>() { return cpu::packed_kernels().f64; }
 
+// The batch-panel schedule shared by the float and int8 paths. Per thread,
+// one panel (K x pw: the transposed samples of one block, L2-resident for
+// moderate K) is filled once and reused by all the neuron chunks the thread
+// computes for that block. Units are (sample block, neuron chunk), sample-block
+// major; neuron chunks only when there are too few sample blocks to feed the
+// threads (each chunk then refills its panel).
+//   fill(E* panel, b0, nb) -> bool   (false: non-finite samples)
+//   work(const E* panel, bool filled_ok, b0, nb, n0, n1)
+template <typename E, typename Fill, typename Work>
+void for_each_panel_unit(int64_t M, int64_t N, int64_t K, int64_t pw, int64_t tn, const at::TensorOptions& opts,
+                         const Fill& fill, const Work& work) {
+  const int64_t bblocks = (M + pw - 1) / pw;
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  int64_t nchunks = 1;
+  while (bblocks * nchunks < 2 * threads && N >= nchunks * 2 * 4 * tn) nchunks *= 2;
+  const int64_t nper = ((N + nchunks - 1) / nchunks + tn - 1) / tn * tn;
+  nchunks = (N + nper - 1) / nper;
+  auto panels = at::empty({threads, K * pw}, opts);
+  at::parallel_for(0, bblocks * nchunks, 1, [&](int64_t u0, int64_t u1) {
+    const int64_t tid = at::get_thread_num();
+    at::Tensor own;  // only if the thread id is unexpected (never with OpenMP or the native pool)
+    E* p;
+    if (tid >= 0 && tid < threads) {
+      p = panels.data_ptr<E>() + tid * K * pw;
+    } else {
+      own = at::empty({K * pw}, opts);
+      p = own.data_ptr<E>();
+    }
+    int64_t filled = -1;
+    bool ok = true;
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t bi = u / nchunks, ci = u % nchunks;
+      const int64_t b0 = bi * pw, nb = std::min(pw, M - b0);
+      const int64_t n0 = ci * nper, n1 = std::min(N, n0 + nper);
+      if (bi != filled) {
+        ok = fill(p, b0, nb);
+        filled = bi;
+      }
+      work(static_cast<const E*>(p), ok, b0, nb, n0, n1);
+    }
+  });
+}
+
 template <typename T>
 void run_float(const at::Tensor& x, const at::Tensor& values, const void* idx, int ik, const int64_t* off,
                const at::Tensor& bias, bool mam, at::Tensor& out, int64_t M, int64_t N, int64_t K) {
@@ -134,48 +178,18 @@ void run_float(const at::Tensor& x, const at::Tensor& values, const void* idx, i
     });
     return;
   }
-  // Fast path: per thread, one panel (K x pw, the transposed samples of one
-  // block, L2-resident for moderate K) filled once and reused by all the
-  // neuron chunks the thread computes for that block. Units are (sample block,
-  // neuron chunk), sample-block major; neuron chunks only when there are too
-  // few sample blocks to feed the threads (each chunk refills its panel).
   const int64_t pw = kt.tile_batch;
-  const int64_t tn = kt.tile_neurons;
-  const int64_t bblocks = (M + pw - 1) / pw;
-  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  int64_t nchunks = 1;
-  while (bblocks * nchunks < 2 * threads && N >= nchunks * 2 * 4 * tn) nchunks *= 2;
-  const int64_t nper = ((N + nchunks - 1) / nchunks + tn - 1) / tn * tn;
-  nchunks = (N + nper - 1) / nper;
-  auto panels = at::empty({threads, K * pw}, x.options());
   const auto tile = kt.tile[mi][ik];
   const auto checked = kt.rows_checked[mi][ik];
-  at::parallel_for(0, bblocks * nchunks, 1, [&](int64_t u0, int64_t u1) {
-    const int64_t tid = at::get_thread_num();
-    at::Tensor own;  // only if the thread id is unexpected (never with OpenMP or the native pool)
-    T* p;
-    if (tid >= 0 && tid < threads) {
-      p = panels.data_ptr<T>() + tid * K * pw;
-    } else {
-      own = at::empty({K * pw}, x.options());
-      p = own.data_ptr<T>();
-    }
-    int64_t filled = -1;
-    bool ok = true;
-    for (int64_t u = u0; u < u1; ++u) {
-      const int64_t bi = u / nchunks, ci = u % nchunks;
-      const int64_t b0 = bi * pw, nb = std::min(pw, M - b0);
-      const int64_t n0 = ci * nper, n1 = std::min(N, n0 + nper);
-      if (bi != filled) {
-        ok = kt.panel(xp + b0 * K, K, nb, pw, p);
-        filled = bi;
-      }
-      if (ok)
-        tile(p, pw, nb, vp, idx, off, bp, K, op + b0 * N, N, n0, n1);
-      else  // NaN/inf in this block's inputs: the exact scalar path
-        checked(xp, K, vp, idx, off, bp, op, N, n0, n1, b0, b0 + nb);
-    }
-  });
+  for_each_panel_unit<T>(
+      M, N, K, pw, kt.tile_neurons, x.options(),
+      [&](T* p, int64_t b0, int64_t nb) { return kt.panel(xp + b0 * K, K, nb, pw, p); },
+      [&](const T* p, bool ok, int64_t b0, int64_t nb, int64_t n0, int64_t n1) {
+        if (ok)
+          tile(p, pw, nb, vp, idx, off, bp, K, op + b0 * N, N, n0, n1);
+        else  // NaN/inf in this block's inputs: the exact scalar path
+          checked(xp, K, vp, idx, off, bp, op, N, n0, n1, b0, b0 + nb);
+      });
 }
 
 // Column-major input xt (K, M) -> column-major output out_t (N, M): the same
@@ -227,99 +241,31 @@ void run_int8(const at::Tensor& x, const at::Tensor& values, const void* idx, in
   const float* ws = wscale.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* op = out.data_ptr<float>();
-  // Same work split as run_float: per-thread panels of the codes.
   const int64_t pw = kt.tile_batch;
-  const int64_t tn = kt.tile_neurons;
-  const int64_t bblocks = (M + pw - 1) / pw;
-  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  int64_t nchunks = 1;
-  while (bblocks * nchunks < 2 * threads && N >= nchunks * 2 * 4 * tn) nchunks *= 2;
-  const int64_t nper = ((N + nchunks - 1) / nchunks + tn - 1) / tn * tn;
-  nchunks = (N + nper - 1) / nper;
-  auto panels = at::empty({threads, K * pw}, x.options().dtype(at::kInt));
-  at::parallel_for(0, bblocks * nchunks, 1, [&](int64_t u0, int64_t u1) {
-    const int64_t tid = at::get_thread_num();
-    at::Tensor own;
-    int32_t* p;
-    if (tid >= 0 && tid < threads) {
-      p = panels.data_ptr<int32_t>() + tid * K * pw;
-    } else {
-      own = at::empty({K * pw}, x.options().dtype(at::kInt));
-      p = own.data_ptr<int32_t>();
-    }
-    int64_t filled = -1;
-    for (int64_t u = u0; u < u1; ++u) {
-      const int64_t bi = u / nchunks, ci = u % nchunks;
-      const int64_t b0 = bi * pw, nb = std::min(pw, M - b0);
-      const int64_t n0 = ci * nper, n1 = std::min(N, n0 + nper);
-      if (bi != filled) {
-        kt.panel(xr + b0 * K, K, nb, pw, p);
-        filled = bi;
-      }
-      tile(p, pw, nb, vp, idx, off, ws, bp, sx + b0, K, op + b0 * N, N, n0, n1);
-    }
-  });
+  for_each_panel_unit<int32_t>(
+      M, N, K, pw, kt.tile_neurons, x.options().dtype(at::kInt),
+      [&](int32_t* p, int64_t b0, int64_t nb) { return kt.panel(xr + b0 * K, K, nb, pw, p); },
+      [&](const int32_t* p, bool, int64_t b0, int64_t nb, int64_t n0, int64_t n1) {
+        tile(p, pw, nb, vp, idx, off, ws, bp, sx + b0, K, op + b0 * N, N, n0, n1);
+      });
 }
 
 at::Tensor packed_linear_cpu(const at::Tensor& input, const at::Tensor& values, const at::Tensor& indices,
                              const at::Tensor& offsets, const std::optional<at::Tensor>& bias_opt,
                              const std::optional<at::Tensor>& scale_opt, int64_t in_features, bool mam) {
-  const auto it = input.scalar_type();
-  TORCH_CHECK(it == at::kFloat || it == at::kDouble || it == at::kHalf || it == at::kBFloat16, kOp,
-              ": input must be float32, float64, float16 or bfloat16, got ", it);
-  TORCH_CHECK(input.dim() >= 1, kOp, ": input must have at least 1 dimension, got a scalar");
-  TORCH_CHECK(in_features > 0, kOp, ": in_features must be positive, got ", in_features);
-  const int64_t K = in_features;
-  TORCH_CHECK(input.size(-1) == K, kOp, ": input's last dimension (", input.size(-1),
-              ") must equal in_features (", K, "); input shape ", input.sizes());
-  TORCH_CHECK(values.dim() == 1 && indices.dim() == 1 && offsets.dim() == 1, kOp,
-              ": values, indices and offsets must be 1-D, got shapes ", values.sizes(), ", ", indices.sizes(), ", ",
-              offsets.sizes());
-  TORCH_CHECK(values.numel() == indices.numel(), kOp, ": values (", values.numel(), ") and indices (",
-              indices.numel(), ") must have the same length");
-  TORCH_CHECK(offsets.numel() >= 1, kOp, ": offsets must have out_features + 1 >= 1 entries");
-  TORCH_CHECK(offsets.scalar_type() == at::kInt || offsets.scalar_type() == at::kLong, kOp,
-              ": offsets must be int32 or int64, got ", offsets.scalar_type());
-  const auto vt = values.scalar_type();
-  TORCH_CHECK(vt == at::kFloat || vt == at::kDouble || vt == at::kChar, kOp,
-              ": values must be float32, float64 or int8, got ", vt);
-  const bool is_int8 = vt == at::kChar;
-  const at::ScalarType ct = is_int8 ? at::kFloat : vt;
-  const int64_t N = offsets.numel() - 1;
-  const int ik = static_cast<int>(index_kind(indices.scalar_type()));
-  for (const at::Tensor* t : {&values, &indices, &offsets})
-    TORCH_CHECK(t->device().is_cpu(), kOp, ": all tensors must be on the CPU, got one on ", t->device());
-  at::Tensor bias;
-  if (bias_opt.has_value() && bias_opt->defined()) {
-    bias = *bias_opt;
-    TORCH_CHECK(bias.device().is_cpu(), kOp, ": bias must be on the CPU");
-    TORCH_CHECK(bias.scalar_type() == ct, kOp, ": bias must be ", ct, ", got ", bias.scalar_type());
-    TORCH_CHECK(bias.dim() == 1 && bias.size(0) == N, kOp, ": bias must have shape (", N, "), got ", bias.sizes());
-    bias = bias.contiguous();
-  }
-  at::Tensor wscale;
-  if (is_int8) {
-    TORCH_CHECK(scale_opt.has_value() && scale_opt->defined(), kOp, ": int8 values need a weight_scale");
-    wscale = *scale_opt;
-    TORCH_CHECK(wscale.device().is_cpu(), kOp, ": weight_scale must be on the CPU");
-    TORCH_CHECK(wscale.scalar_type() == at::kFloat && wscale.dim() == 1 && wscale.size(0) == N, kOp,
-                ": weight_scale must be float32 of shape (", N, "), got ", wscale.scalar_type(), " ", wscale.sizes());
-    wscale = wscale.contiguous();
-  } else {
-    TORCH_CHECK(!(scale_opt.has_value() && scale_opt->defined()), kOp,
-                ": weight_scale is only for int8 values");
-  }
-  const at::Tensor vals = values.contiguous();
-  const at::Tensor idx = indices.contiguous();
-  const at::Tensor off = offsets.to(at::kLong).contiguous();
+  const PackedArgs a = check_packed_args(input, values, indices, offsets, bias_opt, scale_opt, in_features,
+                                         [](const at::Tensor& t, const char* name) {
+                                           TORCH_CHECK(t.device().is_cpu(), kOp, ": all tensors must be on the CPU, got ",
+                                                       name, " on ", t.device());
+                                         });
+  const auto it = a.input_type;
+  const auto ct = a.compute_type;
+  const bool is_int8 = a.is_int8;
+  const int64_t M = a.M, K = a.K, N = a.N;
+  const int ik = static_cast<int>(index_kind(a.indices.scalar_type()));
+  const at::Tensor &vals = a.values, &idx = a.indices, &off = a.offsets, &bias = a.bias, &wscale = a.weight_scale;
   validate(idx, off, N, K);
-
-  const int64_t M = input.numel() / K;
-  // Memory layout follows the input: a column-major 2-D input (the transpose
-  // of a contiguous (K, M) tensor) gives a column-major output, computed
-  // without any transpose; everything else gives a contiguous output. The fake
-  // kernel (python/mamext/sparse.py) applies the same rule.
-  const bool cols = input.dim() == 2 && M > 1 && input.stride(0) == 1 && input.stride(1) == M;
+  const bool cols = a.column_major;
   at::Tensor out;
   if (cols && !is_int8 && N > 0) {
     const at::Tensor xt = input.t().to(ct).contiguous();  // (K, M): no copy for float32/float64 input

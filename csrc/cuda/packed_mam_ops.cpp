@@ -18,11 +18,12 @@
 #include <vector>
 
 #include "cuda/packed_kernels.h"
+#include "packed_mam.h"
 
 namespace mamext {
 namespace {
 
-constexpr const char* kOp = "packed_linear";
+constexpr const char* kOp = kPackedOp;
 
 cuda::PackedIndex index_kind(at::ScalarType t) {
   switch (t) {
@@ -83,66 +84,23 @@ void validate(const at::Tensor& idx, cuda::PackedIndex ik, const at::Tensor& off
 at::Tensor packed_linear_cuda(const at::Tensor& input, const at::Tensor& values, const at::Tensor& indices,
                               const at::Tensor& offsets, const std::optional<at::Tensor>& bias_opt,
                               const std::optional<at::Tensor>& scale_opt, int64_t in_features, bool mam) {
-  const auto it = input.scalar_type();
-  TORCH_CHECK(it == at::kFloat || it == at::kDouble || it == at::kHalf || it == at::kBFloat16, kOp,
-              ": input must be float32, float64, float16 or bfloat16, got ", it);
-  TORCH_CHECK(input.dim() >= 1, kOp, ": input must have at least 1 dimension, got a scalar");
-  TORCH_CHECK(in_features > 0, kOp, ": in_features must be positive, got ", in_features);
-  const int64_t K = in_features;
-  TORCH_CHECK(input.size(-1) == K, kOp, ": input's last dimension (", input.size(-1),
-              ") must equal in_features (", K, "); input shape ", input.sizes());
-  TORCH_CHECK(values.dim() == 1 && indices.dim() == 1 && offsets.dim() == 1, kOp,
-              ": values, indices and offsets must be 1-D, got shapes ", values.sizes(), ", ", indices.sizes(), ", ",
-              offsets.sizes());
-  TORCH_CHECK(values.numel() == indices.numel(), kOp, ": values (", values.numel(), ") and indices (",
-              indices.numel(), ") must have the same length");
-  TORCH_CHECK(offsets.numel() >= 1, kOp, ": offsets must have out_features + 1 >= 1 entries");
-  TORCH_CHECK(offsets.scalar_type() == at::kInt || offsets.scalar_type() == at::kLong, kOp,
-              ": offsets must be int32 or int64, got ", offsets.scalar_type());
-  const auto vt = values.scalar_type();
-  TORCH_CHECK(vt == at::kFloat || vt == at::kDouble || vt == at::kChar, kOp,
-              ": values must be float32, float64 or int8, got ", vt);
-  const bool is_int8 = vt == at::kChar;
-  const at::ScalarType ct = is_int8 ? at::kFloat : vt;
-  const int64_t N = offsets.numel() - 1;
-  const cuda::PackedIndex ik = index_kind(indices.scalar_type());
   TORCH_CHECK(input.is_cuda(), kOp, ": all tensors must be on the same CUDA device; input is on ", input.device());
-  check_same_device(input, values, "values");
-  check_same_device(input, indices, "indices");
-  check_same_device(input, offsets, "offsets");
-  at::Tensor bias;
-  if (bias_opt.has_value() && bias_opt->defined()) {
-    bias = *bias_opt;
-    check_same_device(input, bias, "bias");
-    TORCH_CHECK(bias.scalar_type() == ct, kOp, ": bias must be ", ct, ", got ", bias.scalar_type());
-    TORCH_CHECK(bias.dim() == 1 && bias.size(0) == N, kOp, ": bias must have shape (", N, "), got ", bias.sizes());
-    bias = bias.contiguous();
-  }
-  at::Tensor wscale;
-  if (is_int8) {
-    TORCH_CHECK(scale_opt.has_value() && scale_opt->defined(), kOp, ": int8 values need a weight_scale");
-    wscale = *scale_opt;
-    check_same_device(input, wscale, "weight_scale");
-    TORCH_CHECK(wscale.scalar_type() == at::kFloat && wscale.dim() == 1 && wscale.size(0) == N, kOp,
-                ": weight_scale must be float32 of shape (", N, "), got ", wscale.scalar_type(), " ", wscale.sizes());
-    wscale = wscale.contiguous();
-  } else {
-    TORCH_CHECK(!(scale_opt.has_value() && scale_opt->defined()), kOp, ": weight_scale is only for int8 values");
-  }
+  const PackedArgs a = check_packed_args(input, values, indices, offsets, bias_opt, scale_opt, in_features,
+                                         [&](const at::Tensor& t, const char* name) { check_same_device(input, t, name); });
+  const auto it = a.input_type;
+  const auto ct = a.compute_type;
+  const bool is_int8 = a.is_int8;
+  const int64_t M = a.M, K = a.K, N = a.N;
+  const cuda::PackedIndex ik = index_kind(a.indices.scalar_type());
+  const at::Tensor &vals = a.values, &idx = a.indices, &off = a.offsets, &bias = a.bias, &wscale = a.weight_scale;
 
   const c10::cuda::CUDAGuard guard(input.device());
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream(input.device().index()).stream();
-  const at::Tensor vals = values.contiguous();
-  const at::Tensor idx = indices.contiguous();
-  const at::Tensor off = offsets.to(at::kLong).contiguous();
   if (!stream_capturing(stream)) validate(idx, ik, off, N, K, stream);
 
-  const int64_t M = input.numel() / K;
-  // Memory layout follows the input, as on the CPU (and in the fake kernel,
-  // python/mamext/sparse.py): a column-major 2-D input (the transpose of a
-  // contiguous (K, M) tensor) is read as is and gives a column-major output;
-  // everything else gives a contiguous output.
-  const bool cols = input.dim() == 2 && M > 1 && input.stride(0) == 1 && input.stride(1) == M;
+  // Memory layout follows the input (packed_mam.h): a column-major input is
+  // read as is and gives a column-major output.
+  const bool cols = a.column_major;
   const at::Tensor x = cols ? input.t().to(ct).contiguous() : input.reshape({M, K}).to(ct).contiguous();
   at::Tensor out = cols ? at::empty({N, M}, x.options()) : at::empty({M, N}, x.options());
   if (M > 0 && N > 0) {
