@@ -463,18 +463,7 @@ PackedFloatKernels<T> float_kernels() {
 //   scale = amax / 127.
 // Output: float(acc) * (wscale[n] * scale) (+ bias[n]), single roundings, no FMA.
 // ---------------------------------------------------------------------------
-// Branch free (random data would mispredict): clamp, truncate, then step by
-// one where the exact remainder passes 0.5, or equals 0.5 with t odd.
-inline int32_t round_q(float v) {
-  v = v > 127.0f ? 127.0f : v;
-  v = v < -127.0f ? -127.0f : v;
-  const int32_t t = static_cast<int32_t>(v);  // toward zero
-  const float f = v - static_cast<float>(t);   // exact
-  const int32_t odd = t & 1;
-  const int32_t up = static_cast<int32_t>(f > 0.5f) | (static_cast<int32_t>(f == 0.5f) & odd);
-  const int32_t down = static_cast<int32_t>(f < -0.5f) | (static_cast<int32_t>(f == -0.5f) & odd);
-  return t + up - down;
-}
+#include "round_q.h"  // round_q (shared with the CUDA kernels)
 
 void quantize(const float* x, int64_t K, int32_t* xq, float* sx, int64_t m0, int64_t m1) {
   for (int64_t b = m0; b < m1; ++b) {

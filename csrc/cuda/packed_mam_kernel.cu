@@ -287,18 +287,9 @@ __global__ void __launch_bounds__(kThreads)
   if (any) atomicOr(flag, 1);
 }
 
-// The CPU's round_q, operation for operation: clamp to +-127, truncate, then
-// step by one where the exact remainder passes 0.5, or equals 0.5 with t odd.
-__device__ __forceinline__ int32_t round_q(float v) {
-  v = v > 127.0f ? 127.0f : v;
-  v = v < -127.0f ? -127.0f : v;
-  const int32_t t = static_cast<int32_t>(v);   // toward zero
-  const float f = v - static_cast<float>(t);   // exact
-  const int32_t odd = t & 1;
-  const int32_t up = static_cast<int32_t>(f > 0.5f) | (static_cast<int32_t>(f == 0.5f) & odd);
-  const int32_t down = static_cast<int32_t>(f < -0.5f) | (static_cast<int32_t>(f == -0.5f) & odd);
-  return t + up - down;
-}
+// round_q: the CPU kernels' own source.
+#define MAMEXT_ROUND_Q_QUALIFIERS __device__ __forceinline__
+#include "round_q.h"
 
 // Per-sample symmetric quantisation (the CPU's quantize); one warp per sample
 // (x strides xsm, xsk; codes xq (M, K) row major).
