@@ -1,0 +1,43 @@
+// Autograd kernels of inference-only operators (mam_linear_inference,
+// packed_linear), in C++ rather than torch.library.register_autograd: a Python
+// autograd kernel costs about 6 us per call under torch.no_grad(), more than a
+// whole packed layer at high sparsity. When no gradient is wanted, the call
+// goes straight below autograd; otherwise the forward runs and is recorded,
+// and its backward raises Tag::message().
+//
+// Tag: struct { static at::Tensor call(Args...);   // redispatch below autograd
+//               static const char* message(); }
+#pragma once
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+
+#include <optional>
+
+namespace mamext {
+
+inline bool wants_grad_of(const at::Tensor& t) { return t.defined() && t.requires_grad(); }
+inline bool wants_grad_of(const std::optional<at::Tensor>& t) { return t.has_value() && wants_grad_of(*t); }
+template <typename T>
+inline bool wants_grad_of(const T&) { return false; }
+
+template <typename Tag>
+class InferenceOnlyFunction : public torch::autograd::Function<InferenceOnlyFunction<Tag>> {
+ public:
+  template <typename... Args>
+  static at::Tensor forward(torch::autograd::AutogradContext*, Args&&... args) {
+    return Tag::call(std::forward<Args>(args)...);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext*, torch::autograd::variable_list) {
+    TORCH_CHECK(false, Tag::message());
+    return {};
+  }
+};
+
+template <typename Tag, typename... Args>
+at::Tensor inference_only_autograd(const Args&... args) {
+  if (!at::GradMode::is_enabled() || !(wants_grad_of(args) || ...)) return Tag::call(args...);
+  return InferenceOnlyFunction<Tag>::apply(args...);
+}
+
+}  // namespace mamext
