@@ -352,3 +352,24 @@ def test_adversarial_values_match_dense(isa, B, column_major):
     wk = torch.randn(6, big_k, generator=gen) * (torch.rand(6, big_k, generator=gen) < 0.001)
     wk[1, -1] = 2.0
     check(wk, torch.randn(B, big_k, generator=gen), None)
+
+
+@pytest.mark.parametrize("K", [50, 300, 40000])    # uint8, int16, int32 indices
+@pytest.mark.parametrize("mam", [True, False])
+def test_int8_batch_independent(isa, K, mam):
+    """int8 quantises each sample on its own, so a sample's output is the same
+    bit for bit whether it runs alone (tiny-batch path) or in a batch (panels)."""
+    gen = torch.Generator().manual_seed(K)
+    N = 37
+    w = _weight(N, K, 0.05 if K < 1000 else 0.002, gen)
+    b = torch.randn(N, generator=gen)
+    cls = sparse.PackedMAMLinear if mam else sparse.PackedLinear
+    layer = cls.from_weight(w, b, torch.int8)
+    x = torch.randn(70, K, generator=gen)
+    x[3, 5] = float("nan")                                  # that sample's outputs: NaN
+    with torch.no_grad():
+        batch = layer(x)
+        for i in (0, 3, 17, 69):
+            torch.testing.assert_close(layer(x[i:i + 1]), batch[i:i + 1], rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(layer(x[:3]), batch[:3], rtol=0, atol=0, equal_nan=True)
+    assert torch.isnan(batch[3]).all() and not torch.isnan(batch[[0, 1, 2, 4]]).any()

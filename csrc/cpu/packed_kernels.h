@@ -79,12 +79,19 @@ using PackedInt8TileFn = void (*)(const int32_t* panel, int64_t pw, int64_t nb, 
                                   const float* bias, const float* sx, int64_t K, float* out, int64_t N, int64_t n0,
                                   int64_t n1);
 
+// Tiny batches: samples [m0, m1) and neurons [n0, n1) straight from the
+// row-major codes xq (M, K), same formula as the tiles.
+using PackedInt8RowsFn = void (*)(const int32_t* xq, int64_t K, const int8_t* values, const void* indices,
+                                  const int64_t* offsets, const float* wscale, const float* bias, const float* sx,
+                                  float* out, int64_t N, int64_t n0, int64_t n1, int64_t m0, int64_t m1);
+
 struct PackedInt8Kernels {
   int tile_neurons;
   int tile_batch;
   PackedQuantizeFn quantize;
   PackedPanelI32Fn panel;
   PackedInt8TileFn tile[2][3];  // [mam][PackedIndex]
+  PackedInt8RowsFn rows[2][3];  // [mam][PackedIndex]
 };
 
 struct PackedKernelTable {

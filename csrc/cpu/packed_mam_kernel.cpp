@@ -554,12 +554,112 @@ void tile_i8(const int32_t* p, int64_t pw, int64_t nb, const int8_t* values, con
   }
 }
 
+// Tiny batches (the single-sample case): per sample and neuron, the exact
+// int32 max + min (or sum) over the kept connections. Integer arithmetic is
+// exact, so whole vectors of connections (gathers of the sample's codes)
+// reduce in any order to the scalar result; the remainder is scalar.
+#if defined(MAMEXT_ISA_AVX512)
+template <typename I>
+inline __m512i gather_products_i8(const int32_t* q, const int8_t* w, const I* idx) {
+  const __m512i wv = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+  return _mm512_mullo_epi32(wv, _mm512_i32gather_epi32(load_index16(idx), q, 4));
+}
+inline int32_t hmax_i32(__m512i v) { return _mm512_reduce_max_epi32(v); }
+inline int32_t hmin_i32(__m512i v) { return _mm512_reduce_min_epi32(v); }
+inline int32_t hsum_i32(__m512i v) { return _mm512_reduce_add_epi32(v); }
+#elif defined(MAMEXT_ISA_AVX2)
+template <typename I>
+inline __m256i gather_products_i8(const int32_t* q, const int8_t* w, const I* idx) {
+  const __m256i wv = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w)));
+  return _mm256_mullo_epi32(wv, _mm256_i32gather_epi32(q, load_index8(idx), 4));
+}
+template <typename F>
+inline int32_t hreduce_i32(__m256i v, F f) {
+  alignas(32) int32_t t[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(t), v);
+  int32_t r = t[0];
+  for (int i = 1; i < 8; ++i) r = f(r, t[i]);
+  return r;
+}
+inline int32_t hmax_i32(__m256i v) { return hreduce_i32(v, [](int32_t a, int32_t b) { return a > b ? a : b; }); }
+inline int32_t hmin_i32(__m256i v) { return hreduce_i32(v, [](int32_t a, int32_t b) { return a < b ? a : b; }); }
+inline int32_t hsum_i32(__m256i v) { return hreduce_i32(v, [](int32_t a, int32_t b) { return a + b; }); }
+#endif
+
+template <typename I, bool MAM>
+void rows_i8(const int32_t* xq, int64_t K, const int8_t* values, const void* indices, const int64_t* off,
+             const float* wscale, const float* bias, const float* sx, float* out, int64_t N, int64_t n0, int64_t n1,
+             int64_t m0, int64_t m1) {
+  const I* idx = static_cast<const I*>(indices);
+  for (int64_t m = m0; m < m1; ++m) {
+    const int32_t* q = xq + m * K;
+    for (int64_t n = n0; n < n1; ++n) {
+      int64_t j = off[n];
+      const int64_t j1 = off[n + 1];
+      const bool pruned = j1 - j < K;
+      int32_t mx = 0, mn = 0, acc = 0;
+      bool first = MAM && !pruned;
+#if defined(MAMEXT_ISA_AVX512) || defined(MAMEXT_ISA_AVX2)
+      using V = Vec<int32_t>;
+      constexpr int L = V::L;
+      if (j1 - j >= L) {
+        auto a = V::zero(), c = V::zero();
+        if (first) {
+          a = c = gather_products_i8(q, values + j, idx + j);
+          j += L;
+          first = false;
+        }
+        for (; j + L <= j1; j += L) {
+          const auto p = gather_products_i8(q, values + j, idx + j);
+          if constexpr (MAM) {
+            a = V::max(p, a);
+            c = V::min(p, c);
+          } else {
+            a = V::add(a, p);
+          }
+        }
+        if constexpr (MAM) {
+          mx = hmax_i32(a);
+          mn = hmin_i32(c);
+        } else {
+          acc = hsum_i32(a);
+        }
+      }
+#endif
+      for (; j < j1; ++j) {
+        const int32_t p = static_cast<int32_t>(values[j]) * q[idx[j]];
+        if constexpr (MAM) {
+          if (first) {
+            mx = mn = p;
+            first = false;
+          } else {
+            mx = p > mx ? p : mx;
+            mn = p < mn ? p : mn;
+          }
+        } else {
+          acc += p;
+        }
+      }
+      const float scale = wscale[n] * sx[m];
+      float v = static_cast<float>(MAM ? mx + mn : acc) * scale;
+      if (bias) v = v + bias[n];
+      out[m * N + n] = v;
+    }
+  }
+}
+
 PackedInt8Kernels int8_kernels() {
   PackedInt8Kernels k{};
   k.tile_neurons = NB;
   k.tile_batch = batch_width<int32_t>();
   k.quantize = &quantize;
   k.panel = &panel_i32;
+  k.rows[0][0] = &rows_i8<uint8_t, false>;
+  k.rows[0][1] = &rows_i8<int16_t, false>;
+  k.rows[0][2] = &rows_i8<int32_t, false>;
+  k.rows[1][0] = &rows_i8<uint8_t, true>;
+  k.rows[1][1] = &rows_i8<int16_t, true>;
+  k.rows[1][2] = &rows_i8<int32_t, true>;
   k.tile[0][0] = &tile_i8<uint8_t, false>;
   k.tile[0][1] = &tile_i8<int16_t, false>;
   k.tile[0][2] = &tile_i8<int32_t, false>;

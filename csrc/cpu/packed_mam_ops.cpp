@@ -241,6 +241,14 @@ void run_int8(const at::Tensor& x, const at::Tensor& values, const void* idx, in
   const float* ws = wscale.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* op = out.data_ptr<float>();
+  if (M < 4) {  // tiny batch: no panels, straight from the row-major codes
+    const auto rows = kt.rows[mam ? 1 : 0][ik];
+    const int64_t work_per_row = values.numel() / std::max<int64_t>(N, 1) + 4;
+    at::parallel_for(0, N, std::max<int64_t>(16, 32768 / (M * work_per_row)), [&](int64_t b, int64_t e) {
+      rows(xr, K, vp, idx, off, ws, bp, sx, op, N, b, e, 0, M);
+    });
+    return;
+  }
   const int64_t pw = kt.tile_batch;
   for_each_panel_unit<int32_t>(
       M, N, K, pw, kt.tile_neurons, x.options().dtype(at::kInt),
