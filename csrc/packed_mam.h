@@ -12,6 +12,9 @@
 namespace mamext {
 
 constexpr const char* kPackedOp = "packed_linear";
+// int8 products are at most 127 * 127 in magnitude: an int32 sum of this many
+// stays exact (a max + min never overflows).
+constexpr int64_t kInt8SumMaxTerms = 2147483647 / (127 * 127);
 
 struct PackedArgs {
   at::ScalarType input_type;    // and output dtype

@@ -373,3 +373,18 @@ def test_int8_batch_independent(isa, K, mam):
             torch.testing.assert_close(layer(x[i:i + 1]), batch[i:i + 1], rtol=0, atol=0, equal_nan=True)
         torch.testing.assert_close(layer(x[:3]), batch[:3], rtol=0, atol=0, equal_nan=True)
     assert torch.isnan(batch[3]).all() and not torch.isnan(batch[[0, 1, 2, 4]]).any()
+
+
+def test_int8_sum_overflow_is_refused():
+    """int8 products reach 127 * 127; an int32 sum over more than 133,143 of them
+    could overflow, so packing and the operator refuse it (a max + min cannot)."""
+    K = 140_000
+    w = torch.ones(2, K)
+    with pytest.raises(ValueError, match="overflow int32"):
+        sparse.PackedLinear.from_weight(w, None, torch.int8)
+    m = sparse.PackedMAMLinear.from_weight(w, None, torch.int8)   # MAM: fine
+    x = torch.rand(1, K)
+    with torch.no_grad():
+        assert torch.isfinite(m(x)).all()
+        with pytest.raises(RuntimeError, match="overflow int32"):
+            torch.ops.mamext.packed_linear(x, m.values, m.indices, m.offsets, None, m.weight_scale, K, False)

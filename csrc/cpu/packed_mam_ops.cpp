@@ -89,9 +89,15 @@ void validate_structure(const I* idx, const int64_t* off, int64_t N, int64_t nnz
   if (bad.load()) validate_structure_slow(idx, off, N, K);
 }
 
-void validate(const at::Tensor& indices, const at::Tensor& offsets, int64_t N, int64_t K) {
+void validate(const at::Tensor& indices, const at::Tensor& offsets, int64_t N, int64_t K, bool int8_sum) {
   const int64_t nnz = indices.numel();
   const int64_t* off = offsets.data_ptr<int64_t>();
+  if (int8_sum) {  // |values * codes| <= 127 * 127: longer int32 sums could overflow
+    int64_t longest = 0;
+    for (int64_t n = 0; n < N; ++n) longest = std::max(longest, off[n + 1] - off[n]);
+    TORCH_CHECK(longest <= kInt8SumMaxTerms, kOp, ": an int8 sum (mam=False) of more than ", kInt8SumMaxTerms,
+                " kept connections per neuron can overflow int32; the longest row has ", longest);
+  }
   switch (index_kind(indices.scalar_type())) {
     case cpu::PackedIndex::UInt8: validate_structure(indices.data_ptr<uint8_t>(), off, N, nnz, K); break;
     case cpu::PackedIndex::Int16: validate_structure(indices.data_ptr<int16_t>(), off, N, nnz, K); break;
@@ -272,7 +278,7 @@ at::Tensor packed_linear_cpu(const at::Tensor& input, const at::Tensor& values, 
   const int64_t M = a.M, K = a.K, N = a.N;
   const int ik = static_cast<int>(index_kind(a.indices.scalar_type()));
   const at::Tensor &vals = a.values, &idx = a.indices, &off = a.offsets, &bias = a.bias, &wscale = a.weight_scale;
-  validate(idx, off, N, K);
+  validate(idx, off, N, K, is_int8 && !mam);
   const bool cols = a.column_major;
   at::Tensor out;
   if (cols && !is_int8 && N > 0) {

@@ -96,7 +96,14 @@ at::Tensor packed_linear_cuda(const at::Tensor& input, const at::Tensor& values,
 
   const c10::cuda::CUDAGuard guard(input.device());
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream(input.device().index()).stream();
-  if (!stream_capturing(stream)) validate(idx, ik, off, N, K, stream);
+  if (!stream_capturing(stream)) {
+    validate(idx, ik, off, N, K, stream);
+    if (is_int8 && !mam && N > 0) {  // as on the CPU: int32 sums of int8 products must stay exact
+      const int64_t longest = (off.slice(0, 1, N + 1) - off.slice(0, 0, N)).max().item<int64_t>();
+      TORCH_CHECK(longest <= kInt8SumMaxTerms, kOp, ": an int8 sum (mam=False) of more than ", kInt8SumMaxTerms,
+                  " kept connections per neuron can overflow int32; the longest row has ", longest);
+    }
+  }
 
   // Memory layout follows the input (packed_mam.h): a column-major input is
   // read as is and gives a column-major output.

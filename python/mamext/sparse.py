@@ -48,6 +48,7 @@ __all__ = ["pack", "PackedMAMLinear", "PackedLinear", "PackedLayer", "index_dtyp
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 _INDEX_DTYPES = (torch.uint8, torch.int16, torch.int32)
+_INT8_SUM_MAX_TERMS = (2 ** 31 - 1) // (127 * 127)  # int32 sums of int8 products stay exact (csrc/packed_mam.h)
 
 
 # --------------------------------------------------------------------------- operator registration
@@ -183,6 +184,11 @@ class PackedLayer(nn.Module):
         weight = weight.detach().cpu()
         if dtype == torch.int8:
             values, indices, offsets = _csr(weight.to(torch.float64))
+            longest = int((offsets[1:] - offsets[:-1]).max()) if N else 0
+            if not cls.mam and longest > _INT8_SUM_MAX_TERMS:
+                raise ValueError(f"{cls.__name__}.from_weight: an int8 sum of {longest} kept connections per "
+                                 f"neuron can overflow int32 (at most {_INT8_SUM_MAX_TERMS}); pack this layer "
+                                 "in float32")
             values, scale = _quantize_rows(values, offsets, N)
             b = None if bias is None else bias.detach().cpu().to(torch.float32)
             return cls(K, N, values, indices, offsets, b, scale)
