@@ -2,11 +2,13 @@
 // per ISA (see CMakeLists.txt) into mamext::cpu::MAMEXT_ISA. No torch headers
 // (see kernels.h). Layout and semantics: packed_kernels.h.
 //
-// Fast path, vectorised across the batch: the input is transposed once per
-// call to xt (K, B), so a kept connection (w, k) is one broadcast of w against
-// contiguous vectors xt[k, b0 .. b0 + BW). A tile is NB neurons x BW samples;
-// its results go to a small buffer (neuron major) and are transposed into the
-// (B, N) output with TT x TT register transposes. A row with a pruned
+// Fast path, vectorised across the batch: each thread transposes a block of
+// BW samples into a panel (K, BW), so a kept connection (w, k) is one
+// broadcast of w against contiguous vectors panel[k, 0 .. BW). A tile is NB
+// neurons x BW samples; its results go to a small buffer (neuron major) and
+// are transposed into the (B, N) output with register transposes. A
+// column-major input (xt (K, B)) is read in place and the results are stored
+// straight into a column-major output (tile_cols). A row with a pruned
 // connection starts its max and min at 0 (the pruned products); a full row
 // starts at its first product. Max/min are exact selections, so on finite data
 // the result equals the dense kernel's bit for bit (up to the sign of a zero).
@@ -256,6 +258,23 @@ void tile_cols(const T* xt, int64_t M, int64_t b0, int64_t nb, const T* values, 
   }
 }
 
+// One scalar product into a row's running max and min (a full row's first
+// product starts both: `first`), or into its sum.
+template <bool MAM, typename A>
+inline void fold(A p, bool& first, A& mx, A& mn, A& acc) {
+  if constexpr (MAM) {
+    if (first) {
+      mx = mn = p;
+      first = false;
+    } else {
+      mx = p > mx ? p : mx;
+      mn = p < mn ? p : mn;
+    }
+  } else {
+    acc += p;
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Tiny batches (a single sample: the microcontroller case): MAM rows of float
 // with at least one vector of kept connections take their products with
@@ -314,20 +333,17 @@ inline void max_min_tail(const float* xr, const float* w, const I* idx, int n, V
   a = _mm256_blendv_ps(a, _mm256_max_ps(p, a), m);
   c = _mm256_blendv_ps(c, _mm256_min_ps(p, c), m);
 }
-inline float hmax(Vec<float>::R v) {
-  alignas(32) float t[8];
-  _mm256_store_ps(t, v);
-  float m = t[0];
-  for (int i = 1; i < 8; ++i) m = t[i] > m ? t[i] : m;
-  return m;
+// Horizontal reduction of a vector of E (lanes in order) with f.
+template <typename E, typename F>
+inline E hreduce(typename Vec<E>::R v, F f) {
+  alignas(32) E t[Vec<E>::L];
+  Vec<E>::store(t, v);
+  E r = t[0];
+  for (int i = 1; i < Vec<E>::L; ++i) r = f(r, t[i]);
+  return r;
 }
-inline float hmin(Vec<float>::R v) {
-  alignas(32) float t[8];
-  _mm256_store_ps(t, v);
-  float m = t[0];
-  for (int i = 1; i < 8; ++i) m = t[i] < m ? t[i] : m;
-  return m;
-}
+inline float hmax(Vec<float>::R v) { return hreduce<float>(v, [](float a, float b) { return b > a ? b : a; }); }
+inline float hmin(Vec<float>::R v) { return hreduce<float>(v, [](float a, float b) { return b < a ? b : a; }); }
 constexpr bool kHasGather = true;
 #else
 constexpr bool kHasGather = false;
@@ -405,17 +421,7 @@ void rows(const T* x, int64_t K, const T* values, const void* indices, const int
           seen += !is_finite(xv);
           const T p = values[j] * xv;
           if (p != p) isnan = true;
-          if constexpr (MAM) {
-            if (first) {
-              mx = mn = p;
-              first = false;
-            } else {
-              mx = p > mx ? p : mx;
-              mn = p < mn ? p : mn;
-            }
-          } else {
-            acc += p;
-          }
+          fold<MAM>(p, first, mx, mn, acc);
         }
         v = MAM ? mx + mn : acc;
         if (isnan || (pruned && seen != bad)) v = nan;
@@ -573,17 +579,9 @@ inline __m256i gather_products_i8(const int32_t* q, const int8_t* w, const I* id
   const __m256i wv = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w)));
   return _mm256_mullo_epi32(wv, _mm256_i32gather_epi32(q, load_index8(idx), 4));
 }
-template <typename F>
-inline int32_t hreduce_i32(__m256i v, F f) {
-  alignas(32) int32_t t[8];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(t), v);
-  int32_t r = t[0];
-  for (int i = 1; i < 8; ++i) r = f(r, t[i]);
-  return r;
-}
-inline int32_t hmax_i32(__m256i v) { return hreduce_i32(v, [](int32_t a, int32_t b) { return a > b ? a : b; }); }
-inline int32_t hmin_i32(__m256i v) { return hreduce_i32(v, [](int32_t a, int32_t b) { return a < b ? a : b; }); }
-inline int32_t hsum_i32(__m256i v) { return hreduce_i32(v, [](int32_t a, int32_t b) { return a + b; }); }
+inline int32_t hmax_i32(__m256i v) { return hreduce<int32_t>(v, [](int32_t a, int32_t b) { return a > b ? a : b; }); }
+inline int32_t hmin_i32(__m256i v) { return hreduce<int32_t>(v, [](int32_t a, int32_t b) { return a < b ? a : b; }); }
+inline int32_t hsum_i32(__m256i v) { return hreduce<int32_t>(v, [](int32_t a, int32_t b) { return a + b; }); }
 #endif
 
 template <typename I, bool MAM>
@@ -627,18 +625,7 @@ void rows_i8(const int32_t* xq, int64_t K, const int8_t* values, const void* ind
       }
 #endif
       for (; j < j1; ++j) {
-        const int32_t p = static_cast<int32_t>(values[j]) * q[idx[j]];
-        if constexpr (MAM) {
-          if (first) {
-            mx = mn = p;
-            first = false;
-          } else {
-            mx = p > mx ? p : mx;
-            mn = p < mn ? p : mn;
-          }
-        } else {
-          acc += p;
-        }
+        fold<MAM>(static_cast<int32_t>(values[j]) * q[idx[j]], first, mx, mn, acc);
       }
       const float scale = wscale[n] * sx[m];
       float v = static_cast<float>(MAM ? mx + mn : acc) * scale;

@@ -63,16 +63,19 @@ void validate_structure_slow(const I* idx, const int64_t* off, int64_t N, int64_
   }
 }
 
+// Returns the longest row's length.
 template <typename I>
-void validate_structure(const I* idx, const int64_t* off, int64_t N, int64_t nnz, int64_t K) {
+int64_t validate_structure(const I* idx, const int64_t* off, int64_t N, int64_t nnz, int64_t K) {
   TORCH_CHECK(off[0] == 0, kOp, ": offsets[0] must be 0, got ", off[0]);
   TORCH_CHECK(off[N] == nnz, kOp, ": offsets[-1] (", off[N], ") must equal the number of values (", nnz, ")");
   bool bad_rows = false;  // offsets first: the index pass below relies on them
+  int64_t longest = 0;
   for (int64_t n = 0; n < N; ++n) {
     const int64_t len = off[n + 1] - off[n];
     bad_rows |= (len < 0) | (len > K);
+    longest = std::max(longest, len);
   }
-  if (bad_rows) return validate_structure_slow(idx, off, N, K);
+  if (bad_rows) validate_structure_slow(idx, off, N, K);  // raises
   std::atomic<bool> bad{false};
   const int64_t grain = std::max<int64_t>(64, N * 32768 / std::max<int64_t>(nnz, 1) + 1);
   at::parallel_for(0, N, nnz >= 32768 ? grain : N, [&](int64_t b, int64_t e) {
@@ -86,23 +89,29 @@ void validate_structure(const I* idx, const int64_t* off, int64_t N, int64_t nnz
     }
     if (flag) bad.store(true, std::memory_order_relaxed);
   });
-  if (bad.load()) validate_structure_slow(idx, off, N, K);
+  if (bad.load()) validate_structure_slow(idx, off, N, K);  // raises
+  return longest;
 }
 
 void validate(const at::Tensor& indices, const at::Tensor& offsets, int64_t N, int64_t K, bool int8_sum) {
   const int64_t nnz = indices.numel();
   const int64_t* off = offsets.data_ptr<int64_t>();
-  if (int8_sum) {  // |values * codes| <= 127 * 127: longer int32 sums could overflow
-    int64_t longest = 0;
-    for (int64_t n = 0; n < N; ++n) longest = std::max(longest, off[n + 1] - off[n]);
-    TORCH_CHECK(longest <= kInt8SumMaxTerms, kOp, ": an int8 sum (mam=False) of more than ", kInt8SumMaxTerms,
-                " kept connections per neuron can overflow int32; the longest row has ", longest);
-  }
+  int64_t longest;
   switch (index_kind(indices.scalar_type())) {
-    case cpu::PackedIndex::UInt8: validate_structure(indices.data_ptr<uint8_t>(), off, N, nnz, K); break;
-    case cpu::PackedIndex::Int16: validate_structure(indices.data_ptr<int16_t>(), off, N, nnz, K); break;
-    default: validate_structure(indices.data_ptr<int32_t>(), off, N, nnz, K); break;
+    case cpu::PackedIndex::UInt8: longest = validate_structure(indices.data_ptr<uint8_t>(), off, N, nnz, K); break;
+    case cpu::PackedIndex::Int16: longest = validate_structure(indices.data_ptr<int16_t>(), off, N, nnz, K); break;
+    default: longest = validate_structure(indices.data_ptr<int32_t>(), off, N, nnz, K); break;
   }
+  // |values * codes| <= 127 * 127: longer int32 sums could overflow.
+  TORCH_CHECK(!int8_sum || longest <= kInt8SumMaxTerms, kOp, ": an int8 sum (mam=False) of more than ",
+              kInt8SumMaxTerms, " kept connections per neuron can overflow int32; the longest row has ", longest);
+}
+
+// Tiny batches (M < 4): neurons split across threads, f(n0, n1).
+template <typename F>
+void for_neuron_ranges(int64_t M, int64_t N, int64_t nnz, const F& f) {
+  const int64_t work_per_row = nnz / std::max<int64_t>(N, 1) + 4;
+  at::parallel_for(0, N, std::max<int64_t>(16, 32768 / (M * work_per_row)), f);
 }
 
 template <typename T>
@@ -179,9 +188,7 @@ void run_float(const at::Tensor& x, const at::Tensor& values, const void* idx, i
   if (M < 4) {  // tiny batch: scalar over neurons, no transposes
     if (!kt.all_finite(xp, M * K)) return run_checked();
     const auto fn = kt.rows[mi][ik];
-    at::parallel_for(0, N, std::max<int64_t>(16, 32768 / (M * work_per_row)), [&](int64_t b, int64_t e) {
-      fn(xp, K, vp, idx, off, bp, op, N, b, e, 0, M);
-    });
+    for_neuron_ranges(M, N, nnz, [&](int64_t b, int64_t e) { fn(xp, K, vp, idx, off, bp, op, N, b, e, 0, M); });
     return;
   }
   const int64_t pw = kt.tile_batch;
@@ -249,10 +256,8 @@ void run_int8(const at::Tensor& x, const at::Tensor& values, const void* idx, in
   float* op = out.data_ptr<float>();
   if (M < 4) {  // tiny batch: no panels, straight from the row-major codes
     const auto rows = kt.rows[mam ? 1 : 0][ik];
-    const int64_t work_per_row = values.numel() / std::max<int64_t>(N, 1) + 4;
-    at::parallel_for(0, N, std::max<int64_t>(16, 32768 / (M * work_per_row)), [&](int64_t b, int64_t e) {
-      rows(xr, K, vp, idx, off, ws, bp, sx, op, N, b, e, 0, M);
-    });
+    for_neuron_ranges(M, N, values.numel(),
+                      [&](int64_t b, int64_t e) { rows(xr, K, vp, idx, off, ws, bp, sx, op, N, b, e, 0, M); });
     return;
   }
   const int64_t pw = kt.tile_batch;

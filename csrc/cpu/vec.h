@@ -51,13 +51,8 @@ inline void transpose8x8_regs(const float* s, int64_t lds, __m256 o[8]) {
   o[6] = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
   o[7] = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
 }
-// dst[j * ldd + i] = src[i * lds + j], i, j < 8.
-inline void transpose8x8_ps(const float* s, int64_t lds, float* d, int64_t ldd) {
-  __m256 o[8];
-  transpose8x8_regs(s, lds, o);
-  for (int j = 0; j < 8; ++j) _mm256_storeu_ps(d + j * ldd, o[j]);
-}
-// Two stacked tiles, i < 16, j < 8: each destination row (16 floats, one
+// dst[j * ldd + i] = src[i * lds + j] for two stacked 8x8 tiles, i < 16,
+// j < 8: each destination row (16 floats, one
 // 64-byte line when aligned) is written by two adjacent stores, so a line
 // outside L1 is fetched once and completed at once (writing the halves in
 // separate passes measured 2.6x slower on strided output).
@@ -80,11 +75,6 @@ inline void transpose4x4_regs(const double* s, int64_t lds, __m256d o[4]) {
   o[1] = _mm256_unpackhi_pd(r0, r1);
   o[2] = _mm256_unpacklo_pd(r2, r3);
   o[3] = _mm256_unpackhi_pd(r2, r3);
-}
-inline void transpose4x4_pd(const double* s, int64_t lds, double* d, int64_t ldd) {
-  __m256d o[4];
-  transpose4x4_regs(s, lds, o);
-  for (int j = 0; j < 4; ++j) _mm256_storeu_pd(d + j * ldd, o[j]);
 }
 inline void transpose8x4_pd(const double* s, int64_t lds, double* d, int64_t ldd) {
   __m256d a[4], b[4];
@@ -120,10 +110,9 @@ struct Vec<float> {
     _mm512_mask_storeu_epi32(p, static_cast<__mmask16>(m), _mm512_set1_epi32(value));
   }
   static __mmask16 lanes(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
-  // Tile transpose (packed sparse kernels): TT x TT tile, dst[j*ldd+i] = src[i*lds+j].
+  // Tile transposes (packed sparse kernels): two stacked TT x TT tiles,
+  // dst[j*ldd+i] = src[i*lds+j] for i < 2TT, j < TT.
   static constexpr int TT = 8;
-  static void transpose_tile(const float* s, int64_t lds, float* d, int64_t ldd) { transpose8x8_ps(s, lds, d, ldd); }
-  // Two stacked tiles (2TT source rows x TT columns -> TT rows of 2TT).
   static void transpose_tile2(const float* s, int64_t lds, float* d, int64_t ldd) { transpose16x8_ps(s, lds, d, ldd); }
 };
 
@@ -148,7 +137,6 @@ struct Vec<double> {
   }
   static __mmask8 lanes(int n) { return static_cast<__mmask8>((1u << n) - 1u); }
   static constexpr int TT = 4;
-  static void transpose_tile(const double* s, int64_t lds, double* d, int64_t ldd) { transpose4x4_pd(s, lds, d, ldd); }
   static void transpose_tile2(const double* s, int64_t lds, double* d, int64_t ldd) { transpose8x4_pd(s, lds, d, ldd); }
 };
 
@@ -197,10 +185,9 @@ struct Vec<float> {
   static __m256i lanes(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
-  // Tile transpose (packed sparse kernels): TT x TT tile, dst[j*ldd+i] = src[i*lds+j].
+  // Tile transposes (packed sparse kernels): two stacked TT x TT tiles,
+  // dst[j*ldd+i] = src[i*lds+j] for i < 2TT, j < TT.
   static constexpr int TT = 8;
-  static void transpose_tile(const float* s, int64_t lds, float* d, int64_t ldd) { transpose8x8_ps(s, lds, d, ldd); }
-  // Two stacked tiles (2TT source rows x TT columns -> TT rows of 2TT).
   static void transpose_tile2(const float* s, int64_t lds, float* d, int64_t ldd) { transpose16x8_ps(s, lds, d, ldd); }
 };
 
@@ -228,7 +215,6 @@ struct Vec<double> {
     return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
   }
   static constexpr int TT = 4;
-  static void transpose_tile(const double* s, int64_t lds, double* d, int64_t ldd) { transpose4x4_pd(s, lds, d, ldd); }
   static void transpose_tile2(const double* s, int64_t lds, double* d, int64_t ldd) { transpose8x4_pd(s, lds, d, ldd); }
 };
 
@@ -289,12 +275,9 @@ struct VecGeneric {
     for (int l = 0; l < L; ++l)
       if (m & (1u << l)) p[l] = value;
   }
-  // Tile transpose (packed sparse kernels): TT x TT tile, dst[j*ldd+i] = src[i*lds+j].
+  // Tile transposes (packed sparse kernels): two stacked TT x TT tiles,
+  // dst[j*ldd+i] = src[i*lds+j] for i < 2TT, j < TT.
   static constexpr int TT = 4;
-  static void transpose_tile(const T* s, int64_t lds, T* d, int64_t ldd) {
-    for (int i = 0; i < TT; ++i)
-      for (int j = 0; j < TT; ++j) d[j * ldd + i] = s[i * lds + j];
-  }
   static void transpose_tile2(const T* s, int64_t lds, T* d, int64_t ldd) {
     for (int i = 0; i < 2 * TT; ++i)
       for (int j = 0; j < TT; ++j) d[j * ldd + i] = s[i * lds + j];
@@ -305,7 +288,7 @@ template <>
 struct Vec<float> : VecGeneric<float, 4> {};
 template <>
 struct Vec<double> : VecGeneric<double, 2> {};
-// int32 lanes (packed int8 kernels); eq/neq/store_index/transpose_tile unused.
+// int32 lanes (packed int8 kernels); eq/neq/store_index/transpose_tile2 unused.
 template <>
 struct Vec<int32_t> : VecGeneric<int32_t, 4> {};
 
