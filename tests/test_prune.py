@@ -312,13 +312,13 @@ def test_gradient_scores_against_manual_backward():
     model.append(ModeProbe())
     with torch.no_grad():
         prune.l1_unstructured(model[0], "weight", amount=10)
-    model.eval()
-    ref = copy.deepcopy(model).train()
+    model.train()
+    ref = copy.deepcopy(model).eval()
     torch.manual_seed(7)
     data = [(torch.randn(5, 6, dtype=torch.float64), torch.randint(0, 4, (5,))) for _ in range(3)]
     scores = mp.gradient(model, data, F.cross_entropy)
-    assert model[-1].modes == [True] * 3  # training mode during the passes
-    assert not any(m.training for m in model.modules())  # restored
+    assert model[-1].modes == [False] * 3  # eval mode during the passes
+    assert all(m.training for m in model.modules())  # restored
     assert all(p.grad is None for p in model.parameters())  # .grad untouched
 
     for x, y in data:
@@ -398,8 +398,8 @@ def test_prune_model_gradient_and_selection_scores():
 
     model = _int_model()
     idata = [(torch.randint(-3, 4, (5, 5)).float(), None) for _ in range(2)]
-    with pytest.raises(ValueError, match="only for MAMLinear"):
-        mp.prune_model(model, 0.5, score="selection", data=idata)
+    with pytest.raises(ValueError, match="applies only to MAMLinear"):
+        mp.prune_model(model, 0.5, score="selection", layers=["0", "3"], data=idata)
     counts = mp.selection(model, idata)
     mp.prune_model(model, 0.5, score="selection", layers=[model[0], "2"], data=idata)
     c = torch.cat([counts["0"].flatten(), counts["2"].flatten()])
