@@ -4,38 +4,60 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-from ..nn import MAMLinear
 from .. import prune as mprune
 from .models import hidden_layers
 from .train import evaluate, make_progress, train_model
 
-__all__ = ["FRACTIONS", "CRITERIA", "DEFAULT_CRITERIA", "score_loader", "prune_copy", "one_shot_sweep",
-           "lottery_sweep"]
+__all__ = ["FRACTIONS", "CRITERIA", "DEFAULT_CRITERIA", "criterion_applies", "score_loader", "prune_copy",
+           "one_shot_sweep", "lottery_sweep"]
 
 #: Remaining fractions of the hidden layers' weights (100 % ... 0.01 %).
 FRACTIONS = (1.0, 0.5, 0.3, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 0.0005, 0.0002, 0.0001)
 
-#: criterion name -> (score, scope) for :func:`mamext.prune.prune_model`.
-CRITERIA = {
-    "magnitude-global": ("magnitude", "global"),
-    "magnitude-layer": ("magnitude", "layer"),
-    "gradient-global": ("gradient", "global"),
-    "gradient-layer": ("gradient", "layer"),
-    "selection-global": ("selection", "global"),
-    "selection-layer": ("selection", "layer"),
-}
+#: The ranking scopes of :func:`mamext.prune.prune_model`; each score gives one criterion per scope.
+SCOPES = ("global", "layer")
+
+
+class _Criteria(Mapping):
+    """criterion name -> (score, scope) for :func:`mamext.prune.prune_model`:
+    ``"<score>-global"`` and ``"<score>-layer"`` for every score registered
+    with :func:`mamext.prune.register_score`, in registration order. A live
+    view: a score registered later appears here (and so in the sweep, the
+    command line's ``--criteria`` and the report) without any change here."""
+
+    def _table(self):
+        return {f"{score}-{scope}": (score, scope) for score in mprune.score_names() for scope in SCOPES}
+
+    def __getitem__(self, criterion):
+        return self._table()[criterion]
+
+    def __iter__(self):
+        return iter(self._table())
+
+    def __len__(self):
+        return len(self._table())
+
+    def __repr__(self):
+        return f"CRITERIA({self._table()!r})"
+
+
+#: criterion name -> (score, scope), derived from the score registry.
+CRITERIA = _Criteria()
 # Gradient (|W dL/dW|, a loss sensitivity) compares across layers, so it is
 # pruned globally; selection counts scale with each layer's fan-in, so they are
 # ranked within each layer.
 DEFAULT_CRITERIA = ("magnitude-global", "magnitude-layer", "gradient-global", "selection-layer")
 
 
-def needs_mam(criterion: str) -> bool:
-    return CRITERIA[criterion][0] == "selection"
+def criterion_applies(criterion: str, model: nn.Module) -> bool:
+    """Whether ``criterion``'s score applies to every hidden layer of ``model``."""
+    spec = mprune.get_score(CRITERIA[criterion][0], "sweep")
+    return all(spec.applies_to(m) for m in hidden_layers(model))
 
 
 def score_loader(x, y, samples: int, batch_size: int = 500, seed: int = 0):
@@ -50,22 +72,14 @@ def score_loader(x, y, samples: int, batch_size: int = 500, seed: int = 0):
 
 def precompute_scores(model, criterion, data):
     """The data-driven scores of the (unpruned) ``model``'s hidden layers,
-    computed once for a whole sweep (``mamext.prune.gradient`` /
-    ``selection``), as a dict that ``prune_model`` accepts; ``None`` when the
-    library lacks them (each ``prune_model`` call then scores by itself)."""
+    computed once for a whole sweep, as a dict that ``prune_model`` accepts;
+    ``None`` for a score that needs no data (each ``prune_model`` call then
+    scores by itself)."""
     score, _ = CRITERIA[criterion]
-    if score == "magnitude":
+    spec = mprune.get_score(score, "precompute_scores")
+    if not spec.needs_data:
         return None
-    try:
-        from .. import prune as lib
-    except Exception:  # noqa: BLE001
-        return None
-    layers = hidden_layers(model)
-    if score == "gradient" and hasattr(lib, "gradient"):
-        return lib.gradient(model, data, nn.CrossEntropyLoss(), layers)
-    if score == "selection" and hasattr(lib, "selection"):
-        return lib.selection(model, data, layers)
-    return None
+    return mprune.compute_scores(model, score, hidden_layers(model), data=data, loss_fn=nn.CrossEntropyLoss())
 
 
 def prune_copy(model, fraction, criterion, data, scores=None):
@@ -91,11 +105,11 @@ def _row(model_name, criterion, fraction, seed, kept, total, val_acc, test_acc, 
 def one_shot_sweep(model, model_name, splits, criteria, fractions, data, seed, progress=False, log=None):
     """Prune a trained ``model`` once per (criterion, fraction), from scratch
     each time (no fine-tuning), and evaluate on validation and test."""
-    has_mam = any(isinstance(m, MAMLinear) for m in model.modules())
-    todo = [c for c in criteria if has_mam or not needs_mam(c)]
+    todo = [c for c in criteria if criterion_applies(c, model)]
     skipped = [c for c in criteria if c not in todo]
     if skipped and log:
-        log(f"{model_name}: skipping {', '.join(skipped)} (selection counts need MAM layers)")
+        kinds = sorted({type(m).__name__ for m in hidden_layers(model)})
+        log(f"{model_name}: skipping {', '.join(skipped)} (their scores do not apply to {', '.join(kinds)} layers)")
     rows = []
     t0 = time.perf_counter()
     base_val = evaluate(model, splits.x_val, splits.y_val)

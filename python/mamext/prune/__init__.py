@@ -31,7 +31,8 @@ A new score is one function registered by name; :func:`prune_model`,
 default set of layers and the kinds ``layers=`` may name. A score must leave
 the model as it found it (:class:`~mamext.prune.state.PreservedState` does
 that for a forward pass). :func:`score_names` lists the registered scores in
-registration order, :func:`unregister_score` removes one.
+registration order, :func:`unregister_score` removes one, and
+:func:`compute_scores` runs one by name.
 
 :func:`prune_model` prunes one-shot to a target fraction of remaining
 connections, :func:`remaining` reports what is left, :class:`LotteryTicket`
@@ -52,7 +53,7 @@ from .counter import SelectionCounter
 from .lottery import LotteryTicket
 from .ranking import finalize, prune_model, remaining
 from .registry import ScoreSpec, get_score, register_score, score_names, unregister_score
-from .scores import gradient, magnitude, selection
+from .scores import compute_scores, gradient, magnitude, selection
 
 __all__ = [
     "magnitude",
@@ -63,6 +64,7 @@ __all__ = [
     "remaining",
     "LotteryTicket",
     "finalize",
+    "compute_scores",
     "register_score",
     "unregister_score",
     "score_names",

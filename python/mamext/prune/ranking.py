@@ -42,7 +42,7 @@ def chosen_layers(model: nn.Module, score, layers: LayerSpec, fn: str) -> Dict[s
     raise TypeError(f"{fn}: score must be a str in {score_names()} or a dict of tensors, got {type(score).__name__}")
 
 
-def compute_scores(model: nn.Module, score, chosen: Dict[str, nn.Module], data, loss_fn,
+def _checked_scores(model: nn.Module, score, chosen: Dict[str, nn.Module], data, loss_fn,
                    fn: str) -> Dict[str, torch.Tensor]:
     """The checked scores of the ``chosen`` layers: run the registered score, or take the dict."""
     if isinstance(score, str):
@@ -137,7 +137,7 @@ def prune_model(model: nn.Module, remaining: float, score: Union[str, Dict] = "m
     remaining = check_fraction(remaining, fn, "remaining")
     check_scope(scope, fn)
     chosen = chosen_layers(model, score, layers, fn)
-    scores = compute_scores(model, score, chosen, data, loss_fn, fn)
+    scores = _checked_scores(model, score, chosen, data, loss_fn, fn)
     for name, mask in _new_masks(chosen, scores, remaining, scope, fn):
         install_mask(chosen[name], mask)
     return model

@@ -10,7 +10,7 @@ buffers, ``requires_grad`` flags and ``.grad`` tensors (see
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -29,6 +29,14 @@ def _score(name: str, fn: str, model, layers: LayerSpec, data=None, loss_fn=None
     spec = get_score(name, fn)
     chosen = resolve_layers(model, layers, fn, spec.layer_kinds, purpose(spec))
     return run_score(spec, model, chosen, data, loss_fn, fn)
+
+
+def compute_scores(model: nn.Module, score: str, layers: LayerSpec = None, data=None,
+                   loss_fn: Optional[Callable] = None) -> Dict[str, torch.Tensor]:
+    """The scores of registered score ``score`` for ``layers`` (default: every
+    layer it applies to), checked as :func:`prune_model` checks them; the
+    result is a dict that ``prune_model(score=...)`` accepts."""
+    return _score(score, "compute_scores", model, layers, data, loss_fn)
 
 
 # --------------------------------------------------------------------------- magnitude
