@@ -95,7 +95,8 @@ def test_gradient_scores_are_deterministic_in_eval_mode():
     torch.testing.assert_close(first["0"], (ref[0].weight * ref[0].weight.grad).abs())
 
 
-@pytest.mark.parametrize("data", [[], (), iter([])], ids=["list", "tuple", "generator"])
+@pytest.mark.parametrize("data", [[], (), iter([]), [(torch.zeros(0, 6), torch.zeros(0, dtype=torch.long))] * 2],
+                         ids=["list", "tuple", "generator", "empty-batches"])
 @pytest.mark.parametrize("score", ["selection", "gradient"])
 def test_empty_data_is_refused(score, data):
     model = _bn_model()

@@ -36,6 +36,11 @@ def split_batch(batch, fn: str):
                     f"got {type(batch).__name__}")
 
 
+def is_empty(inputs) -> bool:
+    """Whether a batch's inputs hold no sample (a tensor with no element)."""
+    return isinstance(inputs, torch.Tensor) and inputs.numel() == 0
+
+
 def _known_length(data):
     try:
         return len(data)
@@ -56,4 +61,4 @@ def check_data(data, fn: str, score: str) -> None:
 
 def no_batch_error(fn: str, score: str) -> ValueError:
     """The error for data that yielded no batch while scoring."""
-    return ValueError(f"{fn}: data yielded no batch; the {score!r} score needs at least one")
+    return ValueError(f"{fn}: data yielded no batch with a sample; the {score!r} score needs at least one")

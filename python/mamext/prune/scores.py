@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..nn.modules import MAMLinear
-from .batches import model_device, no_batch_error, split_batch, to_device
+from .batches import is_empty, model_device, no_batch_error, split_batch, to_device
 from .counter import SelectionCounter
 from .layers import LayerSpec, check_model, effective_weight, leaf_weight, resolve_layers
 from .registry import get_score, purpose, register_score, run_score
@@ -66,6 +66,8 @@ def _summed_gradients(model: nn.Module, leaves: List[torch.Tensor], data, loss_f
     with torch.enable_grad():
         for batch in data:
             inputs, target = split_batch(batch, fn)
+            if is_empty(inputs):
+                continue
             inputs, target = to_device(inputs, device), to_device(target, device)
             out = model(inputs)
             loss = loss_fn(out) if target is None else loss_fn(out, target)
@@ -103,7 +105,8 @@ def gradient(model: nn.Module, data, loss_fn: Callable, layers: LayerSpec = None
     model's device. Afterwards every submodule's mode, every buffer, every
     parameter's ``requires_grad`` and ``.grad`` are as before (the gradients
     are taken with ``torch.autograd.grad``). For a pruned layer ``w`` is the
-    masked weight, so pruned connections score 0. Empty ``data`` is refused.
+    masked weight, so pruned connections score 0. Batches without a sample
+    are skipped; ``data`` without any sample is refused.
     Pass an unwrapped model (not a DDP wrapper).
     """
     return _score("gradient", "gradient", model, layers, data, loss_fn)
@@ -121,6 +124,8 @@ def selection_scores(model: nn.Module, layers: Dict[str, nn.Module], *, data=Non
     with PreservedState(model, training=False), counter, torch.no_grad():
         for batch in data:
             inputs, _ = split_batch(batch, fn)
+            if is_empty(inputs):
+                continue
             model(to_device(inputs, device))
             n_batches += 1
     if n_batches == 0:
@@ -134,7 +139,8 @@ def selection(model: nn.Module, data, layers: LayerSpec = None) -> Dict[str, tor
     Runs the model in eval mode under ``torch.no_grad`` on the inputs of each
     batch (a tensor, or the first item of a tuple/list), moved to the model's
     device, and leaves the model's modes and buffers as they were. Default
-    layers: every ``MAMLinear``. Empty ``data`` is refused. Returns the
+    layers: every ``MAMLinear``. Batches without a sample are skipped;
+    ``data`` without any sample is refused (all counts would be 0). Returns the
     ``counts`` dict (int64).
     """
     return _score("selection", "selection", model, layers, data)
