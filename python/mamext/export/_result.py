@@ -49,6 +49,7 @@ class ExportResult:
                  f"  runtime: {', '.join(p.name for p in self.runtime) or '(none)'}",
                  f"  input {self.input_size} floats -> output {self.output_size} floats",
                  f"  flash (constant data): {self.flash_bytes} bytes",
-                 f"  RAM (static buffers): {self.ram_bytes} bytes; largest activation {self.largest_activation_bytes} bytes"]
+                 f"  RAM (static buffers): {self.ram_bytes} bytes; "
+                 f"largest activation {self.largest_activation_bytes} bytes"]
         lines += [f"  {s}" for s in self.layers]
         return "\n".join(lines)
