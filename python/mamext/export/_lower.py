@@ -1,4 +1,4 @@
-"""Model walk and layer lowering: a supported ``nn.Module`` tree becomes a :class:`Network` of C pieces.
+"""Layer lowering: each supported layer becomes constant arrays and statements of a :class:`Network`.
 
 One function per layer kind (no-op, Flatten, ReLU, Linear/MAMLinear/packed);
 each appends its constant arrays and the statements of ``<name>_infer``, and
@@ -8,8 +8,7 @@ moves the current activation between the input and two static buffers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Tuple
 
 import torch
 from torch import nn
@@ -18,73 +17,11 @@ from ..nn.modules import MAMLinear
 from ..sparse import PackedLayer, _pack_one, effective_weight
 from ._args import check_c_size
 from ._c_text import CArray
+from ._network import Network
+from ._walk import walk
 
 _WHERE = "mamext.export.to_c"
-_SUPPORTED = ("nn.Sequential, MAMLinear, nn.Linear, PackedMAMLinear, PackedLinear, nn.ReLU, nn.Flatten, "
-              "nn.Identity, nn.Dropout")
 _C_INDEX = {torch.uint8: ("uint8_t", "u8"), torch.int16: ("int16_t", "i16"), torch.int32: ("int32_t", "i32")}
-
-
-@dataclass
-class Network:
-    """The network lowered to C: constant arrays, the statements of ``<name>_infer``, static buffers.
-
-    The current activation (``shape``, one sample) lives in ``current``: the
-    ``input`` argument or one of the float buffers ``act0``/``act1``, whose
-    sizes in elements ``buffers`` records (only buffers written appear).
-    """
-
-    shape: Tuple[int, ...]
-    int8: bool
-    current: str = "input"
-    buffers: Dict[str, int] = field(default_factory=dict)
-    qbuf: int = 0                                               # int8 input buffer, bytes
-    arrays: List[CArray] = field(default_factory=list)
-    checks: List[str] = field(default_factory=list)             # file-scope compile-time checks
-    statements: List[str] = field(default_factory=list)
-    layers: List[Tuple[str, str]] = field(default_factory=list)  # (module name, description)
-    largest: int = 0                                            # largest activation, elements
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-    def spare_buffer(self) -> str:
-        return "act1" if self.current == "act0" else "act0"
-
-    def write(self, buffer: str, shape: Tuple[int, ...], what: str) -> None:
-        """The next activation, of ``shape``, is written to ``buffer``."""
-        size = check_c_size(math.prod(shape), what)
-        self.buffers[buffer] = max(self.buffers.get(buffer, 0), size)
-        self.largest = max(self.largest, size)
-        self.current, self.shape = buffer, shape
-
-
-# --------------------------------------------------------------------------- model walk
-
-def _kind(module: nn.Module) -> Optional[str]:
-    """The lowering kind of a supported module; a subclass counts only if it keeps its base's forward."""
-    bases = ((nn.Identity, "noop"), (nn.Dropout, "noop"), (nn.Flatten, "flatten"), (nn.ReLU, "relu"),
-             (MAMLinear, "linear"), (PackedLayer, "linear"), (nn.Linear, "linear"))
-    for base, kind in bases:
-        if isinstance(module, base):
-            return kind if type(module).forward is base.forward else None
-    return None
-
-
-def walk(module: nn.Module, prefix: str = "") -> List[Tuple[str, nn.Module, str]]:
-    """(qualified name, module, kind) of every layer, nested ``nn.Sequential`` unrolled in order."""
-    if type(module) is nn.Sequential:
-        out = []
-        for name, child in module.named_children():
-            out += walk(child, f"{prefix}.{name}" if prefix else name)
-        return out
-    name = prefix or "<model>"
-    kind = _kind(module)
-    if kind is None:
-        raise ValueError(f"{_WHERE}: unsupported module '{name}' ({type(module).__name__}); "
-                         f"supported: {_SUPPORTED} (subclasses only if they keep the base class's forward)")
-    return [(name, module, kind)]
 
 
 def lower(model: nn.Module, shape: Tuple[int, ...], int8: bool) -> Network:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Tuple
 
+from ._network import Network
+
 _FLOAT_BYTES = 4
 
 
@@ -21,8 +23,8 @@ class Sizes:
     largest_activation_bytes: int   # largest single activation (input, hidden or output), float32
 
     @classmethod
-    def of(cls, net, input_shape: Tuple[int, ...]) -> "Sizes":
-        """Sizes of a :class:`~mamext.export._lower.Network`: only the buffers it writes count as RAM."""
+    def of(cls, net: Network, input_shape: Tuple[int, ...]) -> "Sizes":
+        """Sizes of a lowered network: only the buffers it writes count as RAM."""
         return cls(input_size=math.prod(input_shape), output_size=net.size,
                    flash_bytes=sum(array.nbytes for array in net.arrays),
                    ram_bytes=_FLOAT_BYTES * sum(net.buffers.values()) + net.qbuf,

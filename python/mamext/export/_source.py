@@ -1,11 +1,11 @@
-"""The text of ``<name>.h`` and ``<name>.c`` for a lowered :class:`~mamext.export._lower.Network`."""
+"""The text of ``<name>.h`` and ``<name>.c`` for a lowered :class:`~mamext.export._network.Network`."""
 
 from __future__ import annotations
 
 from typing import List
 
 from ._c_text import comment_text
-from ._lower import Network
+from ._network import Network
 from ._result import Sizes
 
 
