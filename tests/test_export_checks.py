@@ -112,7 +112,8 @@ def test_out_dir_type_and_kind(tmp_path):
         export.to_c(_layer(), tmp_path / "file", (5,))
 
 
-@pytest.mark.parametrize("shape", [(12.9,), 12.9, (5.0,), (True,), True, "5", ("5",), (5, None), [np.float32(5)]])
+@pytest.mark.parametrize("shape", [(12.9,), 12.9, (5.0,), (True,), True, "5", ("5",), (5, None), [np.float32(5)],
+                                   torch.tensor([5.0]), torch.ones(1, 1, dtype=torch.int64)])
 def test_input_shape_must_hold_ints(tmp_path, shape):
     with pytest.raises(TypeError, match="input_shape"):
         export.to_c(nn.Sequential(nn.ReLU()), tmp_path, shape)
@@ -126,7 +127,7 @@ def test_input_shape_must_be_positive(tmp_path, shape):
 
 
 @pytest.mark.parametrize("shape", [5, (5,), [5], torch.Size([5]), (np.int64(5),), (torch.tensor(5),),
-                                   torch.tensor([5])])
+                                   torch.tensor([5]), torch.tensor(5)])
 def test_input_shape_integer_types(tmp_path, shape):
     assert export.to_c(_layer(), tmp_path, shape).input_size == 5
 
@@ -227,3 +228,18 @@ def test_int8_sum_limit_comes_from_the_semantics_header(tmp_path):
     res = export.to_c(nn.Sequential(_layer(6, 3, mam=False)), tmp_path, (6,), torch.int8)
     assert "6 <= MAMEXT_INT8_SUM_MAX_TERMS" in res.source.read_text()
     _compile(res, tmp_path)
+
+
+def test_export_leaves_the_model_alone(tmp_path):
+    """No user hook runs, and the model's mode and state are as before."""
+    model = nn.Sequential(_layer(16, 4), nn.ReLU(), _layer(4, 2, mam=False))
+    packed = sparse.pack(model, pack_dense=True).train()
+    calls = []
+    for module in packed:
+        module.register_forward_hook(lambda *args: calls.append(args))
+    before = {k: v.clone() for k, v in packed.state_dict().items()}
+    for dtype in (torch.float32, torch.int8):
+        export.to_c(packed, tmp_path / str(dtype), (16,), dtype)
+    assert calls == [] and all(m.training for m in packed.modules())
+    after = packed.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)

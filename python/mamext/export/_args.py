@@ -90,11 +90,14 @@ def _positive_size(value, input_shape) -> int:
 
 def check_input_shape(input_shape) -> Tuple[int, ...]:
     """The shape of one sample: a positive int or a non-empty sequence of positive ints."""
-    if isinstance(input_shape, (str, bytes)) or (isinstance(input_shape, torch.Tensor) and input_shape.dim() != 1):
+    if isinstance(input_shape, (str, bytes)) or (isinstance(input_shape, torch.Tensor) and input_shape.dim() > 1):
         raise TypeError(f"{_WHERE}: input_shape must be a tuple of ints (one sample, no batch dimension), "
                         f"got {input_shape!r}")
-    if isinstance(input_shape, bool) or not hasattr(input_shape, "__iter__"):
-        return (_positive_size(input_shape, input_shape),)
+    scalar = isinstance(input_shape, torch.Tensor) and input_shape.dim() == 0
+    if scalar or isinstance(input_shape, bool) or not hasattr(input_shape, "__iter__"):
+        shape = (_positive_size(input_shape, input_shape),)
+        check_c_size(shape[0], "the input (input_shape)")
+        return shape
     shape = tuple(_positive_size(s, input_shape) for s in input_shape)
     if not shape:
         raise ValueError(f"{_WHERE}: input_shape must be a non-empty tuple of positive sizes (one sample, no "

@@ -94,8 +94,8 @@ def _validate_packed(qual: str, layer: PackedLayer) -> None:
         raise ValueError(f"{_WHERE}: packed layer '{qual}' has {layer.indices.dtype} indices; expected uint8, "
                          "int16 or int32")
     try:
-        with torch.no_grad():
-            layer(torch.zeros(1, layer.in_features, device=layer.values.device))
+        with torch.no_grad():  # forward itself, not __call__: the user's hooks do not run
+            layer.forward(torch.zeros(1, layer.in_features, device=layer.values.device))
     except (RuntimeError, ValueError, TypeError) as e:
         raise ValueError(f"{_WHERE}: packed layer '{qual}' has inconsistent buffers: {e}") from None
 
