@@ -64,7 +64,9 @@ def _lower_relu(net: Network, prefix: str, qual: str, module: nn.ReLU) -> None:
 def _dims(qual: str, module: nn.Module) -> Tuple[int, int]:
     """(in_features K, out_features N) from the data the layer computes with, checked for C."""
     if isinstance(module, PackedLayer):
-        K, N = int(module.in_features), int(module.offsets.numel()) - 1
+        K, N = module.in_features, int(module.offsets.numel()) - 1
+        if not isinstance(K, int) or isinstance(K, bool):
+            raise TypeError(f"{_WHERE}: packed layer '{qual}' has in_features={K!r}; expected an int")
     else:
         N, K = effective_weight(module).shape
     if K <= 0 or N <= 0:
