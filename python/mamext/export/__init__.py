@@ -1,0 +1,37 @@
+"""Export a (pruned, packed) MAM network to self-contained C99 for microcontrollers.
+
+:func:`to_c` writes to ``out_dir``:
+
+* ``<name>.h``: sizes and ``void <name>_infer(const float *input, float *output);``
+* ``<name>.c``: the network: ``static const`` arrays (flash), at most two
+  static activation buffers (RAM), no dynamic memory, nothing beyond the C
+  standard library headers (``stdint.h``, ``float.h``, ``math.h`` for ``NAN``;
+  no libm function is called);
+* ``<name>_main.c``: a harness reading whitespace separated input samples
+  from stdin and printing one line of outputs per sample;
+* the runtime the network includes: ``mam_runtime.h`` and
+  ``mam_runtime_csr.h`` (the layer kernels, header only, ``static inline``)
+  and ``mam_semantics.h``, the MAM reduction rules the PyTorch kernels are
+  compiled from. Compile with ``gcc -std=c99 -O2 <name>.c <name>_main.c``.
+
+Supported modules: ``nn.Sequential`` (nested), ``MAMLinear`` and ``nn.Linear``
+(dense, pruned or packed), ``nn.ReLU``, ``nn.Flatten``, ``nn.Identity``,
+``nn.Dropout`` (a no-op in inference). Anything else raises a ``ValueError``
+naming the module. Pruned layers are packed (CSR) and unpruned ones stay dense
+for ``dtype=torch.float32``; ``dtype=torch.int8`` packs and quantises every
+layer exactly like ``mamext.sparse.pack(model, torch.int8)``, and the C
+output equals that PyTorch model's output bit for bit (one sample per call,
+per-sample input scale, integer products, the same final float scaling).
+Weights, biases and scales must be finite; every array must fit int32_t
+indexing.
+
+Bit-exactness needs IEEE single precision without excess precision
+(``FLT_EVAL_METHOD == 0``: any x86-64 or ARM hard-float target) and no
+contraction of ``a * b + c`` into an FMA: compile with ``-std=c99`` (GCC then
+does not contract) or pass ``-ffp-contract=off``; never ``-ffast-math``.
+"""
+
+from ._result import ExportResult
+from ._to_c import to_c
+
+__all__ = ["to_c", "ExportResult"]

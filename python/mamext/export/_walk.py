@@ -1,0 +1,39 @@
+"""Model walk: the supported modules of a model, in execution order, with their lowering kind."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+from torch import nn
+
+from ..nn.modules import MAMLinear
+from ..sparse import PackedLayer
+
+_WHERE = "mamext.export.to_c"
+_SUPPORTED = ("nn.Sequential, MAMLinear, nn.Linear, PackedMAMLinear, PackedLinear, nn.ReLU, nn.Flatten, "
+              "nn.Identity, nn.Dropout")
+
+
+def _kind(module: nn.Module) -> Optional[str]:
+    """The lowering kind of a supported module; a subclass counts only if it keeps its base's forward."""
+    bases = ((nn.Identity, "noop"), (nn.Dropout, "noop"), (nn.Flatten, "flatten"), (nn.ReLU, "relu"),
+             (MAMLinear, "linear"), (PackedLayer, "linear"), (nn.Linear, "linear"))
+    for base, kind in bases:
+        if isinstance(module, base):
+            return kind if type(module).forward is base.forward else None
+    return None
+
+
+def walk(module: nn.Module, prefix: str = "") -> List[Tuple[str, nn.Module, str]]:
+    """(qualified name, module, kind) of every layer, nested ``nn.Sequential`` unrolled in order."""
+    if type(module) is nn.Sequential:
+        out = []
+        for name, child in module.named_children():
+            out += walk(child, f"{prefix}.{name}" if prefix else name)
+        return out
+    name = prefix or "<model>"
+    kind = _kind(module)
+    if kind is None:
+        raise ValueError(f"{_WHERE}: unsupported module '{name}' ({type(module).__name__}); "
+                         f"supported: {_SUPPORTED} (subclasses only if they keep the base class's forward)")
+    return [(name, module, kind)]
