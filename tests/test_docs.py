@@ -20,10 +20,13 @@ import re
 import shlex
 import subprocess
 import sys
+import textwrap
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 import mamext
 
@@ -33,7 +36,7 @@ LANGUAGES = {"python", "bash", "text", "c"}
 PENDING_ENV = "MAMEXT_DOCS_ALLOW_PENDING"
 REPO_DIRS = ("scripts", "benchmarks", "tests", "csrc", "python", "cmake", "docs", "build_support", ".ci")
 REPO_PATH = re.compile(r"(?<![\w./-])((?:%s)/[\w./-]*[\w])" % "|".join(re.escape(d) for d in REPO_DIRS))
-FENCE = re.compile(r"^```(\S*)\s*$")
+FENCE = re.compile(r"^\s*```(\S*)\s*$")
 MARKER = re.compile(r"^<!--\s*doctest:\s*([\w-]+)\s*-->$")
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
@@ -60,14 +63,25 @@ def parse_blocks(path: Path) -> list[Block]:
         if not opening:
             i += 1
             continue
-        end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), None)
-        assert end is not None, f"{path.relative_to(ROOT)}:{i + 1}: code block never closed"
+        end = next((j for j in range(i + 1, len(lines)) if lines[j].strip().startswith("```")), None)
+        assert end is not None, f"{doc_id(path)}:{i + 1}: code block never closed"
         previous = next((lines[j].strip() for j in range(i - 1, -1, -1) if lines[j].strip()), "")
         marker = MARKER.match(previous)
-        blocks.append(Block(path, i + 1, opening.group(1), "\n".join(lines[i + 1:end]) + "\n",
-                            marker.group(1) if marker else None))
+        code = textwrap.dedent("\n".join(lines[i + 1:end])) + "\n"
+        blocks.append(Block(path, i + 1, opening.group(1), code, marker.group(1) if marker else None))
         i = end + 1
     return blocks
+
+
+def prose_lines(path: Path) -> list[str]:
+    """The lines of a Markdown file outside its code blocks."""
+    lines, inside = [], False
+    for line in path.read_text().splitlines():
+        if FENCE.match(line) or (inside and line.strip().startswith("```")):
+            inside = not inside
+        elif not inside:
+            lines.append(line)
+    return lines
 
 
 def subprocess_env() -> dict:
@@ -76,6 +90,7 @@ def subprocess_env() -> dict:
     package_root = str(Path(mamext.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+    env["OMP_NUM_THREADS"] = "1"
     return env
 
 
@@ -115,7 +130,20 @@ def run_bash(block: Block, cwd: Path) -> None:
 
 
 def run_blocks(blocks: list[Block], cwd: Path) -> list[str]:
-    """Run (or check) the blocks of one file in order; returns where the pending ones are."""
+    """Run (or check) the blocks of one file in order; returns where the pending ones are.
+
+    One torch thread: the examples are tiny, and OpenMP threads competing with
+    other processes would only slow them down.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_blocks(blocks, cwd)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_blocks(blocks: list[Block], cwd: Path) -> list[str]:
     namespace = {"__name__": "__docs__"}
     pending = []
     for block in blocks:
@@ -151,24 +179,17 @@ def test_code_blocks(path, tmp_path, monkeypatch):
 
 def github_anchor(heading: str) -> str:
     """The anchor GitHub gives a Markdown heading."""
-    text = re.sub(r"[`*_]|\[([^\]]*)\]\([^)]*\)", lambda m: m.group(1) or "", heading.strip().lower())
+    text = re.sub(r"[`*]|\[([^\]]*)\]\([^)]*\)", lambda m: m.group(1) or "", heading.strip().lower())
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
 def anchors(path: Path) -> set[str]:
-    found, in_code = set(), False
-    for line in path.read_text().splitlines():
-        if line.startswith("```"):
-            in_code = not in_code
-        elif not in_code and line.startswith("#"):
-            found.add(github_anchor(line.lstrip("#")))
-    return found
+    return {github_anchor(line.lstrip("#")) for line in prose_lines(path) if line.startswith("#")}
 
 
 @pytest.mark.parametrize("path", DOC_FILES, ids=doc_id)
 def test_links(path):
-    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
-    for target in LINK.findall(text):
+    for target in LINK.findall("\n".join(prose_lines(path))):
         if re.match(r"[a-z]+:", target):
             continue
         file_part, _, anchor = target.partition("#")
@@ -200,4 +221,4 @@ def test_failing_block_names_its_line(tmp_path):
     doc.write_text("# t\n\n```python\nx = 1\n```\n\n```python\nassert x == 2\n```\n")
     with pytest.raises(AssertionError) as failure:
         run_blocks(parse_blocks(doc), tmp_path)
-    assert any(f"{doc}:7" in entry.frame.code.filename for entry in failure.traceback)
+    assert f"{doc}:7" in [frame.filename for frame in traceback.extract_tb(failure.value.__traceback__)]
