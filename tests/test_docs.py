@@ -38,6 +38,7 @@ REPO_DIRS = ("scripts", "benchmarks", "tests", "csrc", "python", "cmake", "docs"
 REPO_PATH = re.compile(r"(?<![\w./-])((?:%s)/[\w./-]*[\w])" % "|".join(re.escape(d) for d in REPO_DIRS))
 FENCE = re.compile(r"^\s*```(\S*)\s*$")
 MARKER = re.compile(r"^<!--\s*doctest:\s*([\w-]+)\s*-->$")
+MARKERS = {"run": {"bash"}, "skip-until-merge": {"python", "bash"}}  # marker -> languages it applies to
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 
@@ -150,6 +151,8 @@ def _run_blocks(blocks: list[Block], cwd: Path) -> list[str]:
         assert block.language in LANGUAGES, (
             f"{block.where}: code block language {block.language!r}; use one of {sorted(LANGUAGES)} "
             f"(program output is ```text)")
+        assert block.marker is None or block.language in MARKERS.get(block.marker, ()), (
+            f"{block.where}: marker {block.marker!r} does not apply to a {block.language!r} block")
         if block.marker == "skip-until-merge":
             pending.append(block.where)
             continue
@@ -173,8 +176,12 @@ def doc_id(path: Path) -> str:
 @pytest.mark.parametrize("path", DOC_FILES, ids=doc_id)
 def test_code_blocks(path, tmp_path, monkeypatch):
     assert path.exists(), f"{doc_id(path)} is missing"
+    blocks = parse_blocks(path)
+    markers = sum(bool(MARKER.match(line.strip())) for line in prose_lines(path))
+    assert markers == sum(b.marker is not None for b in blocks), (
+        f"{doc_id(path)}: a doctest marker must come right before a code block")
     monkeypatch.chdir(tmp_path)
-    fail_on_pending(run_blocks(parse_blocks(path), tmp_path))
+    fail_on_pending(run_blocks(blocks, tmp_path))
 
 
 def github_anchor(heading: str) -> str:
