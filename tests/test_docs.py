@@ -134,14 +134,18 @@ def run_blocks(blocks: list[Block], cwd: Path) -> list[str]:
     """Run (or check) the blocks of one file in order; returns where the pending ones are.
 
     One torch thread: the examples are tiny, and OpenMP threads competing with
-    other processes would only slow them down.
+    other processes would only slow them down. The random generators, the
+    thread count and the environment variables are restored afterwards.
     """
-    threads = torch.get_num_threads()
+    threads, environment = torch.get_num_threads(), dict(os.environ)
     torch.set_num_threads(1)
     try:
-        return _run_blocks(blocks, cwd)
+        with torch.random.fork_rng():
+            return _run_blocks(blocks, cwd)
     finally:
         torch.set_num_threads(threads)
+        os.environ.clear()
+        os.environ.update(environment)
 
 
 def _run_blocks(blocks: list[Block], cwd: Path) -> list[str]:
