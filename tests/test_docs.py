@@ -29,6 +29,7 @@ import pytest
 import torch
 
 import mamext
+import mamext.prune
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -135,9 +136,10 @@ def run_blocks(blocks: list[Block], cwd: Path) -> list[str]:
 
     One torch thread: the examples are tiny, and OpenMP threads competing with
     other processes would only slow them down. The random generators, the
-    thread count and the environment variables are restored afterwards.
+    thread count, the environment variables and the pruning score registry
+    are restored afterwards.
     """
-    threads, environment = torch.get_num_threads(), dict(os.environ)
+    threads, environment, scores = torch.get_num_threads(), dict(os.environ), registered_scores()
     torch.set_num_threads(1)
     try:
         with torch.random.fork_rng():
@@ -146,6 +148,14 @@ def run_blocks(blocks: list[Block], cwd: Path) -> list[str]:
         torch.set_num_threads(threads)
         os.environ.clear()
         os.environ.update(environment)
+        for name in registered_scores() - scores:
+            mamext.prune.unregister_score(name)
+
+
+def registered_scores() -> set[str]:
+    """The names in the pruning score registry (empty where there is none)."""
+    score_names = getattr(mamext.prune, "score_names", None)
+    return set(score_names()) if score_names else set()
 
 
 def _run_blocks(blocks: list[Block], cwd: Path) -> list[str]:
