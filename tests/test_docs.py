@@ -102,8 +102,22 @@ def shell_commands(code: str) -> list[list[str]]:
     return [argv for argv in (shlex.split(line, comments=True) for line in joined.splitlines()) if argv]
 
 
-def cheap_command(argv: list[str]) -> list[str] | None:
-    """The argv to run for a command that is cheap and safe to run here, or None."""
+def cheap_command(argv: list[str]) -> tuple[list[str], dict] | None:
+    """(argv, environment overrides) for a command that is cheap and safe to run here, or None.
+
+    Leading `NAME=value` assignments apply, except PYTHONPATH: the test points
+    it at the mamext under test itself.
+    """
+    argv, assignments = list(argv), {}
+    while argv and re.fullmatch(r"[A-Za-z_]\w*=.*", argv[0]):
+        name, _, value = argv.pop(0).partition("=")
+        assignments[name] = value
+    assignments.pop("PYTHONPATH", None)
+    command = _cheap_argv(argv) if argv else None
+    return None if command is None else (command, assignments)
+
+
+def _cheap_argv(argv: list[str]) -> list[str] | None:
     if argv[0] in ("python", "python3") and len(argv) >= 3 and argv[1] == "-c":
         return [sys.executable, *argv[1:]]
     if argv[0] == "mamext" and "--help" in argv:
@@ -120,12 +134,12 @@ def run_python(block: Block, namespace: dict) -> None:
 def run_bash(block: Block, cwd: Path) -> None:
     for path in REPO_PATH.findall(block.code):
         assert (ROOT / path).exists(), f"{block.where}: names {path}, which does not exist"
-    env = subprocess_env()
     if block.marker == "run":
-        commands = [["bash", "-euo", "pipefail", "-c", block.code]]
+        commands = [(["bash", "-euo", "pipefail", "-c", block.code], {})]
     else:
         commands = [c for c in map(cheap_command, shell_commands(block.code)) if c is not None]
-    for argv in commands:
+    for argv, assignments in commands:
+        env = {**subprocess_env(), **assignments}
         done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, (
             f"{block.where}: {shlex.join(argv)} exited with {done.returncode}\n{done.stdout}\n{done.stderr}")
@@ -243,3 +257,13 @@ def test_failing_block_names_its_line(tmp_path):
     with pytest.raises(AssertionError) as failure:
         run_blocks(parse_blocks(doc), tmp_path)
     assert f"{doc}:7" in [frame.filename for frame in traceback.extract_tb(failure.value.__traceback__)]
+
+
+def test_only_cheap_commands_run():
+    assert cheap_command(shlex.split("pip install --no-build-isolation .")) is None
+    assert cheap_command(shlex.split("bash scripts/setup.sh")) is None
+    assert cheap_command(shlex.split("mamext experiment --quick")) is None
+    assert cheap_command(shlex.split("mamext experiment --help")) == (
+        [sys.executable, "-m", "mamext", "experiment", "--help"], {})
+    assert cheap_command(shlex.split("PYTHONPATH=python MAMEXT_CPU_CAPABILITY=avx2 python -c 'import mamext'")) == (
+        [sys.executable, "-c", "import mamext"], {"MAMEXT_CPU_CAPABILITY": "avx2"})
