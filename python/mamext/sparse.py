@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from . import _C  # noqa: F401  (registers the operators)
+from ._convert import _keep_off_fused_transformer_paths
 from .nn.modules import MAMLinear
 
 __all__ = ["pack", "PackedMAMLinear", "PackedLinear", "PackedLayer", "index_dtype", "effective_weight",
@@ -363,6 +364,7 @@ def pack(model: nn.Module, dtype: torch.dtype = torch.float32, *, pack_dense: Op
                 if isinstance(value, torch.Tensor) and not value.is_leaf:
                     memo[id(value)] = value.detach().clone()
         out = copy.deepcopy(model, memo).cpu()
+        _keep_off_fused_transformer_paths(out)  # the fused path reads linear1.weight, which packed layers lack
     return out.eval()
 
 
