@@ -224,3 +224,40 @@ def test_direct_write_of_an_invalid_value_is_refused_at_forward_on_cpu():
     layer.beta.fill_(math.nan)
     with pytest.raises(ValueError, match=r"MAMLinear\(in_features=5, out_features=3\): beta must be in \[0, 1\]"):
         layer(torch.randn(2, 5))
+
+
+_CUDA = pytest.mark.skipif(not (torch.cuda.is_available() and mamext._C.build_info["cuda"]),
+                           reason="needs a CUDA GPU and mamext built with CUDA")
+
+
+@contextlib.contextmanager
+def _syncs_are_errors():
+    before = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(before)
+
+
+@_CUDA
+def test_cuda_forward_follows_writes_without_syncing():
+    layer, x = _layer(10).cuda(), torch.randn(4, 5, device="cuda")
+    try:
+        with _syncs_are_errors():
+            mamext.mam_linear(x, layer.weight, layer.bias)
+    except RuntimeError:
+        pytest.skip("the MAM operator itself synchronises")
+    expected = {v: _blend(layer.cpu(), x.cpu(), v) for v in (0.0, 0.5, 1.0)}
+    layer.cuda()
+    outputs = {}
+    with _syncs_are_errors():
+        outputs[0.0] = layer(x)
+        layer.beta.fill_(0.5)
+        outputs[0.5] = layer(x)
+        layer.beta.copy_(torch.ones((), device="cuda"))
+        outputs[1.0] = layer(x)
+    for value, out in outputs.items():
+        torch.testing.assert_close(out.cpu(), expected[value])
+    layer.set_beta(0.0)
+    assert not layer._mac_active  # known again without a read

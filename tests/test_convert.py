@@ -217,3 +217,17 @@ def test_include_naming_a_module_convert_cannot_replace_is_refused():
         mamext.convert(model, include="attn.out_proj")
     mamext.convert(model, include="*")  # wildcards may match other modules too
     assert isinstance(model[0], MAMLinear)
+
+
+def test_backward_hooks_move_over_and_state_dict_hooks_are_refused():
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(3, 2))
+    seen = []
+    model[0].register_full_backward_hook(lambda module, gin, gout: seen.append(type(module).__name__))
+    mamext.convert(model)
+    model(torch.randn(4, 3, requires_grad=True)).sum().backward()
+    assert seen == ["MAMLinear"]
+    model = nn.Sequential(nn.Linear(3, 2))
+    model[0].register_state_dict_post_hook(lambda module, sd, prefix, meta: None)
+    with pytest.raises(ValueError, match="'0' has state_dict hooks"):
+        mamext.convert(model)

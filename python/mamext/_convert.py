@@ -66,6 +66,15 @@ def _why_not_exact(module: nn.Linear) -> Optional[str]:
     return None
 
 
+_STATE_DICT_HOOKS = ("_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
+                     "_load_state_dict_post_hooks")
+
+
+def _unmovable_hooks(module: nn.Module) -> list:
+    """Kinds of hooks on ``module`` that conversion cannot carry over (they may hold the old module)."""
+    return [kind for kind in _STATE_DICT_HOOKS if getattr(module, kind, None)]
+
+
 def _keep_off_fused_transformer_paths(model: nn.Module) -> None:
     """Make ``nn.TransformerEncoderLayer``s whose feed-forward layers are no longer ``nn.Linear`` run
     their submodules.
@@ -96,6 +105,10 @@ def _check_convertible(linear: nn.Linear, name: str) -> None:
     if torch.nn.utils.parametrize.is_parametrized(linear):
         raise ValueError(f"convert: {shown} is parametrized (torch.nn.utils.parametrize, e.g. "
                          f"torch.ao.pruning); remove the parametrizations before converting")
+    hooks = _unmovable_hooks(linear)
+    if hooks:
+        raise ValueError(f"convert: {shown} has state_dict hooks ({', '.join(hooks)}) that would stay with the "
+                         f"old layer; remove them before converting and register them on the new one")
     reason = _why_not_exact(linear)
     if reason is not None:
         raise ValueError(f"convert: {shown} cannot be replaced by a MAMLinear without losing what it "
@@ -136,6 +149,9 @@ def _to_mam(linear: nn.Linear, name: str) -> MAMLinear:
             mam._forward_hooks_with_kwargs[hook_id] = True
         if hook_id in linear._forward_hooks_always_called:
             mam._forward_hooks_always_called[hook_id] = True
+    mam._backward_pre_hooks.update(linear._backward_pre_hooks)
+    mam._backward_hooks.update(linear._backward_hooks)
+    mam._is_full_backward_hook = linear._is_full_backward_hook
     mam.train(linear.training)
     return mam
 
@@ -148,7 +164,8 @@ def convert(model: nn.Module, include: Selector = None, exclude: Selector = None
     with ``beta = 0`` (pure MAM); use :class:`mamext.nn.VanishingContribution`
     to blend from MAC to MAM while fine-tuning. A layer already pruned with
     ``torch.nn.utils.prune`` keeps its mask (``weight_orig``, ``weight_mask``
-    and the pruning hook move over); forward hooks move over too.
+    and the pruning hook move over); forward and backward hooks move over too
+    (a layer with ``state_dict`` hooks is refused).
 
     Args:
         model: the model to convert. If ``model`` itself is an ``nn.Linear``

@@ -92,8 +92,11 @@ class MAMLinear(nn.Module):
                     return self._beta_value == 0.0
         except RuntimeError:  # no version counter or no storage: not trackable
             pass
-        self._note_beta(_beta.read_if_free(beta, self._describe()))
-        return self._beta_value == 0.0
+        value = _beta.read_if_free(beta, self._describe())
+        if value is None:  # unknown; the mirror is kept for when its tensor comes back (functional_call)
+            return False
+        self._note_beta(value)
+        return value == 0.0
 
     @property
     def _mac_active(self) -> bool:
