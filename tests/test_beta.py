@@ -261,3 +261,10 @@ def test_cuda_forward_follows_writes_without_syncing():
         torch.testing.assert_close(out.cpu(), expected[value])
     layer.set_beta(0.0)
     assert not layer._mac_active  # known again without a read
+
+
+def test_casts_keep_a_value_written_through_data():
+    layer = _layer(11)
+    layer.beta.data.fill_(0.5)  # bypasses the version counter
+    layer.double()
+    assert float(layer.beta) == 0.5 and layer.beta.dtype == torch.float32

@@ -98,6 +98,16 @@ class MAMLinear(nn.Module):
         self._note_beta(value)
         return value == 0.0
 
+    def _current_beta(self) -> Optional[float]:
+        """beta's value: the mirror where it is current and reading would cost a sync, else read
+        (a device sync on GPUs: for conversions and printing, not for the forward)."""
+        beta = self._buffers.get("beta")
+        if beta is None:
+            return None
+        if not _beta.free_to_read(beta) and _beta.same_key(_beta.beta_key(beta), self._beta_key):
+            return self._beta_value
+        return _beta.read_any(beta)
+
     @property
     def _mac_active(self) -> bool:
         """Whether the forward computes the MAC term (beta not known to be 0)."""
@@ -115,9 +125,7 @@ class MAMLinear(nn.Module):
     # -- beta through conversions, copies and checkpoints
     def _apply(self, fn, recurse=True):
         before = self._buffers.get("beta")
-        value = self._beta_value if _beta.same_key(_beta.beta_key(before), self._beta_key) else None
-        if value is None and before is not None:
-            value = _beta.read_any(before)  # a conversion, not a forward: a sync is fine here
+        value = self._current_beta()
         super()._apply(fn, recurse)
         after = self._buffers.get("beta")
         if after is None or after is before:
@@ -170,9 +178,7 @@ class MAMLinear(nn.Module):
         return f"MAMLinear(in_features={self.in_features}, out_features={self.out_features})"
 
     def extra_repr(self) -> str:
-        value = self._beta_value if _beta.same_key(_beta.beta_key(self.beta), self._beta_key) else None
-        if value is None:
-            value = _beta.read_any(self.beta)
+        value = self._current_beta()
         shown = "?" if value is None else f"{value:g}"
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, beta={shown}")
