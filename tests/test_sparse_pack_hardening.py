@@ -93,3 +93,14 @@ def test_whole_packed_model_loads_with_weights_only():
     with torch.serialization.safe_globals([nn.Sequential, nn.ReLU]):
         loaded = torch.load(buffer)
     assert torch.equal(loaded(x), packed(x))
+
+
+def test_state_dict_of_another_layer_shape_is_refused():
+    layer = sparse.PackedMAMLinear.from_weight(torch.randn(4, 6) * (torch.rand(4, 6) < 0.5))
+    wider = sparse.PackedMAMLinear.from_weight(torch.randn(5, 6))
+    with pytest.raises(RuntimeError, match=r"'<model>' has out_features=4 but offsets in the checkpoint has 6"):
+        layer.load_state_dict(wider.state_dict())
+    longer = sparse.PackedMAMLinear.from_weight(torch.randn(4, 9))
+    with pytest.raises(RuntimeError, match=r"has in_features=6 but indices in the checkpoint reach 8"):
+        layer.load_state_dict(longer.state_dict())
+    assert layer.out_features == 4 and layer.offsets.numel() == 5

@@ -287,15 +287,27 @@ class PackedLayer(nn.Module):
         return _packed_linear(input, b["values"], b["indices"], b["offsets"], b["bias"], b["weight_scale"],
                               self.in_features, self.mam)
 
-    # -- state dict: accept buffers of another size (another pruning)
+    # -- state dict: accept buffers of another size (another pruning of the same layer)
+    def _checkpoint_problem(self, state_dict, prefix) -> Optional[str]:
+        """Why the packed buffers under ``prefix`` cannot be this layer's, or None."""
+        values, offsets, indices = (state_dict.get(prefix + n) for n in ("values", "offsets", "indices"))
+        if isinstance(values, torch.Tensor) and (values.dtype == torch.int8) != self.is_int8:
+            return (f"is packed as {self.dtype} but {prefix}values in the checkpoint is {values.dtype}; pack the "
+                    f"model with the checkpoint's dtype (mamext.sparse.pack(model, {values.dtype})) or rebuild "
+                    f"it with mamext.sparse.load_packed")
+        if isinstance(offsets, torch.Tensor) and offsets.numel() != self.out_features + 1:
+            return (f"has out_features={self.out_features} but {prefix}offsets in the checkpoint has "
+                    f"{offsets.numel()} entries (a layer with {offsets.numel() - 1} outputs)")
+        if isinstance(indices, torch.Tensor) and indices.numel() and int(indices.max()) >= self.in_features:
+            return (f"has in_features={self.in_features} but {prefix}indices in the checkpoint reach "
+                    f"{int(indices.max())}")
+        return None
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
-        values = state_dict.get(prefix + "values")
-        if isinstance(values, torch.Tensor) and (values.dtype == torch.int8) != self.is_int8:
-            error_msgs.append(f"{type(self).__name__} '{prefix[:-1] or '<model>'}' is packed as {self.dtype} but "
-                              f"{prefix}values in the checkpoint is {values.dtype}; pack the model with the "
-                              f"checkpoint's dtype (mamext.sparse.pack(model, {values.dtype})) or rebuild it "
-                              f"with mamext.sparse.load_packed")
+        problem = self._checkpoint_problem(state_dict, prefix)
+        if problem is not None:
+            error_msgs.append(f"{type(self).__name__} '{prefix[:-1] or '<model>'}' {problem}")
             return
         for name in ("values", "indices", "offsets", "bias", "weight_scale"):
             key = prefix + name
@@ -306,8 +318,6 @@ class PackedLayer(nn.Module):
                     # keep the module where it is (CPU or CUDA)
                     device = self.values.device if self.values is not None else torch.device("cpu")
                     self._buffers[name] = torch.empty_like(t, device=device)
-        if prefix + "offsets" in state_dict:
-            self.out_features = int(state_dict[prefix + "offsets"].numel() - 1)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
