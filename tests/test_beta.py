@@ -58,10 +58,11 @@ def test_assignment_and_load_state_dict_take_effect():
     torch.testing.assert_close(layer(x), _blend(layer, x, 0.5))
 
 
-def test_compiled_forward_follows_in_place_writes():
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_compiled_forward_follows_in_place_writes(backend):
     torch._dynamo.reset()
     layer, x = _layer(1), torch.randn(4, 5)
-    compiled = torch.compile(layer, backend="eager", fullgraph=True)
+    compiled = torch.compile(layer, backend=backend, fullgraph=True)
     torch.testing.assert_close(compiled(x), _blend(layer, x, 0.0))
     layer.beta.fill_(1.0)
     torch.testing.assert_close(compiled(x), F.linear(x, layer.weight, layer.bias))
