@@ -154,3 +154,80 @@ def test_multihead_attention_out_proj_left_alone():
 def test_lazy_linear_needs_a_forward_first():
     with pytest.raises(ValueError, match="LazyLinear"):
         mamext.convert(nn.Sequential(nn.LazyLinear(3)))
+
+
+# --------------------------------------------------------------------------- exact conversion only
+
+
+class LoRALinear(nn.Linear):
+    """A linear layer with a low-rank adapter: its own forward and extra parameters."""
+
+    def __init__(self, in_features, out_features, rank=2):
+        super().__init__(in_features, out_features)
+        self.lora_a = nn.Parameter(torch.randn(rank, in_features))
+        self.lora_b = nn.Parameter(torch.randn(out_features, rank))
+
+    def forward(self, x):
+        return super().forward(x) + x @ self.lora_a.t() @ self.lora_b.t()
+
+
+class PlainSubclass(nn.Linear):
+    """Only adds a method: converts exactly."""
+
+    def describe(self):
+        return "plain"
+
+
+class WithBuffer(nn.Linear):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.register_buffer("scale", torch.ones(1))
+
+
+def test_linear_subclass_with_its_own_forward_is_refused_and_nothing_converted():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), LoRALinear(4, 3))
+    with pytest.raises(ValueError, match=r"'2' cannot be replaced by a MAMLinear.*LoRALinear overrides forward"):
+        mamext.convert(model)
+    assert type(model[0]) is nn.Linear  # no half-converted model
+    mamext.convert(model, exclude="2")
+    assert isinstance(model[0], MAMLinear) and type(model[2]) is LoRALinear
+
+
+def test_linear_subclass_with_extra_state_is_refused():
+    with pytest.raises(ValueError, match=r"'0'.*adds parameters or buffers \['scale'\]"):
+        mamext.convert(nn.Sequential(WithBuffer(3, 2)))
+    with pytest.raises(ValueError, match="the model.*WithBuffer"):
+        mamext.convert(WithBuffer(3, 2))
+
+
+def test_linear_subclass_that_only_adds_methods_converts():
+    torch.manual_seed(4)
+    model = mamext.convert(nn.Sequential(PlainSubclass(3, 2)))
+    assert isinstance(model[0], MAMLinear)
+
+
+def test_include_naming_a_module_convert_cannot_replace_is_refused():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.LazyLinear(2))
+    with pytest.raises(ValueError, match=r"include pattern '0' selects no nn.Linear.*0 \(Conv2d\)"):
+        mamext.convert(model, include="0")
+    model = nn.Sequential(nn.Linear(4, 4))
+    model.attn = nn.MultiheadAttention(4, 2)
+    with pytest.raises(ValueError, match="out_proj"):
+        mamext.convert(model, include="attn.out_proj")
+    mamext.convert(model, include="*")  # wildcards may match other modules too
+    assert isinstance(model[0], MAMLinear)
+
+
+def test_backward_hooks_move_over_and_state_dict_hooks_are_refused():
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(3, 2))
+    seen = []
+    model[0].register_full_backward_hook(lambda module, gin, gout: seen.append(type(module).__name__))
+    mamext.convert(model)
+    model(torch.randn(4, 3, requires_grad=True)).sum().backward()
+    assert seen == ["MAMLinear"]
+    model = nn.Sequential(nn.Linear(3, 2))
+    model[0].register_state_dict_post_hook(lambda module, sd, prefix, meta: None)
+    with pytest.raises(ValueError, match="'0' has state_dict hooks"):
+        mamext.convert(model)

@@ -45,17 +45,83 @@ def _selected(items, name: str, module: nn.Module) -> bool:
                for item in items)
 
 
-def _to_mam(linear: nn.Linear, name: str) -> MAMLinear:
+# State of an nn.Linear that conversion carries over: its parameters and
+# torch.nn.utils.prune's reparametrization of them.
+_LINEAR_PARAMETERS = {"weight", "bias", "weight_orig", "bias_orig"}
+_LINEAR_BUFFERS = {"weight_mask", "bias_mask"}
+
+
+def _why_not_exact(module: nn.Linear) -> Optional[str]:
+    """Why replacing ``module`` by a MAMLinear would lose something it computes or holds, or None."""
+    if type(module) is nn.Linear:
+        return None
+    cls = type(module).__name__
+    if type(module).forward is not nn.Linear.forward:
+        return f"its class {cls} overrides forward"
+    extra = sorted(set(module._parameters) - _LINEAR_PARAMETERS) + sorted(set(module._buffers) - _LINEAR_BUFFERS)
+    if extra:
+        return f"its class {cls} adds parameters or buffers {extra}"
+    if module._modules:
+        return f"its class {cls} adds submodules {sorted(module._modules)}"
+    return None
+
+
+_STATE_DICT_HOOKS = ("_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
+                     "_load_state_dict_post_hooks")
+
+
+def _unmovable_hooks(module: nn.Module) -> list:
+    """Kinds of hooks on ``module`` that conversion cannot carry over (they may hold the old module)."""
+    return [kind for kind in _STATE_DICT_HOOKS if getattr(module, kind, None)]
+
+
+def _keep_off_fused_transformer_paths(model: nn.Module) -> None:
+    """Make ``nn.TransformerEncoderLayer``s whose feed-forward layers are no longer ``nn.Linear`` run
+    their submodules.
+
+    In eval mode without gradients PyTorch's fused path reads ``linear1.weight``
+    and ``linear2.weight`` and computes a classic (MAC) layer, whatever the
+    modules are. It is skipped when ``activation_relu_or_gelu`` is false (the
+    attribute is read by nothing else), and ``nn.TransformerEncoder`` must not
+    pack its input into a nested tensor for such layers.
+    """
+    rerouted = set()
+    for module in model.modules():
+        if isinstance(module, nn.TransformerEncoderLayer) and not (
+                type(module.linear1) is nn.Linear and type(module.linear2) is nn.Linear):
+            module.activation_relu_or_gelu = 0
+            rerouted.add(id(module))
+    for module in model.modules():
+        if isinstance(module, nn.TransformerEncoder) and any(id(layer) in rerouted for layer in module.layers):
+            module.use_nested_tensor = False
+
+
+def _check_convertible(linear: nn.Linear, name: str) -> None:
+    """Raise ValueError naming ``name`` unless a MAMLinear can replace ``linear`` exactly."""
+    shown = repr(name) if name else "the model"
     if isinstance(linear.weight, nn.parameter.UninitializedParameter):
-        raise ValueError(f"convert: {name or 'the model'} is an uninitialized nn.LazyLinear; "
+        raise ValueError(f"convert: {shown} is an uninitialized nn.LazyLinear; "
                          f"run one forward pass before converting")
     if torch.nn.utils.parametrize.is_parametrized(linear):
-        raise ValueError(f"convert: {name or 'the model'} is parametrized (torch.nn.utils.parametrize, e.g. "
+        raise ValueError(f"convert: {shown} is parametrized (torch.nn.utils.parametrize, e.g. "
                          f"torch.ao.pruning); remove the parametrizations before converting")
+    hooks = _unmovable_hooks(linear)
+    if hooks:
+        raise ValueError(f"convert: {shown} has state_dict hooks ({', '.join(hooks)}) that would stay with the "
+                         f"old layer; remove them before converting and register them on the new one")
+    reason = _why_not_exact(linear)
+    if reason is not None:
+        raise ValueError(f"convert: {shown} cannot be replaced by a MAMLinear without losing what it "
+                         f"computes ({reason}); exclude it (exclude={name!r}) or convert the "
+                         f"nn.Linear layers it is built from yourself")
+
+
+def _to_mam(linear: nn.Linear, name: str) -> MAMLinear:
     w = linear.weight
     has_bias = linear.bias is not None
     mam = MAMLinear(linear.in_features, linear.out_features, bias=has_bias, device="meta", dtype=w.dtype)
     mam.beta = torch.zeros((), dtype=torch.float32, device=w.device)
+    mam.set_beta(0.0)
     # Move every parameter and buffer over as the same objects, so that the
     # MAM layer *shares* them with the old layer: an optimizer built before
     # the conversion keeps working. This also carries torch.nn.utils.prune's
@@ -83,6 +149,9 @@ def _to_mam(linear: nn.Linear, name: str) -> MAMLinear:
             mam._forward_hooks_with_kwargs[hook_id] = True
         if hook_id in linear._forward_hooks_always_called:
             mam._forward_hooks_always_called[hook_id] = True
+    mam._backward_pre_hooks.update(linear._backward_pre_hooks)
+    mam._backward_hooks.update(linear._backward_hooks)
+    mam._is_full_backward_hook = linear._is_full_backward_hook
     mam.train(linear.training)
     return mam
 
@@ -95,7 +164,8 @@ def convert(model: nn.Module, include: Selector = None, exclude: Selector = None
     with ``beta = 0`` (pure MAM); use :class:`mamext.nn.VanishingContribution`
     to blend from MAC to MAM while fine-tuning. A layer already pruned with
     ``torch.nn.utils.prune`` keeps its mask (``weight_orig``, ``weight_mask``
-    and the pruning hook move over); forward hooks move over too.
+    and the pruning hook move over); forward and backward hooks move over too
+    (a layer with ``state_dict`` hooks is refused).
 
     Args:
         model: the model to convert. If ``model`` itself is an ``nn.Linear``
@@ -116,42 +186,77 @@ def convert(model: nn.Module, include: Selector = None, exclude: Selector = None
     Raises:
         TypeError: ``model`` is not a module, or a selector has a wrong type.
         ValueError: an ``include`` or ``exclude`` name pattern matches no module
-            (a typo), or a selected layer cannot be converted (uninitialized
-            ``nn.LazyLinear``, ``torch.nn.utils.parametrize``-d layer).
+            (a typo), an ``include`` pattern selects no ``nn.Linear`` (e.g. it
+            names an ``nn.Conv2d``), or a selected layer cannot be converted
+            exactly: an uninitialized ``nn.LazyLinear``, a
+            ``torch.nn.utils.parametrize``-d layer, or an ``nn.Linear``
+            subclass that overrides ``forward`` or adds parameters, buffers or
+            submodules (e.g. a LoRA adapter; exclude it). Nothing is converted
+            then.
 
+    Only ``nn.Linear`` layers are converted: other modules (convolutions, ...)
+    are left as they are unless ``include`` names them, which is an error.
     ``nn.MultiheadAttention``'s ``out_proj`` is never converted: that module
-    reads the weights directly instead of calling the layer.
+    reads the weights directly instead of calling the layer. An
+    ``nn.TransformerEncoderLayer`` whose ``linear1``/``linear2`` are converted
+    no longer takes PyTorch's fused inference path (which reads those weights
+    and would compute a classic layer); an ``nn.TransformerEncoder`` holding
+    such layers no longer packs its input into nested tensors.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert: model must be an nn.Module, got {type(model).__name__}")
     inc = _normalize(include, "include")
     exc = _normalize(exclude, "exclude")
-
-    all_names = [name for name, _ in model.named_modules(remove_duplicate=False)]
-    for arg, items in (("include", inc), ("exclude", exc)):
-        for item in items or ():
-            if isinstance(item, str) and not any(_pattern_matches(item, n) for n in all_names):
-                raise ValueError(f"convert: {arg} pattern {item!r} matches no module of the model; "
-                                 f"module names look like {all_names[1:4] or ['']}")
+    named = list(model.named_modules(remove_duplicate=False))
+    _check_patterns(named, inc, exc)
 
     def wanted(name: str, module: nn.Module, parent: Optional[nn.Module]) -> bool:
-        if not isinstance(module, nn.Linear) or isinstance(parent, nn.MultiheadAttention):
+        if not _eligible(module, parent):
             return False
         if inc is not None and not _selected(inc, name, module):
             return False
         return not (exc is not None and _selected(exc, name, module))
 
     if wanted("", model, None):
+        _check_convertible(model, "")
         return _to_mam(model, "")
 
-    memo: Dict[int, MAMLinear] = {}  # a shared layer becomes one shared MAM layer
-    for parent_name, parent in list(model.named_modules(remove_duplicate=False)):
-        for child_name, child in list(parent._modules.items()):
-            if child is None:
-                continue
+    # Check every selected layer before replacing any: no half-converted model on error.
+    slots = []  # (parent, attribute, layer, qualified name)
+    for parent_name, parent in named:
+        for child_name, child in parent._modules.items():
             name = f"{parent_name}.{child_name}" if parent_name else child_name
-            if wanted(name, child, parent):
-                if id(child) not in memo:
-                    memo[id(child)] = _to_mam(child, name)
-                parent._modules[child_name] = memo[id(child)]
+            if child is not None and wanted(name, child, parent):
+                _check_convertible(child, name)
+                slots.append((parent, child_name, child, name))
+    memo: Dict[int, MAMLinear] = {}  # a shared layer becomes one shared MAM layer
+    for parent, child_name, child, name in slots:
+        if id(child) not in memo:
+            memo[id(child)] = _to_mam(child, name)
+        parent._modules[child_name] = memo[id(child)]
+    _keep_off_fused_transformer_paths(model)
     return model
+
+
+def _eligible(module: nn.Module, parent: Optional[nn.Module]) -> bool:
+    """An nn.Linear that is called as a module (MultiheadAttention reads out_proj's weight directly)."""
+    return isinstance(module, nn.Linear) and not isinstance(parent, nn.MultiheadAttention)
+
+
+def _check_patterns(named, inc, exc) -> None:
+    """Every name pattern matches a module, and every ``include`` pattern an eligible nn.Linear."""
+    names = [name for name, _ in named]
+    parents = {id(child): module for _, module in named for child in module._modules.values()}
+    for arg, items in (("include", inc), ("exclude", exc)):
+        for item in items or ():
+            if not isinstance(item, str):
+                continue
+            matched = [(n, m) for n, m in named if _pattern_matches(item, n)]
+            if not matched:
+                raise ValueError(f"convert: {arg} pattern {item!r} matches no module of the model; "
+                                 f"module names look like {names[1:4] or ['']}")
+            if arg == "include" and not any(_eligible(m, parents.get(id(m))) for _, m in matched):
+                shown = ", ".join(f"{n or '<model>'} ({type(m).__name__})" for n, m in matched[:4])
+                raise ValueError(f"convert: include pattern {item!r} selects no nn.Linear layer that convert "
+                                 f"can replace (it matches {shown}); convert replaces nn.Linear layers only, "
+                                 f"and never MultiheadAttention's out_proj")

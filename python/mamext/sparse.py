@@ -28,8 +28,14 @@ Semantics (identical to the dense layer with zero weights):
   a non-finite input gives NaN outputs.
 
 Packed layers are inference only: asking for gradients raises an error.
-``torch.save(model)`` / ``torch.load(path, weights_only=False)`` and
-``state_dict`` round trips work (``load_state_dict`` resizes the buffers).
+Saving: ``torch.save(packed.state_dict(), path)`` and
+``load_packed(build_model(), torch.load(path))`` is the safe way (default
+``weights_only=True``); ``load_state_dict`` into a packed model resizes the
+buffers but refuses an int8 checkpoint in a float model and the reverse.
+``torch.save(packed)`` / ``torch.load(path, weights_only=False)`` work too;
+with ``weights_only=True`` a whole pickled model loads when every class in it
+is allowed (the packed layers are; ``torch.serialization.add_safe_globals``
+for the others). int8 packing refuses weights with inf or NaN entries.
 """
 
 from __future__ import annotations
@@ -41,10 +47,11 @@ import torch
 from torch import nn
 
 from . import _C  # noqa: F401  (registers the operators)
+from ._convert import _keep_off_fused_transformer_paths
 from .nn.modules import MAMLinear
 
-__all__ = ["pack", "PackedMAMLinear", "PackedLinear", "PackedLayer", "index_dtype", "effective_weight",
-           "packed_stats"]
+__all__ = ["pack", "load_packed", "PackedMAMLinear", "PackedLinear", "PackedLayer", "index_dtype",
+           "effective_weight", "packed_stats"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 _INDEX_DTYPES = (torch.uint8, torch.int16, torch.int32)
@@ -174,19 +181,31 @@ class PackedLayer(nn.Module):
     # -- construction
     @classmethod
     def from_weight(cls, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                    dtype: torch.dtype = torch.float32) -> "PackedLayer":
-        """Pack a dense weight (N, K): zero entries are pruned connections."""
+                    dtype: torch.dtype = torch.float32, *, name: Optional[str] = None) -> "PackedLayer":
+        """Pack a dense weight (N, K): zero entries are pruned connections.
+
+        int8 packing refuses weights with inf or NaN entries (a per-neuron
+        scale cannot represent them); float packing keeps them exactly.
+        ``name`` (the layer's name in its model) is used in error messages.
+        """
+        where = f"{cls.__name__}.from_weight" + (f" (layer '{name}')" if name else "")
         if weight.dim() != 2:
-            raise ValueError(f"{cls.__name__}.from_weight: weight must be 2-D, got shape {tuple(weight.shape)}")
+            raise ValueError(f"{where}: weight must be 2-D, got shape {tuple(weight.shape)}")
         if dtype not in (*_FLOAT_DTYPES, torch.int8):
             raise TypeError(f"mamext.sparse: dtype must be torch.float32, torch.float64 or torch.int8, got {dtype}")
         N, K = weight.shape
         weight = weight.detach().cpu()
         if dtype == torch.int8:
+            finite = torch.isfinite(weight)
+            if not bool(finite.all()):
+                n, k = (~finite).nonzero()[0].tolist()
+                raise ValueError(f"{where}: weight has {int((~finite).sum())} non-finite entries (first: "
+                                 f"weight[{n}, {k}] = {float(weight[n, k])}); int8 packing cannot represent "
+                                 f"inf or NaN: fix the weights or pack this layer as float32")
             values, indices, offsets = _csr(weight.to(torch.float64))
             longest = int((offsets[1:] - offsets[:-1]).max()) if N else 0
             if not cls.mam and longest > _INT8_SUM_MAX_TERMS:
-                raise ValueError(f"{cls.__name__}.from_weight: an int8 sum of {longest} kept connections per "
+                raise ValueError(f"{where}: an int8 sum of {longest} kept connections per "
                                  f"neuron can overflow int32 (at most {_INT8_SUM_MAX_TERMS}); pack this layer "
                                  "in float32")
             values, scale = _quantize_rows(values, offsets, N)
@@ -197,8 +216,19 @@ class PackedLayer(nn.Module):
         return cls(K, N, values, indices, offsets, b)
 
     @classmethod
-    def from_module(cls, module: nn.Module, dtype: torch.dtype = torch.float32) -> "PackedLayer":
-        return cls.from_weight(effective_weight(module), module.bias, dtype)
+    def from_module(cls, module: nn.Module, dtype: torch.dtype = torch.float32, *,
+                    name: Optional[str] = None) -> "PackedLayer":
+        return cls.from_weight(effective_weight(module), module.bias, dtype, name=name)
+
+    @classmethod
+    def empty(cls, in_features: int, out_features: int, dtype: torch.dtype, bias: bool) -> "PackedLayer":
+        """A layer with no kept connection, to load a ``state_dict`` into (buffers resize on load)."""
+        float_dtype = torch.float32 if dtype == torch.int8 else dtype
+        return cls(in_features, out_features, torch.empty(0, dtype=dtype),
+                   torch.empty(0, dtype=index_dtype(max(in_features, 1))),
+                   torch.zeros(out_features + 1, dtype=torch.int32),
+                   torch.zeros(out_features, dtype=float_dtype) if bias else None,
+                   torch.ones(out_features) if dtype == torch.int8 else None)
 
     def to_dense_weight(self) -> torch.Tensor:
         """The dense (N, K) weight (dequantised for int8)."""
@@ -257,9 +287,28 @@ class PackedLayer(nn.Module):
         return _packed_linear(input, b["values"], b["indices"], b["offsets"], b["bias"], b["weight_scale"],
                               self.in_features, self.mam)
 
-    # -- state dict: accept buffers of another size (another pruning)
+    # -- state dict: accept buffers of another size (another pruning of the same layer)
+    def _checkpoint_problem(self, state_dict, prefix) -> Optional[str]:
+        """Why the packed buffers under ``prefix`` cannot be this layer's, or None."""
+        values, offsets, indices = (state_dict.get(prefix + n) for n in ("values", "offsets", "indices"))
+        if isinstance(values, torch.Tensor) and (values.dtype == torch.int8) != self.is_int8:
+            return (f"is packed as {self.dtype} but {prefix}values in the checkpoint is {values.dtype}; pack the "
+                    f"model with the checkpoint's dtype (mamext.sparse.pack(model, {values.dtype})) or rebuild "
+                    f"it with mamext.sparse.load_packed")
+        if isinstance(offsets, torch.Tensor) and offsets.numel() != self.out_features + 1:
+            return (f"has out_features={self.out_features} but {prefix}offsets in the checkpoint has "
+                    f"{offsets.numel()} entries (a layer with {offsets.numel() - 1} outputs)")
+        if isinstance(indices, torch.Tensor) and indices.numel() and int(indices.max()) >= self.in_features:
+            return (f"has in_features={self.in_features} but {prefix}indices in the checkpoint reach "
+                    f"{int(indices.max())}")
+        return None
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
+        problem = self._checkpoint_problem(state_dict, prefix)
+        if problem is not None:
+            error_msgs.append(f"{type(self).__name__} '{prefix[:-1] or '<model>'}' {problem}")
+            return
         for name in ("values", "indices", "offsets", "bias", "weight_scale"):
             key = prefix + name
             if key in state_dict:
@@ -269,8 +318,6 @@ class PackedLayer(nn.Module):
                     # keep the module where it is (CPU or CUDA)
                     device = self.values.device if self.values is not None else torch.device("cpu")
                     self._buffers[name] = torch.empty_like(t, device=device)
-        if prefix + "offsets" in state_dict:
-            self.out_features = int(state_dict[prefix + "offsets"].numel() - 1)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
@@ -295,6 +342,10 @@ class PackedLinear(PackedLayer):
     mam = False
 
 
+# Their state is tensors, ints and the containers nn.Module keeps: safe for torch.load(weights_only=True).
+torch.serialization.add_safe_globals([PackedMAMLinear, PackedLinear])
+
+
 # --------------------------------------------------------------------------- pack
 
 def _is_pruned(module: nn.Module) -> bool:
@@ -308,7 +359,7 @@ def _pack_one(module: nn.Module, dtype: torch.dtype, pack_dense: bool, name: str
         if module.is_int8:
             raise ValueError(f"mamext.sparse.pack: layer '{name}' is already packed as int8 and cannot be "
                              f"repacked as {dtype}; pack the float model instead")
-        return type(module).from_weight(module.to_dense_weight(), module.bias, dtype)
+        return type(module).from_weight(module.to_dense_weight(), module.bias, dtype, name=name)
     if not _is_packable(module):
         return None
     if not pack_dense and not _is_pruned(module):
@@ -317,8 +368,8 @@ def _pack_one(module: nn.Module, dtype: torch.dtype, pack_dense: bool, name: str
         if bool(module.beta.item() != 0):
             raise ValueError(f"mamext.sparse.pack: MAMLinear '{name}' still blends in the MAC layer "
                              f"(beta={float(module.beta):g}); finish the transition (beta=0) before packing")
-        return PackedMAMLinear.from_module(module, dtype)
-    return PackedLinear.from_module(module, dtype)
+        return PackedMAMLinear.from_module(module, dtype, name=name)
+    return PackedLinear.from_module(module, dtype, name=name)
 
 
 def pack(model: nn.Module, dtype: torch.dtype = torch.float32, *, pack_dense: Optional[bool] = None) -> nn.Module:
@@ -343,27 +394,67 @@ def pack(model: nn.Module, dtype: torch.dtype = torch.float32, *, pack_dense: Op
     if pack_dense is None:
         pack_dense = dtype == torch.int8
     with torch.no_grad():
-        top = _pack_one(model, dtype, pack_dense, "<model>")
-        if top is not None:
-            return top.eval()
-        # Build the replacements on the original, then deep-copy with them
-        # pre-seeded in the memo: the pruned modules themselves are never
-        # copied (their `weight` attribute is a non-leaf tensor, which
-        # deepcopy refuses), and shared modules stay shared.
-        memo = {}
-        for name, module in model.named_modules():
-            if name and id(module) not in memo:
-                new = _pack_one(module, dtype, pack_dense, name)
-                if new is not None:
-                    memo[id(module)] = new
-        for module in model.modules():
-            if id(module) in memo:
-                continue
-            for value in vars(module).values():
-                if isinstance(value, torch.Tensor) and not value.is_leaf:
-                    memo[id(value)] = value.detach().clone()
-        out = copy.deepcopy(model, memo).cpu()
+        return _copy_replacing(model, lambda name, module: _pack_one(module, dtype, pack_dense, name or "<model>"))
+
+
+def _copy_replacing(model: nn.Module, replacement) -> nn.Module:
+    """A CPU, eval-mode copy of ``model`` in which every module for which ``replacement(name, module)``
+    returns a module is replaced by it (``name`` is "" for ``model`` itself)."""
+    top = replacement("", model)
+    if top is not None:
+        return top.eval()
+    # Build the replacements on the original, then deep-copy with them
+    # pre-seeded in the memo: the replaced modules themselves are never
+    # copied (a pruned layer's `weight` attribute is a non-leaf tensor, which
+    # deepcopy refuses), and shared modules stay shared.
+    memo = {}
+    for name, module in model.named_modules():
+        if name and id(module) not in memo:
+            new = replacement(name, module)
+            if new is not None:
+                memo[id(module)] = new
+    for module in model.modules():
+        if id(module) in memo:
+            continue
+        for value in vars(module).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    out = copy.deepcopy(model, memo).cpu()
+    _keep_off_fused_transformer_paths(out)  # the fused path reads linear1.weight, which packed layers lack
     return out.eval()
+
+
+def load_packed(model: nn.Module, state_dict: dict) -> nn.Module:
+    """Rebuild a packed model from its ``state_dict`` and the unpacked architecture.
+
+    The safe way to store a packed model: ``torch.save(packed.state_dict(), path)``,
+    then ``load_packed(build_model(), torch.load(path))`` (the default
+    ``weights_only=True`` loading). ``model`` is the dense (or pruned) model the
+    packed one was made from, with any weights; every ``MAMLinear`` /
+    ``nn.Linear`` whose entries in ``state_dict`` are packed buffers
+    (``<name>.values``) becomes a packed layer of the checkpoint's dtype. The
+    state is then loaded strictly. Returns a CPU, eval-mode copy; ``model`` is
+    left unchanged. (Whole packed models saved with ``torch.save(packed)`` load
+    with ``weights_only=True`` only when every class in them is allowed:
+    ``PackedMAMLinear`` and ``PackedLinear`` are registered with
+    ``torch.serialization.add_safe_globals``, the others are up to the user.)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"mamext.sparse.load_packed: model must be an nn.Module, got {type(model).__name__}")
+
+    def empty_packed(name: str, module: nn.Module) -> Optional[nn.Module]:
+        prefix = f"{name}." if name else ""
+        values = state_dict.get(prefix + "values")
+        if not isinstance(values, torch.Tensor) or not (_is_packable(module) or isinstance(module, PackedLayer)):
+            return None
+        mam = module.mam if isinstance(module, PackedLayer) else isinstance(module, MAMLinear)
+        cls = PackedMAMLinear if mam else PackedLinear
+        return cls.empty(module.in_features, module.out_features, values.dtype, prefix + "bias" in state_dict)
+
+    with torch.no_grad():
+        out = _copy_replacing(model, empty_packed)
+    out.load_state_dict(state_dict)
+    return out
 
 
 def packed_stats(model: nn.Module) -> dict:
