@@ -155,11 +155,36 @@ def test_plot_leaves_matplotlib_backend(tmp_path):
 def test_resolve_options_copies():
     args = cli.build_parser().parse_args(["--dataset", "digits", "--quick"])
     opts = cli.resolve_options(args)
-    assert opts is not args and args.epochs == cli.DEFAULTS["epochs"] and args.train_subset is None
+    assert opts is not args and args.epochs is None and args.train_subset is None
     assert opts.epochs == cli.QUICK_DIGITS["epochs"] and opts.train_subset == cli.QUICK_DIGITS["train_subset"]
     with pytest.raises(cli.UsageError, match="--transition-epochs"):
         cli.resolve_options(argparse.Namespace(**{**vars(args), "quick": False, "epochs": 2,
                                                   "transition_epochs": 3.0}))
+
+
+def test_recipe_defaults_without_quick():
+    opts = cli.resolve_options(cli.build_parser().parse_args([]))
+    for k in cli.RECIPE_OPTIONS:
+        assert getattr(opts, k) == cli.DEFAULTS[k]
+    assert opts.train_subset is None
+
+
+def test_quick_keeps_explicit_values_equal_to_the_defaults(tmp_path):
+    # --epochs 15 is the default recipe's value; with --quick it must still mean 15 epochs.
+    out = tmp_path / "out"
+    argv = ["experiment", "--dataset", "digits", "--quick", "--quiet", "--models", "mac", "--epochs", "15",
+            "--fractions", "100", "--criteria", "magnitude-global", "--score-samples", "10000", "--threads", "1",
+            "--out", str(out)]
+    assert mamext_main(argv) == 0
+    res = __import__("json").loads((out / "results.json").read_text())
+    assert res["config"]["epochs"] == 15 and len(res["histories"]["mac"][0]["epochs"]) == 15
+    assert res["config"]["score_samples"] == 10000
+
+
+def test_duplicate_seeds_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        mamext_main(["experiment", "--dataset", "digits", "--seed", "0", "1", "0"])
+    assert e.value.code == 2 and "--seed" in capsys.readouterr().err
 
 
 def test_cli_functions_are_short():

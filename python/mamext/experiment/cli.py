@@ -47,6 +47,19 @@ DEFAULTS = dict(epochs=15, transition_epochs=5, score_samples=10000, iterative_e
 QUICK = dict(epochs=2, transition_epochs=1, train_subset=5000, score_samples=1000, iterative_min=10.0)
 QUICK_DIGITS = dict(QUICK, epochs=30, transition_epochs=10)
 
+#: The options whose default depends on ``--quick``: their parser default is
+#: ``None`` ("not given") and :func:`resolve_options` fills it in, so that a
+#: value given explicitly always wins, even one equal to the default.
+RECIPE_OPTIONS = ("epochs", "transition_epochs", "score_samples", "iterative_min")
+
+
+def _recipe_default(key):
+    """Help text stating the default of a :data:`RECIPE_OPTIONS` option."""
+    quick = f"{QUICK[key]:g}"
+    if QUICK_DIGITS[key] != QUICK[key]:
+        quick += f", on digits {QUICK_DIGITS[key]:g}"
+    return f"(default: {DEFAULTS[key]:g}; with --quick: {quick})"
+
 
 def _percent(text):
     """One remaining percentage in (0, 100]."""
@@ -141,12 +154,12 @@ def _add_data_options(p):
 
 
 def _add_training_options(p):
-    d = DEFAULTS
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=_positive_int, default=d["epochs"], help="training epochs of each model")
-    g.add_argument("--transition-epochs", type=_nonneg_float, default=d["transition_epochs"],
+    g.add_argument("--epochs", type=_positive_int, default=None,
+                   help=f"training epochs of each model {_recipe_default('epochs')}")
+    g.add_argument("--transition-epochs", type=_nonneg_float, default=None,
                    help="MAM model: epochs over which the MAC contribution vanishes (beta 1 -> 0); "
-                        "must not exceed --epochs")
+                        f"must not exceed --epochs {_recipe_default('transition_epochs')}")
     g.add_argument("--schedule", choices=["linear", "exponential"], default="linear",
                    help="vanishing-contribution schedule")
     g.add_argument("--mam-init", choices=["scratch", "mac"], default="scratch",
@@ -167,15 +180,16 @@ def _add_pruning_options(p):
                    help=f"comma-separated one-shot criteria, from: {', '.join(sweep.CRITERIA)}{note}")
     g.add_argument("--fractions", type=_percent_list, default=[100 * f for f in sweep.FRACTIONS],
                    help="comma-separated remaining percentages (100 is always included)")
-    g.add_argument("--score-samples", type=_positive_int, default=DEFAULTS["score_samples"],
-                   help="training images used by the data-driven scores (gradient, selection)")
+    g.add_argument("--score-samples", type=_positive_int, default=None,
+                   help="training images used by the data-driven scores (those computed from gradients or "
+                        f"activations) {_recipe_default('score_samples')}")
     g.add_argument("--iterative", action="store_true",
                    help="instead of one-shot sweeps, run lottery-ticket rounds (global magnitude pruning to each "
                         "next fraction, rewind to init, retrain with the same recipe)")
     g.add_argument("--iterative-epochs", type=_positive_int, default=None,
                    help="epochs per lottery round (default: --epochs)")
-    g.add_argument("--iterative-min", type=_percent, default=DEFAULTS["iterative_min"],
-                   help="last remaining percentage of the lottery rounds")
+    g.add_argument("--iterative-min", type=_percent, default=None,
+                   help=f"last remaining percentage of the lottery rounds {_recipe_default('iterative_min')}")
 
 
 def _add_run_options(p):
@@ -187,7 +201,7 @@ def _add_run_options(p):
     g.add_argument("--quick", action="store_true",
                    help=f"smoke run of under a minute: {QUICK['epochs']} epochs, at most {QUICK['train_subset']} "
                         f"training images, {QUICK['score_samples']} scoring images ({QUICK_DIGITS['epochs']} "
-                        f"epochs on digits); explicit flags override")
+                        f"epochs on digits); options given explicitly win")
     g.add_argument("--progress", choices=["auto", "always", "never"], default="auto",
                    help="tqdm progress bars (auto: only when stderr is a terminal)")
     g.add_argument("--quiet", action="store_true", help="no progress bars and no log lines; the table still prints")
@@ -217,6 +231,8 @@ def _resolve_device(text):
         raise UsageError(f"invalid --device {text!r}: {e}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {text}: CUDA is not available in this torch build/machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if dev.type not in ("cpu", "cuda"):
         raise UsageError(f"--device {text}: only cpu and cuda are supported")
     return dev
@@ -238,17 +254,18 @@ def _environment(device):
 
 
 def resolve_options(args) -> argparse.Namespace:
-    """A copy of the parsed ``args`` with ``--quick`` applied (flags given
-    explicitly win) and the option combinations checked; ``args`` itself is
-    left unchanged."""
+    """A copy of the parsed ``args`` with the recipe defaults filled in (the
+    ``--quick`` ones with ``--quick``; options given explicitly win) and the
+    option combinations checked; ``args`` itself is left unchanged."""
     opts = argparse.Namespace(**vars(args))
-    if opts.quick:
-        quick = QUICK_DIGITS if opts.dataset == "digits" else QUICK
-        for k in ("epochs", "transition_epochs", "score_samples", "iterative_min"):
-            if getattr(opts, k) == DEFAULTS[k]:
-                setattr(opts, k, quick[k])
-        if opts.train_subset is None:
-            opts.train_subset = quick["train_subset"]
+    recipe = (QUICK_DIGITS if opts.dataset == "digits" else QUICK) if opts.quick else DEFAULTS
+    for k in RECIPE_OPTIONS:
+        if getattr(opts, k) is None:
+            setattr(opts, k, recipe[k])
+    if opts.quick and opts.train_subset is None:
+        opts.train_subset = recipe["train_subset"]
+    if len(set(opts.seed)) != len(opts.seed):
+        raise UsageError(f"--seed {' '.join(map(str, opts.seed))}: each seed may be given only once")
     if opts.transition_epochs > opts.epochs:
         raise UsageError(f"--transition-epochs ({opts.transition_epochs:g}) must not exceed --epochs "
                          f"({opts.epochs}): the MAM model would never become pure MAM")
