@@ -193,3 +193,11 @@ def test_cli_refuses_zero_training_images(tmp_path, capsys):
                      "--out", str(tmp_path / "out"), "--threads", "1"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "no images" in err and "Traceback" not in err
+
+
+def test_digits_without_scikit_learn_is_a_dataset_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # makes the import fail
+    with pytest.raises(DatasetError, match="scikit-learn"):
+        data.load_digits()

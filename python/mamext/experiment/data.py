@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import stat
 import struct
 import zlib
 from contextlib import contextmanager
@@ -46,9 +47,9 @@ DEFAULT_DATA_DIRS = {"fashion-mnist": DEFAULT_DATA_DIR, "mnist": "/usr/share/dat
 #: of the training seed, so that every run is scored on the same images).
 SPLIT_SEED = 20240601
 
-#: The largest data size (bytes) an IDX header may declare; the largest
-#: public IDX files (EMNIST) hold about 0.6 GB.
-MAX_IDX_DATA_BYTES = 1 << 31
+#: The largest data size (bytes) an IDX header may declare, and so the most
+#: memory a read takes; the largest public IDX files (EMNIST) hold about 0.6 GB.
+MAX_IDX_DATA_BYTES = 1 << 30
 
 #: Read size of the streaming reader.
 _CHUNK_BYTES = 1 << 20
@@ -84,7 +85,7 @@ class DatasetError(ValueError):
 def _idx_stream(path: Path):
     """``(stream, size)``: the file opened for sequential reads, through a
     gzip decoder when its content starts with the gzip magic; ``size`` is the
-    file's length in bytes when the stream is not compressed, else ``None``."""
+    length in bytes of an uncompressed regular file, else ``None``."""
     try:
         raw = open(path, "rb")
     except OSError as e:
@@ -93,7 +94,8 @@ def _idx_stream(path: Path):
         try:
             compressed = raw.read(2) == b"\x1f\x8b"
             raw.seek(0)
-            size = None if compressed else os.fstat(raw.fileno()).st_size
+            st = os.fstat(raw.fileno())
+            size = st.st_size if stat.S_ISREG(st.st_mode) and not compressed else None
         except OSError as e:
             raise DatasetError(f"cannot read IDX file {path}: {e.strerror or e}") from e
         if not compressed:
@@ -115,7 +117,8 @@ def _read_upto(stream, n: int, path: Path) -> bytearray:
                 break
             buf += chunk
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise DatasetError(f"IDX file {path} is a corrupt or truncated gzip stream: {e}") from e
+        what = "is a corrupt or truncated gzip stream" if isinstance(stream, gzip.GzipFile) else "cannot be read"
+        raise DatasetError(f"IDX file {path} {what}: {e}") from e
     return buf
 
 
@@ -284,7 +287,11 @@ def load_idx_dataset(data_dir=DEFAULT_DATA_DIR, name: str = "fashion-mnist") -> 
 def load_digits() -> Splits:
     """scikit-learn's bundled 8x8 digits (1797 images, no files): a fixed-seed
     third is held out and split 50/50 into validation and test."""
-    from sklearn.datasets import load_digits as _sk_digits
+    try:
+        from sklearn.datasets import load_digits as _sk_digits
+    except ImportError as e:
+        raise DatasetError(f"the digits data set comes with scikit-learn, which is not importable ({e}); "
+                           "install scikit-learn or use an IDX data set") from e
 
     d = _sk_digits()
     x = torch.from_numpy(d.data.astype(np.float32) / 16.0)
