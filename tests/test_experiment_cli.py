@@ -190,9 +190,9 @@ def test_duplicate_seeds_refused(capsys):
 def test_cli_functions_are_short():
     import inspect
 
-    from mamext.experiment import cli as mod, data, models, packing, train
+    from mamext.experiment import cli as mod, data, models, options, packing, train
 
-    for m in (mod, data, models, packing, report, train):
+    for m in (mod, data, models, options, packing, report, train):
         for name, fn in inspect.getmembers(m, inspect.isfunction):
             if fn.__module__ == m.__name__:
                 n = len(inspect.getsource(fn).splitlines())
