@@ -64,7 +64,8 @@ def packing_checks(trained, summary, splits, data, log=None):
     a failing check is a record with an ``error``."""
     try:
         sparse = importlib.import_module("mamext.sparse")
-        sparse.pack  # noqa: B018
+        if not callable(getattr(sparse, "pack", None)):
+            raise AttributeError("module 'mamext.sparse' has no function 'pack'")
     except Exception as e:  # noqa: BLE001
         return {"available": False, "reason": f"mamext.sparse.pack unavailable ({type(e).__name__}: {e})"}, []
     out = []
