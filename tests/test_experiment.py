@@ -1,4 +1,4 @@
-"""Tests of ``mamext experiment`` (issue 6): IDX loader, CLI, a quick digits run."""
+"""Tests of ``mamext experiment``: IDX loader, CLI, a quick digits run."""
 
 from __future__ import annotations
 
@@ -151,6 +151,7 @@ def test_help_subprocess():
     for flag in ("--dataset", "--data-dir", "--epochs", "--seed", "--threads", "--device", "--iterative", "--quick",
                  "--out", "--transition-epochs", "--mam-init"):
         assert flag in r.stdout
+    assert "%%" not in r.stdout and "(default: None)" not in r.stdout and "(default: all) (default" not in r.stdout
 
 
 def test_top_level_usage(capsys):

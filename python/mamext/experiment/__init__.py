@@ -7,9 +7,10 @@ several criteria (or lottery-ticket rounds), and writes a summary table,
 See the README.
 """
 
-from .cli import build_parser, main, run
-from .data import DEFAULT_DATA_DIR, DatasetError, load_dataset, load_digits, load_idx_dataset, read_idx
+from .cli import build_parser, main, resolve_options, run
+from .data import (DEFAULT_DATA_DIR, DEFAULT_DATA_DIRS, DatasetError, load_dataset, load_digits, load_idx_dataset,
+                   read_idx)
 from .models import build_mlp
 
-__all__ = ["main", "run", "build_parser", "read_idx", "load_idx_dataset", "load_digits", "load_dataset",
-           "DatasetError", "DEFAULT_DATA_DIR", "build_mlp"]
+__all__ = ["main", "run", "build_parser", "resolve_options", "read_idx", "load_idx_dataset", "load_digits",
+           "load_dataset", "DatasetError", "DEFAULT_DATA_DIR", "DEFAULT_DATA_DIRS", "build_mlp"]

@@ -11,8 +11,12 @@ content, not the name).
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import stat
 import struct
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +25,8 @@ import torch
 
 __all__ = [
     "DEFAULT_DATA_DIR",
+    "DEFAULT_DATA_DIRS",
+    "MAX_IDX_DATA_BYTES",
     "DatasetError",
     "Splits",
     "read_idx",
@@ -34,9 +40,19 @@ __all__ = [
 #: Where Debian/Ubuntu's ``dataset-fashion-mnist`` package installs the files.
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 
+#: The default directory of each IDX data set.
+DEFAULT_DATA_DIRS = {"fashion-mnist": DEFAULT_DATA_DIR, "mnist": "/usr/share/datasets/mnist"}
+
 #: Seed of the fixed 50/50 validation/test split of the test set (independent
 #: of the training seed, so that every run is scored on the same images).
 SPLIT_SEED = 20240601
+
+#: The largest data size (bytes) an IDX header may declare, and so the most
+#: memory a read takes; the largest public IDX files (EMNIST) hold about 0.6 GB.
+MAX_IDX_DATA_BYTES = 1 << 30
+
+#: Read size of the streaming reader.
+_CHUNK_BYTES = 1 << 20
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
@@ -65,32 +81,57 @@ class DatasetError(ValueError):
     """A data file is missing, truncated, corrupt or inconsistent."""
 
 
-def _read_bytes(path: Path) -> bytes:
+@contextmanager
+def _idx_stream(path: Path):
+    """``(stream, size)``: the file opened for sequential reads, through a
+    gzip decoder when its content starts with the gzip magic; ``size`` is the
+    length in bytes of an uncompressed regular file, else ``None``."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = open(path, "rb")
     except OSError as e:
         raise DatasetError(f"cannot read IDX file {path}: {e.strerror or e}") from e
-    if raw[:2] == b"\x1f\x8b":  # gzip magic
+    with raw:
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            raise DatasetError(f"IDX file {path} is a corrupt or truncated gzip stream: {e}") from e
-    return raw
+            compressed = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            st = os.fstat(raw.fileno())
+            size = st.st_size if stat.S_ISREG(st.st_mode) and not compressed else None
+        except OSError as e:
+            raise DatasetError(f"cannot read IDX file {path}: {e.strerror or e}") from e
+        if not compressed:
+            yield raw, size
+            return
+        with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+            yield stream, None
 
 
-def read_idx(path, expected_magic: int | None = None) -> np.ndarray:
-    """Read one IDX file (gzip or not) into a numpy array, checking its magic
-    number and that the data size matches the header exactly.
+def _read_upto(stream, n: int, path: Path) -> bytearray:
+    """At most ``n`` bytes from ``stream`` (fewer only at its end), read in
+    bounded chunks so that memory grows with the data actually present, never
+    with what a header claims."""
+    buf = bytearray()
+    try:
+        while len(buf) < n:
+            chunk = stream.read(min(_CHUNK_BYTES, n - len(buf)))
+            if not chunk:
+                break
+            buf += chunk
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        what = "is a corrupt or truncated gzip stream" if isinstance(stream, gzip.GzipFile) else "cannot be read"
+        raise DatasetError(f"IDX file {path} {what}: {e}") from e
+    return buf
 
-    Raises :class:`DatasetError` naming the file for any problem.
-    """
-    path = Path(path)
-    raw = _read_bytes(path)
-    if len(raw) < 4:
-        raise DatasetError(f"IDX file {path} is truncated: {len(raw)} bytes, no header")
-    zero, type_code, ndim = struct.unpack(">HBB", raw[:4])
-    magic = struct.unpack(">I", raw[:4])[0]
+
+def _read_header(stream, path: Path, expected_magic, file_size):
+    """Parse and check the header: ``(numpy dtype, shape, data bytes)``.
+    Refuses a data size above :data:`MAX_IDX_DATA_BYTES` and, for an
+    uncompressed file, a length that disagrees with the header, before any data
+    is read."""
+    head = _read_upto(stream, 4, path)
+    if len(head) < 4:
+        raise DatasetError(f"IDX file {path} is truncated: {len(head)} bytes, no header")
+    zero, type_code, ndim = struct.unpack(">HBB", head)
+    magic = struct.unpack(">I", head)[0]
     if zero != 0 or type_code not in _IDX_TYPES or ndim == 0:
         raise DatasetError(f"{path} is not an IDX file (bad magic number 0x{magic:08x})")
     if expected_magic is not None and magic != expected_magic:
@@ -98,22 +139,50 @@ def read_idx(path, expected_magic: int | None = None) -> np.ndarray:
             f"IDX file {path} has magic number 0x{magic:08x}, expected 0x{expected_magic:08x} "
             f"({'images' if expected_magic == IMAGES_MAGIC else 'labels'})")
     header = 4 + 4 * ndim
-    if len(raw) < header:
+    dims = _read_upto(stream, 4 * ndim, path)
+    if len(dims) < 4 * ndim:
         raise DatasetError(f"IDX file {path} is truncated: header of {ndim} dimensions needs "
-                           f"{header} bytes, file has {len(raw)}")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
+                           f"{header} bytes, file has {4 + len(dims)}")
+    shape = struct.unpack(f">{ndim}I", dims)
     np_dtype, _ = _IDX_TYPES[type_code]
-    itemsize = np.dtype(np_dtype).itemsize
-    expected = int(np.prod(shape, dtype=np.int64)) * itemsize
-    got = len(raw) - header
-    if got < expected:
-        raise DatasetError(f"IDX file {path} is truncated: shape {tuple(shape)} needs {expected} data bytes, "
+    expected = math.prod(shape) * np.dtype(np_dtype).itemsize  # exact: Python integers do not overflow
+    if expected > MAX_IDX_DATA_BYTES:
+        raise DatasetError(f"IDX file {path} declares shape {shape}, {expected} data bytes, more than the "
+                           f"{MAX_IDX_DATA_BYTES} this loader accepts")
+    if file_size is not None and file_size - header != expected:
+        _raise_size_mismatch(path, shape, expected, file_size - header)
+    return np_dtype, shape, expected
+
+
+def _raise_size_mismatch(path, shape, expected, got=None):
+    """``got``: the data bytes present, ``None`` when only known to exceed."""
+    if got is not None and got < expected:
+        raise DatasetError(f"IDX file {path} is truncated: shape {shape} needs {expected} data bytes, "
                            f"found {got}")
-    if got > expected:
-        raise DatasetError(f"IDX file {path} is corrupt: {got - expected} bytes beyond the {expected} "
-                           f"that its header (shape {tuple(shape)}) declares")
-    arr = np.frombuffer(raw, dtype=np_dtype, count=expected // itemsize, offset=header)
-    return arr.reshape(shape).astype(np_dtype[1:], copy=True)  # native byte order
+    extra = "data continues" if got is None else f"{got - expected} bytes"
+    raise DatasetError(f"IDX file {path} is corrupt: {extra} beyond the {expected} bytes that its header "
+                       f"(shape {shape}) declares")
+
+
+def read_idx(path, expected_magic: int | None = None) -> np.ndarray:
+    """Read one IDX file (gzip or not) into a numpy array, checking its magic
+    number and that the data size matches the header exactly.
+
+    The header is read and checked first and the data streamed, so memory and
+    time stay bounded by the declared size (at most
+    :data:`MAX_IDX_DATA_BYTES`) whatever the file holds. Raises
+    :class:`DatasetError` naming the file for any problem.
+    """
+    path = Path(path)
+    with _idx_stream(path) as (stream, file_size):
+        np_dtype, shape, expected = _read_header(stream, path, expected_magic, file_size)
+        data = _read_upto(stream, expected, path)
+        if len(data) < expected:
+            _raise_size_mismatch(path, shape, expected, len(data))
+        if _read_upto(stream, 1, path):
+            _raise_size_mismatch(path, shape, expected)
+    arr = np.frombuffer(data, dtype=np_dtype).reshape(shape)
+    return arr.astype(np_dtype[1:], copy=False)  # native byte order (copies unless single bytes)
 
 
 def find_idx_file(data_dir, split: str, kind: str) -> Path:
@@ -168,6 +237,11 @@ def _load_pair(data_dir, split):
         raise DatasetError(f"IDX file {img_path} holds a {images.ndim}-D array, expected 3-D images")
     if labels.ndim != 1:
         raise DatasetError(f"IDX file {lab_path} holds a {labels.ndim}-D array, expected 1-D labels")
+    if images.shape[0] == 0:
+        raise DatasetError(f"IDX file {img_path} holds no images")
+    if images.shape[1] * images.shape[2] == 0:
+        raise DatasetError(f"IDX file {img_path} holds images of size {images.shape[1]}x{images.shape[2]}, "
+                           "which have no pixels")
     if images.shape[0] != labels.shape[0]:
         raise DatasetError(f"{img_path} has {images.shape[0]} images but {lab_path} has "
                            f"{labels.shape[0]} labels")
@@ -193,6 +267,8 @@ def load_idx_dataset(data_dir=DEFAULT_DATA_DIR, name: str = "fashion-mnist") -> 
     """Load train and t10k IDX files (Fashion-MNIST or MNIST) from ``data_dir``.
     Pixels are scaled to [0, 1]; the test set is split 50/50 (fixed seed) into
     validation and test."""
+    if str(data_dir) == "":
+        raise DatasetError("the IDX data directory is an empty string; give a directory")
     tr_img, tr_lab = _load_pair(data_dir, "train")
     te_img, te_lab = _load_pair(data_dir, "test")
     if tr_img.shape[1:] != te_img.shape[1:]:
@@ -211,7 +287,11 @@ def load_idx_dataset(data_dir=DEFAULT_DATA_DIR, name: str = "fashion-mnist") -> 
 def load_digits() -> Splits:
     """scikit-learn's bundled 8x8 digits (1797 images, no files): a fixed-seed
     third is held out and split 50/50 into validation and test."""
-    from sklearn.datasets import load_digits as _sk_digits
+    try:
+        from sklearn.datasets import load_digits as _sk_digits
+    except ImportError as e:
+        raise DatasetError(f"the digits data set comes with scikit-learn, which is not importable ({e}); "
+                           "install scikit-learn or use an IDX data set") from e
 
     d = _sk_digits()
     x = torch.from_numpy(d.data.astype(np.float32) / 16.0)
@@ -226,8 +306,10 @@ def load_digits() -> Splits:
 
 
 def load_dataset(name: str, data_dir=None) -> Splits:
+    """``digits``, or an IDX data set (``fashion-mnist``, ``mnist``) from
+    ``data_dir`` (default: the data set's entry in :data:`DEFAULT_DATA_DIRS`)."""
     if name == "digits":
         return load_digits()
-    if name in ("fashion-mnist", "mnist"):
-        return load_idx_dataset(data_dir or DEFAULT_DATA_DIR, name=name)
-    raise ValueError(f"unknown dataset {name!r}")
+    if name in DEFAULT_DATA_DIRS:
+        return load_idx_dataset(DEFAULT_DATA_DIRS[name] if data_dir is None else data_dir, name=name)
+    raise ValueError(f"unknown dataset {name!r}; choose from digits, {', '.join(DEFAULT_DATA_DIRS)}")

@@ -4,6 +4,7 @@ and a MAC output layer, as in the MAM authors' Fashion-MNIST example."""
 
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
 
 from torch import nn
@@ -28,6 +29,15 @@ def build_mlp(kind: str, in_features: int, num_classes: int, hidden=(512, 256)) 
     ``fc1``, ``fc2``, ... and ``out``."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {kind!r}")
+    sizes = {"in_features": in_features, "num_classes": num_classes,
+             **{f"hidden[{i}]": h for i, h in enumerate(hidden)}}
+    for name, v in sizes.items():
+        try:
+            positive = not isinstance(v, bool) and operator.index(v) > 0
+        except TypeError:
+            positive = False
+        if not positive:
+            raise ValueError(f"build_mlp: {name} must be a positive integer, got {v!r}")
     hidden_cls = MAMLinear if kind == "mam" else nn.Linear
     layers, width = OrderedDict(), in_features
     for i, (name, h) in enumerate(zip(_names(len(hidden)), hidden)):

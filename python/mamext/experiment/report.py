@@ -8,7 +8,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-__all__ = ["aggregate", "summarize", "summary_markdown", "write_csv", "write_json", "plot",
+__all__ = ["aggregate", "summarize", "summary_markdown", "comparison_lines", "write_csv", "write_json", "plot",
            "CSV_FIELDS", "REPORT_AT"]
 
 CSV_FIELDS = ["model", "criterion", "fraction", "seed", "kept", "total", "actual_fraction", "val_acc", "test_acc",
@@ -66,6 +66,60 @@ def summarize(rows):
     order = {"mac": 0, "mam": 1}
     out.sort(key=lambda e: (order.get(e["model"], 9), e["model"], e["criterion"]))
     return out
+
+
+def _signed_points(d):
+    return f"{'+' if d >= 0 else '−'}{abs(d):.2f} points"
+
+
+def _best_at_budgets(by):
+    """One line per fixed budget (:data:`REPORT_AT`): the best criterion of
+    MAC and of MAM there."""
+    lines = []
+    for f in REPORT_AT:
+        key = f"{f:g}"
+        best = {}
+        for m in ("mac", "mam"):
+            cands = [(e["test_acc_at"][key], e["criterion"]) for e in by[m] if e["test_acc_at"].get(key) is not None]
+            if cands:
+                best[m] = max(cands)
+        if len(best) == 2:
+            d = 100 * (best["mam"][0] - best["mac"][0])
+            lines.append(f"- At {100 * f:g}% remaining, best criterion: MAC {100 * best['mac'][0]:.2f}% "
+                         f"({best['mac'][1]}), MAM {100 * best['mam'][0]:.2f}% ({best['mam'][1]}): "
+                         f"MAM {_signed_points(d)}.")
+    return lines
+
+
+def _smallest_operating_points(by):
+    """One line per operating point (within 1 and 3 points): the smallest
+    remaining fraction of MAC and of MAM over all criteria."""
+    lines = []
+    for name in ("within_1pt", "within_3pt"):
+        best = {}
+        for m in ("mac", "mam"):
+            cands = [(e[name]["fraction"], e["criterion"]) for e in by[m] if e[name]]
+            if cands:
+                best[m] = min(cands)
+        if len(best) == 2:
+            lines.append(f"- Smallest remaining fraction {name.replace('_', ' ').replace('pt', ' point(s)')} of "
+                         f"the model's own unpruned accuracy: MAC {100 * best['mac'][0]:g}% ({best['mac'][1]}), "
+                         f"MAM {100 * best['mam'][0]:g}% ({best['mam'][1]}).")
+    return lines
+
+
+def comparison_lines(summary):
+    """Plain-language MAC vs MAM comparison (unpruned gap, best criterion at
+    each budget, smallest operating points); empty unless both models ran."""
+    by = {}
+    for e in summary:
+        by.setdefault(e["model"], []).append(e)
+    if "mac" not in by or "mam" not in by:
+        return []
+    mac0, mam0 = by["mac"][0]["unpruned_test"], by["mam"][0]["unpruned_test"]
+    lines = [f"- Unpruned test accuracy: MAC {100 * mac0:.2f}%, MAM {100 * mam0:.2f}% "
+             f"(MAM {_signed_points(100 * (mam0 - mac0))})."]
+    return lines + _best_at_budgets(by) + _smallest_operating_points(by)
 
 
 def _pct(f):
@@ -135,29 +189,34 @@ def write_json(path, obj):
         f.write("\n")
 
 
-_COLORS = {"magnitude-global": "tab:blue", "magnitude-layer": "tab:orange", "gradient-global": "tab:green",
-           "gradient-layer": "tab:olive", "selection-global": "tab:purple", "selection-layer": "tab:red",
-           "lottery": "tab:brown"}
+def _criterion_colors(rows):
+    """One colour per criterion, in the order the criteria first appear in
+    ``rows`` (so MAC and MAM curves of a criterion share it)."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"].colors
+    order = list(dict.fromkeys(r["criterion"] for r in rows))
+    return {c: palette[i % len(palette)] for i, c in enumerate(order)}
 
 
 def plot(path, rows, title="", split="val"):
     """Accuracy vs remaining fraction, log x axis from 100 % down; MAC dashed,
-    MAM solid, one colour per criterion."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    MAM solid, one colour per criterion. Draws on its own figure, leaving
+    matplotlib's backend and pyplot state as they were."""
+    from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
     agg = aggregate(rows)
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    colors = _criterion_colors(rows)
+    fig = Figure(figsize=(8, 5), dpi=120)
+    ax = fig.subplots()
     idx = 1 if split == "val" else 2
     for (model, crit), pts in sorted(agg.items()):
         xs = [100 * p[0] for p in pts]
         ys = [100 * p[idx] for p in pts]
         ax.plot(xs, ys, linestyle="-" if model.startswith("mam") else "--",
                 marker="o" if model.startswith("mam") else "s", markersize=3.5,
-                color=_COLORS.get(crit), label=f"{model.upper()} {crit}")
+                color=colors[crit], label=f"{model.upper()} {crit}")
     ax.set_xscale("log")
     ax.invert_xaxis()
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
@@ -169,5 +228,4 @@ def plot(path, rows, title="", split="val"):
     ax.legend(fontsize=7, ncol=2, loc="lower left")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return Path(path)

@@ -47,20 +47,64 @@ class _NoBar:
         self.close()
 
 
+def _check_samples(x, y, what):
+    """``x`` and ``y`` hold the same, non-zero number of samples."""
+    if len(y) == 0:
+        raise ValueError(f"{what}: the data set is empty (0 samples)")
+    if len(x) != len(y):
+        raise ValueError(f"{what}: {len(x)} inputs but {len(y)} labels")
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:
-    """Top-1 accuracy in [0, 1]."""
+    """Top-1 accuracy in [0, 1], in eval mode; the model's mode is restored."""
+    _check_samples(x, y, "evaluate")
     was_training = model.training
     model.eval()
-    correct = 0
-    for i in range(0, len(y), batch_size):
-        correct += int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
-    model.train(was_training)
-    return correct / max(1, len(y))
+    try:
+        correct = 0
+        for i in range(0, len(y), batch_size):
+            correct += int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
+    finally:
+        model.train(was_training)
+    return correct / len(y)
 
 
-def _has_mam(model):
-    return any(isinstance(m, MAMLinear) for m in model.modules())
+def _start_transition(model, transition_epochs, steps_per_epoch, schedule):
+    """``(schedule or None, transition steps, MAM layers)``: a
+    :class:`VanishingContribution` over ``transition_epochs`` epochs, or, for
+    a zero-length transition, every MAM layer set to pure MAM (beta 0)."""
+    mam_layers = [m for m in model.modules() if isinstance(m, MAMLinear)]
+    if not mam_layers:
+        return None, 0, mam_layers
+    t_steps = int(round(transition_epochs * steps_per_epoch))
+    if t_steps > 0:
+        return VanishingContribution(model, t_steps, schedule=schedule), t_steps, mam_layers
+    for m in mam_layers:
+        m.set_beta(0.0)
+    return None, 0, mam_layers
+
+
+def _train_epoch(model, opt, vc, x_train, y_train, perm, batch_size, bar, epoch_text):
+    """One pass over ``x_train`` in the order ``perm``: ``(summed loss,
+    correct predictions)``."""
+    loss_sum, correct = 0.0, 0
+    for s, start in enumerate(range(0, len(perm), batch_size)):
+        idx = perm[start:start + batch_size]
+        xb, yb = x_train[idx], y_train[idx]
+        out = model(xb)
+        loss = F.cross_entropy(out, yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if vc is not None:
+            vc.step()
+        loss_sum += float(loss.detach()) * len(yb)
+        correct += int((out.argmax(1) == yb).sum())
+        bar.update(1)
+        if s % 20 == 0:
+            bar.set_postfix(epoch=epoch_text, loss=f"{loss_sum / (start + len(yb)):.4f}")
+    return loss_sum, correct
 
 
 def train_model(model: nn.Module, x_train, y_train, x_val, y_val, *, epochs: int, lr: float = 1e-3,
@@ -68,49 +112,30 @@ def train_model(model: nn.Module, x_train, y_train, x_val, y_val, *, epochs: int
                 label: str = "", progress: bool = False, log=None) -> dict:
     """Train in place with Adam; for a model with MAM layers, the MAC
     contribution vanishes (beta 1 -> 0) over the first ``transition_epochs``
-    epochs, one :meth:`VanishingContribution.step` per optimizer step.
+    epochs, one :meth:`VanishingContribution.step` per optimizer step. The
+    model's train/eval mode is restored at the end.
 
     Returns the history: per-epoch loss, train/val accuracy, beta at the end of
     the epoch and training seconds (evaluation excluded).
     """
+    _check_samples(x_train, y_train, "train_model")
+    _check_samples(x_val, y_val, "train_model (validation)")
     n = len(y_train)
     steps_per_epoch = (n + batch_size - 1) // batch_size
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    vc = None
-    t_steps = 0
-    mam_layers = [m for m in model.modules() if isinstance(m, MAMLinear)]
-    if mam_layers:
-        t_steps = int(round(transition_epochs * steps_per_epoch))
-        if t_steps > 0:
-            vc = VanishingContribution(model, t_steps, schedule=schedule)
-        else:
-            for m in mam_layers:
-                m.set_beta(0.0)
+    vc, t_steps, mam_layers = _start_transition(model, transition_epochs, steps_per_epoch, schedule)
     gen = torch.Generator().manual_seed(seed)
     history = {"epochs": [], "steps_per_epoch": steps_per_epoch, "transition_steps": t_steps}
     bar = make_progress(progress, total=epochs * steps_per_epoch, desc=label or "train", unit="batch",
                         leave=True)
+    was_training = model.training
     model.train()
     try:
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             perm = torch.randperm(n, generator=gen).to(x_train.device)
-            loss_sum, correct = 0.0, 0
-            for s in range(steps_per_epoch):
-                idx = perm[s * batch_size:(s + 1) * batch_size]
-                xb, yb = x_train[idx], y_train[idx]
-                out = model(xb)
-                loss = F.cross_entropy(out, yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if vc is not None:
-                    vc.step()
-                loss_sum += float(loss.detach()) * len(yb)
-                correct += int((out.argmax(1) == yb).sum())
-                bar.update(1)
-                if s % 20 == 0:
-                    bar.set_postfix(epoch=f"{epoch}/{epochs}", loss=f"{loss_sum / ((s * batch_size) + len(yb)):.4f}")
+            loss_sum, correct = _train_epoch(model, opt, vc, x_train, y_train, perm, batch_size, bar,
+                                             f"{epoch}/{epochs}")
             seconds = time.perf_counter() - t0
             val_acc = evaluate(model, x_val, y_val)
             beta = float(mam_layers[0].beta) if mam_layers else None
@@ -125,6 +150,7 @@ def train_model(model: nn.Module, x_train, y_train, x_val, y_val, *, epochs: int
                     + f", {seconds:.1f}s")
     finally:
         bar.close()
+        model.train(was_training)
     ep = history["epochs"]
     history["seconds_per_epoch"] = sum(r["seconds"] for r in ep) / len(ep) if ep else 0.0
     history["train_seconds"] = sum(r["seconds"] for r in ep)
