@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from mamext import prune as mprune
 from mamext.__main__ import main as mamext_main
 from mamext.experiment import cli, report, sweep
 from mamext.experiment.models import build_mlp
@@ -58,11 +59,14 @@ def test_help_states_each_default_once():
     assert ", ".join(sweep.DEFAULT_CRITERIA) in blocks["--criteria"]
 
 
-def test_help_lists_registered_criteria(monkeypatch):
-    monkeypatch.setitem(sweep.CRITERIA, "magnitude-copy", sweep.CRITERIA["magnitude-global"])
-    assert "magnitude-copy" in option_blocks(help_text())["--criteria"]
-    args = cli.build_parser().parse_args(["--criteria", "magnitude-copy"])
-    assert args.criteria == ["magnitude-copy"]
+def test_help_lists_registered_criteria():
+    mprune.register_score("magnitude_copy")(mprune.get_score("magnitude", "test").fn)
+    try:
+        assert "magnitude_copy-global" in option_blocks(help_text())["--criteria"]
+        args = cli.build_parser().parse_args(["--criteria", "magnitude_copy-global"])
+        assert args.criteria == ["magnitude_copy-global"]
+    finally:
+        mprune.unregister_score("magnitude_copy")
 
 
 @pytest.mark.parametrize("argv, msg", [

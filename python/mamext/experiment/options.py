@@ -159,7 +159,7 @@ def _add_training_options(p):
 
 def _add_pruning_options(p):
     g = p.add_argument_group("pruning")
-    mam_only = [c for c in sweep.CRITERIA if sweep.needs_mam(c)]
+    mam_only = [c for c in sweep.CRITERIA if sweep.mam_models_only(c)]
     note = f" ({', '.join(mam_only)}: MAM models only)" if mam_only else ""
     g.add_argument("--criteria", type=_name_list(list(sweep.CRITERIA)), default=list(sweep.DEFAULT_CRITERIA),
                    help=f"comma-separated one-shot criteria, from: {', '.join(sweep.CRITERIA)}{note}")

@@ -13,7 +13,7 @@ from .. import prune as mprune
 from .models import hidden_layers
 from .train import evaluate, make_progress, train_model
 
-__all__ = ["FRACTIONS", "CRITERIA", "DEFAULT_CRITERIA", "criterion_applies", "score_loader", "prune_copy",
+__all__ = ["FRACTIONS", "CRITERIA", "DEFAULT_CRITERIA", "criterion_applies", "mam_models_only", "score_loader", "prune_copy",
            "one_shot_sweep", "lottery_sweep"]
 
 #: Remaining fractions of the hidden layers' weights (100 % ... 0.01 %).
@@ -58,6 +58,12 @@ def criterion_applies(criterion: str, model: nn.Module) -> bool:
     """Whether ``criterion``'s score applies to every hidden layer of ``model``."""
     spec = mprune.get_score(CRITERIA[criterion][0], "sweep")
     return all(spec.applies_to(m) for m in hidden_layers(model))
+
+
+def mam_models_only(criterion: str) -> bool:
+    """Whether ``criterion``'s score cannot rank a MAC model's ``nn.Linear`` layers."""
+    spec = mprune.get_score(CRITERIA[criterion][0], "sweep")
+    return not issubclass(nn.Linear, spec.layer_kinds)
 
 
 def score_loader(x, y, samples: int, batch_size: int = 500, seed: int = 0):
