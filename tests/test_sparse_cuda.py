@@ -193,7 +193,7 @@ class _Emulated:
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory):
-    lib = build_emulation(tmp_path_factory.mktemp("packed_cuda_emulation"), ["packed_mam_kernel.cu"], _CAPI,
+    lib = build_emulation(["packed_mam_kernel.cu"], _CAPI,
                           "mamext_packed_cuda_emulation")
     return _Emulated(lib)
 
