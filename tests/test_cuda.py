@@ -91,6 +91,22 @@ def test_forward_matches_reference(dtype, M, K, N, kind):
     _check_vs_reference(x, w, None)
 
 
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_non_contiguous_and_misaligned(dtype):
+    """Views: transposed (copied to contiguous) and offset by one element (no vector loads)."""
+    g = torch.Generator().manual_seed(5)
+    big = torch.randn(133, 66, generator=g).to(dtype)
+    x = big[:, 1:65]  # K = 64 but rows start one element off a 16-byte boundary
+    w = torch.randn(64, 70, generator=g).to(dtype).t()[:, :64]  # (70, 64) non-contiguous
+    out = mamext.mam_linear(x.cuda(), w.cuda()).cpu()
+    assert_same(out, mam_linear_reference(x, w), signs=None)
+    xd = big.cuda()[:, 1:65]
+    _, amax, amin = mamext.mam_linear(xd, w.cuda(), return_indices=True)
+    _, ramax, ramin = mam_linear_reference(x, w, return_indices=True)
+    assert torch.equal(amax.cpu(), ramax) and torch.equal(amin.cpu(), ramin)
+
+
 # ------------------------------------------------ CPU vs CUDA, bit for bit ---
 
 @needs_gpu
