@@ -78,7 +78,9 @@ def _compile(cxx, sources, capi, lib, workdir):
     capi_path = os.path.join(workdir, "capi.cpp")
     with open(capi_path, "w") as f:
         f.write(capi)
-    includes = sorted({f"-I{CSRC}"} | {f"-I{os.path.dirname(os.path.dirname(s))}" for s in sources})
+    # "cuda/<file>" includes resolve next to the kernels and next to the emulation header
+    cuda_dirs = {os.path.dirname(s) for s in [*sources, _find_source("emulation.h")]}
+    includes = sorted({f"-I{CSRC}"} | {f"-I{os.path.dirname(d)}" for d in cuda_dirs})
     jobs = []
     for i, src in enumerate([*sources, capi_path]):
         obj = os.path.join(workdir, f"{i}.o")

@@ -475,3 +475,79 @@ def test_emulated_backward_flags_bad_indices(emu, deterministic, bad):
     amax[3, 2] = bad
     _, _, err = emu.backward(gout, x, w, amax, amin, deterministic)
     assert err == 1
+
+
+# ------------------------------------------------- the emulation itself ---
+
+_SELF_TEST_CAPI = r"""
+#include "cuda/common.cuh"
+namespace {
+constexpr int kT = 64;
+__global__ void reverse(int* out, bool barrier) {  // out[b][t] = the value thread 63 - t wrote
+  __shared__ int s[kT];
+  s[threadIdx.x] = 1000 * blockIdx.x + threadIdx.x;
+  if (barrier) __syncthreads();
+  out[blockIdx.x * kT + threadIdx.x] = s[kT - 1 - threadIdx.x];
+}
+__global__ void warp_ops(int* out) {
+  const int t = threadIdx.x;
+  const int any = __syncthreads_or(t == 37);
+  out[t] = __shfl_xor_sync(0xffffffffu, t, 1) + 100 * __shfl_sync(0xffffffffu, t, 3) + 10000 * any;
+}
+__global__ void early_exit(int* out) {
+  if (threadIdx.x == 5) return;
+  __syncthreads();
+  out[threadIdx.x] = 1;
+}
+__global__ void misaligned_load(const float* p, float* out) { out[threadIdx.x] = __ldg((const float4*)(p + 1)).x; }
+}  // namespace
+extern "C" int self_test(int which, int* out, const float* p, float* f) {
+  switch (which) {
+    case 0: MAMEXT_LAUNCH(reverse, 3, kT, nullptr, out, true); break;
+    case 1: MAMEXT_LAUNCH(reverse, 3, kT, nullptr, out, false); break;
+    case 2: MAMEXT_LAUNCH(warp_ops, 1, kT, nullptr, out); break;
+    case 3: MAMEXT_LAUNCH(early_exit, 1, kT, nullptr, out); break;
+    case 4: MAMEXT_LAUNCH(misaligned_load, 1, 1, nullptr, p, f); break;
+  }
+  return cudaGetLastError();
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def emu_self_test():
+    lib = build_emulation([], _SELF_TEST_CAPI, "mamext_cuda_emulation_self_test")
+    P = ctypes.c_void_p
+    lib.self_test.argtypes = [ctypes.c_int, P, P, P]
+    return lib.self_test
+
+
+def test_emulation_barriers_and_missing_barriers(emu_self_test):
+    """With the barrier every thread reads what another wrote; without it, the threads that run before
+    the writer read the stale value (the previous block's), in both scheduling directions."""
+    out = torch.full((3, 64), -1, dtype=torch.int32)
+    want = 1000 * torch.arange(3)[:, None] + torch.arange(63, -1, -1)
+    assert emu_self_test(0, out.data_ptr(), None, None) == 0
+    assert torch.equal(out, want.int())
+    assert emu_self_test(1, out.data_ptr(), None, None) == 0
+    stale = out != want
+    assert stale[0].any() and stale[1].any() and stale[2].any()
+    assert stale[:, :32].any() and stale[:, 32:].any()
+
+
+def test_emulation_warp_shuffles_and_syncthreads_or(emu_self_test):
+    out = torch.full((64,), -1, dtype=torch.int32)
+    assert emu_self_test(2, out.data_ptr(), None, None) == 0
+    t = torch.arange(64)
+    assert torch.equal(out, ((t ^ 1) + 100 * ((t // 32) * 32 + 3) + 10000).int())
+
+
+def test_emulation_reports_deadlock_and_misaligned_load(emu_self_test, capfd):
+    """A barrier some thread never reaches, and a float4 load off 16 bytes, fail the launch (no hang)."""
+    out = torch.zeros(64, dtype=torch.int32)
+    assert emu_self_test(3, out.data_ptr(), None, None) == 719
+    assert "deadlock in block 0 of 64 threads: 63 wait at __syncthreads" in capfd.readouterr().err
+    buf = torch.zeros(16)
+    res = torch.zeros(1)
+    assert emu_self_test(4, None, buf.data_ptr(), res.data_ptr()) == 719
+    assert "misaligned __ldg of 16 bytes" in capfd.readouterr().err

@@ -20,10 +20,10 @@
 // barrier that should separate a shared-memory write from the reads of other
 // threads, each reader that runs before the writer sees the stale value (the
 // previous tile, the previous block's data, or the 0xA5 fill of dynamic
-// shared memory). Rounds alternate ascending and descending thread order, so
-// a reader with a lower and one with a higher index than its writer both run
-// first at some point (MAMEXT_EMU_SEED=<n> instead shuffles every round with
-// that seed, for more orders).
+// shared memory). Rounds alternate ascending and descending thread order, and
+// so do the first rounds of consecutive blocks, so a reader with a lower and
+// one with a higher index than its writer both run first at some point
+// (MAMEXT_EMU_SEED=<n> instead shuffles every round with that seed).
 //
 // __shared__ variables become function-local statics (shared by the block's
 // threads, reused by the next block). __align__(n) really aligns and
@@ -283,10 +283,12 @@ inline void Scheduler::reset(unsigned threads) {
   }
 }
 
-// This round's thread order: ascending on even rounds, descending on odd
-// ones; or a seeded shuffle.
+// This round's thread order: ascending and descending in turn (blocks start
+// in turn too, so code without any barrier also runs both ways); or a seeded
+// shuffle.
 inline void Scheduler::order_round(unsigned threads) {
-  for (unsigned i = 0; i < threads; ++i) order_[i] = round_ % 2 == 0 ? i : threads - 1 - i;
+  const bool ascending = (round_ + block_idx.x) % 2 == 0;
+  for (unsigned i = 0; i < threads; ++i) order_[i] = ascending ? i : threads - 1 - i;
   if (rng_ == 0) return;
   for (unsigned i = threads; i > 1; --i) {
     rng_ ^= rng_ << 13;
