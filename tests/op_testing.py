@@ -170,32 +170,39 @@ def mamext_ops():
 INFERENCE_ONLY_GRAD_CHECKS = ("test_schema", "test_autograd_registration", "test_faketensor")
 
 
-def opcheck_cases(device):
-    """{op name: [(args, test_utils)]}: sample arguments of every mamext op for torch.library.opcheck
-    (test_utils None: all of opcheck's checks). A new op must add its cases here."""
-    g = torch.Generator().manual_seed(4)
-    x, w, b = torch.randn(5, 3, 12, generator=g), torch.randn(9, 12, generator=g), torch.randn(9, generator=g)
+def _dense_opcheck_cases(x, w, b, gout, grad):
+    """mam_linear_* cases for one dtype (x, w, b, gout on the device)."""
     _, amax, amin = torch.ops.mamext.mam_linear_forward(x, w, b)
-    gout = torch.randn(5, 3, 9, generator=g)
-    keep = torch.rand(9, 12, generator=g) < 0.4
-    values = w[keep]
-    indices = keep.nonzero()[:, 1].to(torch.uint8)
-    offsets = torch.cat([torch.zeros(1, dtype=torch.int32), keep.sum(1).cumsum(0).to(torch.int32)])
-    x2 = x.reshape(15, 12)
-    x, w, b, amax, amin, gout, values, indices, offsets, x2 = (
-        t.to(device) for t in (x, w, b, amax, amin, gout, values, indices, offsets, x2))
-
-    def grad(t):
-        return t.detach().clone().requires_grad_()
-
-    packed = (values, indices, offsets)
     return {
         "mam_linear_forward": [((grad(x), grad(w), grad(b)), None), ((x, w, None), None)],
         "mam_linear_inference": [((x, w, b), None), ((x, w, None), None),
                                  ((grad(x), grad(w), grad(b)), INFERENCE_ONLY_GRAD_CHECKS)],
         "mam_linear_backward": [((gout, x, w, amax, amin, [True, True]), None),
                                 ((gout, x, w, amax, amin, [False, True]), None)],
-        "packed_linear": [((x2, *packed, b, None, 12, True), None),
-                          ((x2.t().contiguous().t(), *packed, None, None, 12, False), None),  # column-major
-                          ((grad(x), *packed, None, None, 12, True), INFERENCE_ONLY_GRAD_CHECKS)],
     }
+
+
+def opcheck_cases(device):
+    """{op name: [(args, test_utils)]}: sample arguments of every mamext op for torch.library.opcheck
+    (test_utils None: all of opcheck's checks). A new op must add its cases here."""
+    g = torch.Generator().manual_seed(4)
+    x, w, b = torch.randn(5, 3, 12, generator=g), torch.randn(9, 12, generator=g), torch.randn(9, generator=g)
+    gout = torch.randn(5, 3, 9, generator=g)
+    keep = torch.rand(9, 12, generator=g) < 0.4
+    values = w[keep]
+    indices = keep.nonzero()[:, 1].to(torch.uint8)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int32), keep.sum(1).cumsum(0).to(torch.int32)])
+    x, w, b, gout, values, indices, offsets = (t.to(device) for t in (x, w, b, gout, values, indices, offsets))
+
+    def grad(t):
+        return t.detach().clone().requires_grad_()
+
+    cases = {}
+    for dtype in (torch.float32, torch.float16):
+        for op, op_cases in _dense_opcheck_cases(*(t.to(dtype) for t in (x, w, b, gout)), grad).items():
+            cases.setdefault(op, []).extend(op_cases)
+    x2, packed = x.reshape(15, 12), (values, indices, offsets)
+    cases["packed_linear"] = [((x2, *packed, b, None, 12, True), None),
+                              ((x2.t().contiguous().t(), *packed, None, None, 12, False), None),  # column-major
+                              ((grad(x), *packed, None, None, 12, True), INFERENCE_ONLY_GRAD_CHECKS)]
+    return cases

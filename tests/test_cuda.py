@@ -8,10 +8,10 @@ installed extension really contains the CUDA kernels.
 The generic value/index/gradient tests in test_mam_linear.py also run on CUDA
 (op_testing.DEVICES), with shapes past one CUDA tile: all-negative products,
 zero weights and ties, signed zeros, NaN / inf inside a tile, huge K, empty
-shapes, gradcheck. This file adds what is CUDA specific: bitwise agreement
-with the CPU kernels, the tile edges of the tiled kernels, the deterministic
-and atomic backward, opcheck, torch.compile, streams, a second device and the
-index-error path.
+shapes, gradcheck; test_opcheck.py runs opcheck on CUDA. This file adds what
+is CUDA specific: bitwise agreement with the CPU kernels, the tile edges of
+the tiled kernels, the deterministic and atomic backward, torch.compile,
+streams, a second device and the index-error path.
 
 Without a GPU, the "emulated" tests at the end still run the CUDA kernels' own
 source on the CPU (tests/_cuda_emulation.py: g++ against the CUDA emulation
@@ -212,21 +212,6 @@ def test_backward_out_of_range_indices_raise(deterministic, bad):
 
 
 # ------------------------------------------------------- torch integration ---
-
-@needs_gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_opcheck(dtype):
-    g = torch.Generator().manual_seed(4)
-    x = torch.randn(5, 3, 12, generator=g).to(dtype).cuda().requires_grad_()
-    w = torch.randn(9, 12, generator=g).to(dtype).cuda().requires_grad_()
-    b = torch.randn(9, generator=g).to(dtype).cuda().requires_grad_()
-    torch.library.opcheck(torch.ops.mamext.mam_linear_forward, (x, w, b))
-    torch.library.opcheck(torch.ops.mamext.mam_linear_inference, (x.detach(), w.detach(), None))
-    _, amax, amin = torch.ops.mamext.mam_linear_forward(x.detach(), w.detach(), b.detach())
-    gout = torch.randn(5, 3, 9, generator=g).to(dtype).cuda()
-    torch.library.opcheck(torch.ops.mamext.mam_linear_backward,
-                          (gout, x.detach(), w.detach(), amax, amin, [True, True]))
-
 
 @needs_gpu
 def test_torch_compile_training_step_equals_eager():
