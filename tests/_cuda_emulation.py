@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -40,8 +41,10 @@ needs_gpu = pytest.mark.skipif(bool(_SKIP_REASON), reason=_SKIP_REASON or "n/a")
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 CSRC = os.path.join(ROOT, "csrc")
+# $MAMEXT_EMULATION_CXXFLAGS adds flags, e.g. "-O0 -g" to debug a kernel, "-fsanitize=alignment" (misaligned
+# dereferences reported on stderr), or -DMAMEXT_EMU_UCONTEXT (the portable fiber switch).
 FLAGS = ["-std=c++20", "-O1", "-fPIC", "-pthread", "-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas",
-         "-DMAMEXT_CUDA_EMULATION"]
+         "-DMAMEXT_CUDA_EMULATION", *shlex.split(os.environ.get("MAMEXT_EMULATION_CXXFLAGS", ""))]
 
 
 def _find_source(name):
@@ -89,7 +92,7 @@ def _compile(cxx, sources, capi, lib, workdir):
     for cmd, _, proc in jobs:
         _, err = proc.communicate()
         assert proc.returncode == 0, f"emulation build failed:\n{' '.join(cmd)}\n{err[-4000:]}"
-    cmd = [cxx, "-shared", "-pthread", *[obj for _, obj, _ in jobs], "-o", lib]
+    cmd = [cxx, *FLAGS, "-shared", *[obj for _, obj, _ in jobs], "-o", lib]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, f"emulation link failed:\n{' '.join(cmd)}\n{res.stderr[-4000:]}"
 
