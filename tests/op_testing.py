@@ -174,8 +174,8 @@ def _dense_opcheck_cases(x, w, b, gout, grad):
     """mam_linear_* cases for one dtype (x, w, b, gout on the device)."""
     _, amax, amin = torch.ops.mamext.mam_linear_forward(x, w, b)
     return {
-        "mam_linear_forward": [((grad(x), grad(w), grad(b)), None), ((x, w, None), None)],
-        "mam_linear_inference": [((x, w, b), None), ((x, w, None), None),
+        "mam_linear_forward": [((grad(x), grad(w), grad(b)), None), ((x, w, None), None), ((x[0], w, b), None)],
+        "mam_linear_inference": [((x, w, b), None), ((x, w, None), None), ((x[0], w, b), None),
                                  ((grad(x), grad(w), grad(b)), INFERENCE_ONLY_GRAD_CHECKS)],
         "mam_linear_backward": [((gout, x, w, amax, amin, [True, True]), None),
                                 ((gout, x, w, amax, amin, [False, True]), None)],
