@@ -7,10 +7,10 @@ float64, int8, signed zeros included), and follow the same NaN rules.
 
 * "emulated" tests (run anywhere): the kernels' own source compiled with g++
   against the CUDA emulation header (tests/_cuda_emulation.py) and called
-  through ctypes on CPU tensors. A Python wrapper plays the glue (dtype conversions,
-  int64 offsets, workspaces). Launch choices are forced to reach every path:
-  x staged in shared memory or read from global memory, 1 to 32 samples per
-  block, neuron chunks, several blocks.
+  through ctypes on CPU tensors. A Python wrapper plays the glue (dtype
+  conversions, int64 offsets, workspaces). Launch choices are forced to reach
+  every path: x staged in shared memory or read from global memory, 1 to 32
+  samples per block, neuron chunks, several blocks.
 * GPU tests (skipped without a CUDA GPU and a CUDA build): the CUDA operator
   against the CPU operator on the same inputs, error messages, devices.
 """
