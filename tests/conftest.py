@@ -1,21 +1,14 @@
-"""Shared fixtures: ISA levels and devices to run every kernel on."""
+"""Shared fixtures: the ISA level to run the CPU kernels at (levels and devices: op_testing.py)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 import mamext
-
-_LEVELS = ["default", "avx2", "avx512"]
-
-
-def available_isas():
-    best = mamext._C.detected_cpu_capability()
-    return _LEVELS[: _LEVELS.index(best) + 1]
+from op_testing import ISA_LEVELS, available_isas
 
 
-@pytest.fixture(params=_LEVELS)
+@pytest.fixture(params=ISA_LEVELS)
 def isa(request):
     """Run the test with the CPU kernels forced to one ISA level."""
     level = request.param
@@ -27,11 +20,3 @@ def isa(request):
         yield level
     finally:
         mamext._C._set_cpu_capability(previous)
-
-
-def devices():
-    out = ["cpu"]
-    out.append(pytest.param("cuda", marks=pytest.mark.skipif(
-        not (torch.cuda.is_available() and mamext._C.build_info["cuda"]),
-        reason="needs a CUDA GPU and mamext built with CUDA")))
-    return out

@@ -6,17 +6,19 @@ under .ci/cuda_build_check.sh (MAMEXT_EXPECT_CUDA_BUILD=1) they prove the
 installed extension really contains the CUDA kernels.
 
 The generic value/index/gradient tests in test_mam_linear.py also run on CUDA
-(conftest.devices()); this file adds what is CUDA specific: bitwise agreement
-with the CPU kernels, the tile edges of the tiled kernels, the NaN path inside
-a tile, huge K, the deterministic and atomic backward, opcheck, torch.compile,
+(op_testing.DEVICES), with shapes past one CUDA tile: all-negative products,
+zero weights and ties, signed zeros, NaN / inf inside a tile, huge K, empty
+shapes, gradcheck; test_opcheck.py runs opcheck on CUDA. This file adds what
+is CUDA specific: bitwise agreement with the CPU kernels, the tile edges of
+the tiled kernels, the deterministic and atomic backward, torch.compile,
 streams, a second device and the index-error path.
 
 Without a GPU, the "emulated" tests at the end still run the CUDA kernels' own
-source (csrc/cuda/*.cu) on the CPU: g++ compiles it against
-csrc/cuda/emulation.h (blocks in sequence, each thread a std::thread, real
-barriers and warp shuffles) and the results are checked against the reference
-and the CPU kernels. That checks the kernels' logic (tiling, edges, index
-recovery, NaN path, backward order), not the GPU toolchain or the hardware.
+source on the CPU (tests/_cuda_emulation.py: g++ against the CUDA emulation
+header, the threads of a block as fibers with real barriers and warp
+shuffles) and check the results against the reference and the CPU kernels.
+That checks the kernels' logic (tiling, edges, index recovery, NaN path,
+backward order, barriers), not the GPU toolchain or the hardware.
 """
 
 from __future__ import annotations
@@ -29,11 +31,10 @@ import pytest
 import torch
 
 import mamext
-from _cuda_emulation import BUILT_WITH_CUDA, build_emulation, needs_gpu
+from _cuda_emulation import BUILT_WITH_CUDA, EmulatedKernels, build_emulation, needs_gpu
 from mamext.reference import mam_linear_backward_reference, mam_linear_reference
-
-
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+from op_testing import (FLOAT_DTYPES as DTYPES, DenseOps, assert_bitwise, assert_huge_k_indices, assert_same,
+                        check_dense_forward, huge_k_problem, sample)
 OPS = ("mam_linear_forward", "mam_linear_inference", "mam_linear_backward")
 
 # Tiles of the float kernels: 128 x 128 (inference), 128 x 64 (with indices),
@@ -71,50 +72,9 @@ def test_cuda_kernels_registered(op):
 
 # ---------------------------------------------------------------- helpers ---
 
-def _data(shape, dtype, kind, gen):
-    if kind == "normal":
-        t = torch.randn(shape, generator=gen)
-    elif kind == "ints":  # many exact ties
-        t = torch.randint(-3, 4, shape, generator=gen).float()
-    elif kind == "negative":  # all products of a positive x row are negative
-        t = -torch.rand(shape, generator=gen) - 0.1
-    else:
-        raise ValueError(kind)
-    return t.to(dtype)
-
-
-def _same(a, b):
-    """Equal values, NaN == NaN, -0 == +0 (assert_close with zero tolerance)."""
-    assert a.dtype == b.dtype and a.shape == b.shape
-    torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
-
-
-def _bitwise(a, b):
-    """Identical bits except for NaN payloads (the GPU makes canonical NaNs)."""
-    assert a.dtype == b.dtype and a.shape == b.shape
-    nan_a, nan_b = torch.isnan(a), torch.isnan(b)
-    assert torch.equal(nan_a, nan_b)
-    as_int = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
-    ia = a.masked_fill(nan_a, 0).contiguous().view(as_int)
-    ib = b.masked_fill(nan_b, 0).contiguous().view(as_int)
-    bad = (ia != ib).nonzero()
-    assert bad.numel() == 0, f"{bad.shape[0]} elements differ in bits, first at {bad[:5].tolist()}"
-
-
 def _check_vs_reference(x, w, b=None):
-    """CUDA kernels (both forwards) against the CPU reference; CPU tensors back."""
-    dev = "cuda"
-    xd, wd = x.to(dev), w.to(dev)
-    bd = b.to(dev) if b is not None else None
-    out, amax, amin = (t.cpu() for t in torch.ops.mamext.mam_linear_forward(xd, wd, bd))
-    inf = torch.ops.mamext.mam_linear_inference(xd, wd, bd).cpu()
-    rout, ramax, ramin = mam_linear_reference(x, w, b, return_indices=True)
-    assert amax.dtype == torch.int32 and amin.dtype == torch.int32
-    _same(out, rout)
-    _same(inf, rout)
-    assert torch.equal(amax, ramax), (amax != ramax).nonzero()[:5]
-    assert torch.equal(amin, ramin), (amin != ramin).nonzero()[:5]
-    return out, amax, amin
+    """CUDA kernels (both forwards) against the reference: values and NaN places, indices."""
+    return check_dense_forward(DenseOps("cuda"), x, w, b, signs=None)
 
 
 # ------------------------------------------------------------ forward values ---
@@ -125,106 +85,10 @@ def _check_vs_reference(x, w, b=None):
 @pytest.mark.parametrize("kind", ["normal", "ints"])
 def test_forward_matches_reference(dtype, M, K, N, kind):
     g = torch.Generator().manual_seed(M * 1000003 + K * 1009 + N)
-    x, w = _data((M, K), dtype, kind, g), _data((N, K), dtype, kind, g)
-    b = _data((N,), dtype, "normal", g)
+    x, w = sample((M, K), kind, g, dtype), sample((N, K), kind, g, dtype)
+    b = sample((N,), "normal", g, dtype)
     _check_vs_reference(x, w, b)
     _check_vs_reference(x, w, None)
-
-
-@needs_gpu
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_all_products_negative(dtype):
-    """The authors' kernel started the max at the smallest positive float."""
-    g = torch.Generator().manual_seed(1)
-    x = (torch.rand(130, 40, generator=g) + 0.1).to(dtype)
-    w = _data((70, 40), dtype, "negative", g)
-    out, _, _ = _check_vs_reference(x, w)
-    assert (out < 0).all()
-
-
-@needs_gpu
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_zero_weights_and_ties(dtype):
-    x = torch.ones(131, 37, dtype=dtype)
-    w = torch.zeros(67, 37, dtype=dtype)
-    out, amax, amin = _check_vs_reference(x, w, torch.ones(67, dtype=dtype))
-    assert (amax == 0).all() and (amin == 0).all() and (out == 1).all()
-    w[:, 20] = 2.0  # one positive product: max at 20, min (a zero) at 0
-    _, amax, amin = _check_vs_reference(x, w)
-    assert (amax == 20).all() and (amin == 0).all()
-
-
-@needs_gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_signed_zero_value_is_the_first(dtype):
-    """All products (signed) zero: the value is the product at index 0, like the reference."""
-    g = torch.Generator().manual_seed(3)
-    x = torch.zeros(140, 45, dtype=dtype)
-    w = torch.randn(70, 45, generator=g, dtype=dtype)
-    ref = mam_linear_reference(x, w)
-    for out in (mamext.mam_linear(x.cuda(), w.cuda()).cpu(),
-                torch.ops.mamext.mam_linear_forward(x.cuda(), w.cuda(), None)[0].cpu()):
-        assert torch.equal(torch.signbit(out), torch.signbit(ref))
-
-
-@needs_gpu
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("where", ["x", "w"])
-@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
-def test_non_finite(dtype, where, value):
-    """NaN / inf anywhere in a tile: outputs touching that row take the exact scan."""
-    g = torch.Generator().manual_seed(7)
-    x = torch.randn(150, 50, generator=g).to(dtype)
-    w = torch.randn(140, 50, generator=g).to(dtype)
-    t = x if where == "x" else w
-    t[3, 7] = value
-    t[100, 0] = value
-    t[129, 49] = value
-    t[5, 20] = 0.0  # inf * 0 = NaN
-    t[5, 30] = value
-    w[9, 30] = 0.0
-    x[11, 30] = 0.0
-    _check_vs_reference(x, w, torch.randn(140, generator=g).to(dtype))
-
-
-def _huge_k_problem(rows, neurons):
-    """K = 70,000 > 65,536 (past the int16 range of the authors' packed kernel),
-    extremes planted at known indices."""
-    K = 70_000
-    g = torch.Generator().manual_seed(11)
-    x = torch.rand(rows, K, generator=g) + 0.5
-    w = torch.rand(neurons, K, generator=g) * 0.1
-    w[0, 69_999] = 5.0
-    w[1, 65_536] = 5.0
-    w[2, 40_000] = -5.0
-    w[3, 66_000] = -3.0
-    w[3, 65_537] = 4.0
-    return x, w
-
-
-def _assert_huge_k_indices(amax, amin):
-    assert (amax[:, 0] == 69_999).all() and (amax[:, 1] == 65_536).all()
-    assert (amin[:, 2] == 40_000).all() and (amin[:, 3] == 66_000).all() and (amax[:, 3] == 65_537).all()
-
-
-@needs_gpu
-def test_huge_k_indices():
-    x, w = _huge_k_problem(3, 5)
-    _, amax, amin = _check_vs_reference(x, w)
-    _assert_huge_k_indices(amax, amin)
-
-
-@needs_gpu
-def test_empty_and_degenerate_shapes():
-    w = torch.randn(5, 8, device="cuda")
-    out, amax, amin = torch.ops.mamext.mam_linear_forward(torch.randn(0, 8, device="cuda"), w, None)
-    assert out.shape == amax.shape == amin.shape == (0, 5)
-    assert torch.ops.mamext.mam_linear_inference(torch.randn(2, 0, 8, device="cuda"), w, None).shape == (2, 0, 5)
-    out = torch.ops.mamext.mam_linear_inference(torch.randn(3, 8, device="cuda"), torch.randn(0, 8, device="cuda"),
-                                                None)
-    assert out.shape == (3, 0)
-    x = torch.randn(4, 3, 8, device="cuda")
-    _same(mamext.mam_linear(x, w).cpu(), mam_linear_reference(x.cpu(), w.cpu()))
 
 
 @needs_gpu
@@ -236,7 +100,7 @@ def test_non_contiguous_and_misaligned(dtype):
     x = big[:, 1:65]  # K = 64 but rows start one element off a 16-byte boundary
     w = torch.randn(64, 70, generator=g).to(dtype).t()[:, :64]  # (70, 64) non-contiguous
     out = mamext.mam_linear(x.cuda(), w.cuda()).cpu()
-    _same(out, mam_linear_reference(x, w))
+    assert_same(out, mam_linear_reference(x, w), signs=None)
     xd = big.cuda()[:, 1:65]
     _, amax, amin = mamext.mam_linear(xd, w.cuda(), return_indices=True)
     _, ramax, ramin = mam_linear_reference(x, w, return_indices=True)
@@ -251,13 +115,13 @@ def test_non_contiguous_and_misaligned(dtype):
 @pytest.mark.parametrize("bias", [True, False])
 def test_cpu_cuda_bitwise_float32(M, K, N, kind, bias):
     g = torch.Generator().manual_seed(M + K + N)
-    x, w = _data((M, K), torch.float32, kind, g), _data((N, K), torch.float32, kind, g)
+    x, w = sample((M, K), kind, g, torch.float32), sample((N, K), kind, g, torch.float32)
     b = torch.randn(N, generator=g) if bias else None
     cpu = torch.ops.mamext.mam_linear_forward(x, w, b)
     gpu = [t.cpu() for t in torch.ops.mamext.mam_linear_forward(x.cuda(), w.cuda(), b.cuda() if bias else None)]
-    _bitwise(gpu[0], cpu[0])
+    assert_bitwise(gpu[0], cpu[0])
     assert torch.equal(gpu[1], cpu[1]) and torch.equal(gpu[2], cpu[2])
-    _bitwise(torch.ops.mamext.mam_linear_inference(x.cuda(), w.cuda(), b.cuda() if bias else None).cpu(),
+    assert_bitwise(torch.ops.mamext.mam_linear_inference(x.cuda(), w.cuda(), b.cuda() if bias else None).cpu(),
              torch.ops.mamext.mam_linear_inference(x, w, b))
 
 
@@ -276,8 +140,8 @@ def test_cpu_cuda_bitwise_backward_deterministic():
         again = torch.ops.mamext.mam_linear_backward(gout.cuda(), x.cuda(), w.cuda(), amax.cuda(), amin.cuda(),
                                                      [True, True])
     for a, b, c in zip(gpu, cpu, again):
-        _bitwise(a.cpu(), b)
-        _bitwise(a.cpu(), c.cpu())
+        assert_bitwise(a.cpu(), b)
+        assert_bitwise(a.cpu(), c.cpu())
 
 
 # --------------------------------------------------------------- backward ---
@@ -317,15 +181,6 @@ def test_gradients_match_reference(dtype, tol, deterministic, M, K, N):
 
 
 @needs_gpu
-def test_gradcheck_float64():
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn(6, 9, generator=g, dtype=torch.float64).cuda().requires_grad_()
-    w = torch.randn(5, 9, generator=g, dtype=torch.float64).cuda().requires_grad_()
-    b = torch.randn(5, generator=g, dtype=torch.float64).cuda().requires_grad_()
-    assert torch.autograd.gradcheck(lambda *a: mamext.mam_linear(*a), (x, w, b))
-
-
-@needs_gpu
 def test_backward_mask_and_empty_outputs():
     x, w = torch.randn(20, 10, device="cuda"), torch.randn(7, 10, device="cuda")
     gout = torch.randn(20, 7, device="cuda")
@@ -357,21 +212,6 @@ def test_backward_out_of_range_indices_raise(deterministic, bad):
 
 
 # ------------------------------------------------------- torch integration ---
-
-@needs_gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_opcheck(dtype):
-    g = torch.Generator().manual_seed(4)
-    x = torch.randn(5, 3, 12, generator=g).to(dtype).cuda().requires_grad_()
-    w = torch.randn(9, 12, generator=g).to(dtype).cuda().requires_grad_()
-    b = torch.randn(9, generator=g).to(dtype).cuda().requires_grad_()
-    torch.library.opcheck(torch.ops.mamext.mam_linear_forward, (x, w, b))
-    torch.library.opcheck(torch.ops.mamext.mam_linear_inference, (x.detach(), w.detach(), None))
-    _, amax, amin = torch.ops.mamext.mam_linear_forward(x.detach(), w.detach(), b.detach())
-    gout = torch.randn(5, 3, 9, generator=g).to(dtype).cuda()
-    torch.library.opcheck(torch.ops.mamext.mam_linear_backward,
-                          (gout, x.detach(), w.detach(), amax, amin, [True, True]))
-
 
 @needs_gpu
 def test_torch_compile_training_step_equals_eager():
@@ -414,7 +254,7 @@ def test_non_default_stream():
         gx, gw = torch.ops.mamext.mam_linear_backward(gout, xd, wd, out[1], out[2], [True, True])
         res = [t.to("cpu", non_blocking=True) for t in (*out, gx, gw)]
     s.synchronize()
-    _bitwise(res[0], ref[0])
+    assert_bitwise(res[0], ref[0])
     assert torch.equal(res[1], ref[1]) and torch.equal(res[2], ref[2])
     rgx, rgw = mam_linear_backward_reference(torch.ones(300, 150), x, w, ref[1], ref[2])
     torch.testing.assert_close(res[3], rgx)
@@ -433,7 +273,7 @@ def test_second_device():
         assert out.device == dev and amax.device == dev
         out.sum().backward()
     rout, ramax, ramin = mam_linear_reference(x, w, b, return_indices=True)
-    _same(out.detach().cpu(), rout)
+    assert_same(out.detach().cpu(), rout, signs=None)
     assert torch.equal(amax.cpu(), ramax) and torch.equal(amin.cpu(), ramin)
     rgx, rgw = mam_linear_backward_reference(torch.ones(70, 65), x, w, ramax, ramin)
     torch.testing.assert_close(xd.grad.cpu(), rgx)
@@ -464,18 +304,12 @@ extern "C" int emu_backward(int dt, const void* g, const void* x, const void* w,
 _DT = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
 
 
-class _Emulated:
-    """The CUDA kernels compiled for the CPU emulation, called through ctypes on CPU tensors."""
+class _Emulated(EmulatedKernels):
+    """The dense CUDA kernels compiled for the CPU emulation, on CPU tensors (a DenseOps)."""
 
-    def __init__(self, lib):
-        P, I = ctypes.c_void_p, ctypes.c_int64
-        lib.emu_forward.argtypes = [ctypes.c_int, P, P, P, P, P, P, I, I, I]
-        lib.emu_backward.argtypes = [ctypes.c_int, P, P, P, P, P, P, P, I, I, I, ctypes.c_int, P]
-        self.lib = lib
-
-    @staticmethod
-    def _p(t):
-        return None if t is None else t.data_ptr()
+    P, I = ctypes.c_void_p, ctypes.c_int64
+    signatures = {"emu_forward": [ctypes.c_int, P, P, P, P, P, P, I, I, I],
+                  "emu_backward": [ctypes.c_int, P, P, P, P, P, P, P, I, I, I, ctypes.c_int, P]}
 
     def forward(self, x, w, b=None, track=True):
         (M, K), N = x.shape, w.shape[0]
@@ -484,10 +318,13 @@ class _Emulated:
         out = torch.full((M, N), 1234.0, dtype=x.dtype)  # garbage: every element must be written
         amax = torch.full((M, N), -7, dtype=torch.int32) if track else None
         amin = torch.full((M, N), -7, dtype=torch.int32) if track else None
-        rc = self.lib.emu_forward(_DT[x.dtype], self._p(x), self._p(w), self._p(b), self._p(out), self._p(amax),
-                                  self._p(amin), M, N, K)
-        assert rc == 0
+        p = self.ptr
+        rc = self.lib.emu_forward(_DT[x.dtype], p(x), p(w), p(b), p(out), p(amax), p(amin), M, N, K)
+        assert rc == 0, f"emulated launch failed ({rc}), see stderr"
         return out, amax, amin
+
+    def inference(self, x, w, b=None):
+        return self.forward(x, w, b, track=False)[0]
 
     def backward(self, g, x, w, amax, amin, deterministic, mask=(True, True)):
         (M, K), N = x.shape, w.shape[0]
@@ -495,32 +332,25 @@ class _Emulated:
         gx = torch.zeros(M, K, dtype=ct) if mask[0] else None
         gw = torch.zeros(N, K, dtype=ct) if mask[1] else None
         err = torch.zeros(1, dtype=torch.int32)
-        rc = self.lib.emu_backward(_DT[x.dtype], self._p(g), self._p(x), self._p(w), self._p(amax), self._p(amin),
-                                   self._p(gx), self._p(gw), M, N, K, int(deterministic), self._p(err))
-        assert rc == 0
+        p = self.ptr
+        rc = self.lib.emu_backward(_DT[x.dtype], p(g), p(x), p(w), p(amax), p(amin), p(gx), p(gw), M, N, K,
+                                   int(deterministic), p(err))
+        assert rc == 0, f"emulated launch failed ({rc}), see stderr"
         cast = (lambda t: None if t is None else t.to(x.dtype))
         return cast(gx), cast(gw), int(err[0])
 
 
 @pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    lib = build_emulation(tmp_path_factory.mktemp("cuda_emulation"),
-                          ["mam_linear_kernel.cu", "mam_linear_backward_kernel.cu"], _CAPI, "mamext_cuda_emulation")
-    return _Emulated(lib)
+def emu():
+    return _Emulated(build_emulation(["mam_linear_kernel.cu", "mam_linear_backward_kernel.cu"], _CAPI,
+                                     "mamext_cuda_emulation"))
 
 
 def _emu_check(emu, x, w, b=None, inference=True):
-    out, amax, amin = emu.forward(x, w, b)
-    inf = emu.forward(x, w, b, track=False)[0] if inference else out
-    rout, ramax, ramin = mam_linear_reference(x, w, b, return_indices=True)
-    _same(out, rout)
-    _same(inf, rout)
-    assert torch.equal(amax, ramax), (amax != ramax).nonzero()[:5]
-    assert torch.equal(amin, ramin), (amin != ramin).nonzero()[:5]
-    if x.dtype in (torch.float32, torch.float64):  # signed zeros: the value at the first index
-        assert torch.equal(torch.signbit(out), torch.signbit(rout))
-        assert torch.equal(torch.signbit(inf), torch.signbit(rout))
-    return out, amax, amin
+    """Both emulated forwards against the reference; float32 / float64: every sign bit (signed zeros
+    take the value at the first index)."""
+    signs = "all" if x.dtype in (torch.float32, torch.float64) else None
+    return check_dense_forward(emu, x, w, b, inference=inference, signs=signs)
 
 
 EMU_SHAPES = [(1, 1, 1), (3, 17, 65), (127, 15, 129), (129, 33, 130), (130, 4, 200), (64, 257, 63)]
@@ -530,7 +360,7 @@ EMU_SHAPES = [(1, 1, 1), (3, 17, 65), (127, 15, 129), (129, 33, 130), (130, 4, 2
 @pytest.mark.parametrize("kind", ["normal", "ints"])
 def test_emulated_forward_float32(emu, M, K, N, kind):
     g = torch.Generator().manual_seed(M * 1000003 + K * 1009 + N)
-    x, w = _data((M, K), torch.float32, kind, g), _data((N, K), torch.float32, kind, g)
+    x, w = sample((M, K), kind, g, torch.float32), sample((N, K), kind, g, torch.float32)
     b = torch.randn(N, generator=g)
     _emu_check(emu, x, w, b)
     _emu_check(emu, x, w)
@@ -543,8 +373,8 @@ def test_emulated_forward_other_dtypes(emu, dtype, M, K, N):
         M = 40  # one thread per output: keep the emulated grid small
     g = torch.Generator().manual_seed(M + K + N)
     for kind in ("normal", "ints"):
-        x, w = _data((M, K), dtype, kind, g), _data((N, K), dtype, kind, g)
-        _emu_check(emu, x, w, _data((N,), dtype, "normal", g))
+        x, w = sample((M, K), kind, g, dtype), sample((N, K), kind, g, dtype)
+        _emu_check(emu, x, w, sample((N,), "normal", g, dtype))
 
 
 def test_emulated_special_values(emu):
@@ -580,9 +410,9 @@ def test_emulated_non_finite(emu, dtype):
 
 
 def test_emulated_huge_k(emu):
-    x, w = _huge_k_problem(2, 4)
+    x, w = huge_k_problem(2, 4)
     _, amax, amin = _emu_check(emu, x, w, inference=False)
-    _assert_huge_k_indices(amax, amin)
+    assert_huge_k_indices(amax, amin)
 
 
 def test_emulated_forward_bitwise_equals_cpu_kernels(emu):
@@ -590,7 +420,7 @@ def test_emulated_forward_bitwise_equals_cpu_kernels(emu):
     x, w, b = torch.randn(140, 100, generator=g), torch.randn(70, 100, generator=g), torch.randn(70, generator=g)
     cpu = torch.ops.mamext.mam_linear_forward(x, w, b)
     out, amax, amin = emu.forward(x, w, b)
-    _bitwise(out, cpu[0])
+    assert_bitwise(out, cpu[0])
     assert torch.equal(amax, cpu[1]) and torch.equal(amin, cpu[2])
 
 
@@ -608,8 +438,8 @@ def test_emulated_backward(emu, dtype, M, K, N):
     # deterministic gather: the CPU kernel's summation order, identical bits
     gx, gw, err = emu.backward(gout, x, w, amax, amin, True)
     assert err == 0
-    _bitwise(gx, cgx)
-    _bitwise(gw, cgw)
+    assert_bitwise(gx, cgx)
+    assert_bitwise(gw, cgw)
     gx, gw, err = emu.backward(gout, x, w, amax, amin, False)
     tol = {torch.float32: 1e-5, torch.float64: 1e-12}.get(dtype, 2e-2)
     assert err == 0
@@ -630,3 +460,79 @@ def test_emulated_backward_flags_bad_indices(emu, deterministic, bad):
     amax[3, 2] = bad
     _, _, err = emu.backward(gout, x, w, amax, amin, deterministic)
     assert err == 1
+
+
+# ------------------------------------------------- the emulation itself ---
+
+_SELF_TEST_CAPI = r"""
+#include "cuda/common.cuh"
+namespace {
+constexpr int kT = 64;
+__global__ void reverse(int* out, bool barrier) {  // out[b][t] = the value thread 63 - t wrote
+  __shared__ int s[kT];
+  s[threadIdx.x] = 1000 * blockIdx.x + threadIdx.x;
+  if (barrier) __syncthreads();
+  out[blockIdx.x * kT + threadIdx.x] = s[kT - 1 - threadIdx.x];
+}
+__global__ void warp_ops(int* out) {
+  const int t = threadIdx.x;
+  const int any = __syncthreads_or(t == 37);
+  out[t] = __shfl_xor_sync(0xffffffffu, t, 1) + 100 * __shfl_sync(0xffffffffu, t, 3) + 10000 * any;
+}
+__global__ void early_exit(int* out) {
+  if (threadIdx.x == 5) return;
+  __syncthreads();
+  out[threadIdx.x] = 1;
+}
+__global__ void misaligned_load(const float* p, float* out) { out[threadIdx.x] = __ldg((const float4*)(p + 1)).x; }
+}  // namespace
+extern "C" int self_test(int which, int* out, const float* p, float* f) {
+  switch (which) {
+    case 0: MAMEXT_LAUNCH(reverse, 3, kT, nullptr, out, true); break;
+    case 1: MAMEXT_LAUNCH(reverse, 3, kT, nullptr, out, false); break;
+    case 2: MAMEXT_LAUNCH(warp_ops, 1, kT, nullptr, out); break;
+    case 3: MAMEXT_LAUNCH(early_exit, 1, kT, nullptr, out); break;
+    case 4: MAMEXT_LAUNCH(misaligned_load, 1, 1, nullptr, p, f); break;
+  }
+  return cudaGetLastError();
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def emu_self_test():
+    lib = build_emulation([], _SELF_TEST_CAPI, "mamext_cuda_emulation_self_test")
+    P = ctypes.c_void_p
+    lib.self_test.argtypes = [ctypes.c_int, P, P, P]
+    return lib.self_test
+
+
+def test_emulation_barriers_and_missing_barriers(emu_self_test):
+    """With the barrier every thread reads what another wrote; without it, the threads that run before
+    the writer read the stale value (the previous block's), in both scheduling directions."""
+    out = torch.full((3, 64), -1, dtype=torch.int32)
+    want = 1000 * torch.arange(3)[:, None] + torch.arange(63, -1, -1)
+    assert emu_self_test(0, out.data_ptr(), None, None) == 0
+    assert torch.equal(out, want.int())
+    assert emu_self_test(1, out.data_ptr(), None, None) == 0
+    stale = out != want
+    assert stale[0].any() and stale[1].any() and stale[2].any()
+    assert stale[:, :32].any() and stale[:, 32:].any()
+
+
+def test_emulation_warp_shuffles_and_syncthreads_or(emu_self_test):
+    out = torch.full((64,), -1, dtype=torch.int32)
+    assert emu_self_test(2, out.data_ptr(), None, None) == 0
+    t = torch.arange(64)
+    assert torch.equal(out, ((t ^ 1) + 100 * ((t // 32) * 32 + 3) + 10000).int())
+
+
+def test_emulation_reports_deadlock_and_misaligned_load(emu_self_test, capfd):
+    """A barrier some thread never reaches, and a float4 load off 16 bytes, fail the launch (no hang)."""
+    out = torch.zeros(64, dtype=torch.int32)
+    assert emu_self_test(3, out.data_ptr(), None, None) == 719
+    assert "deadlock in block 0 of 64 threads: 63 wait at __syncthreads" in capfd.readouterr().err
+    buf = torch.zeros(16)
+    res = torch.zeros(1)
+    assert emu_self_test(4, None, buf.data_ptr(), res.data_ptr()) == 719
+    assert "misaligned __ldg of 16 bytes" in capfd.readouterr().err

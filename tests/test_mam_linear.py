@@ -1,7 +1,8 @@
 """Dense MAM operators against the plain-PyTorch reference (mamext.reference).
 
 Every value test runs on every ISA level the machine supports (the `isa`
-fixture forces mamext's kernel level) and on CUDA when present.
+fixture forces mamext's kernel level) and on CUDA when present (DEVICES);
+shapes reach past the CUDA kernels' 128 x 128 tiles where it matters.
 """
 
 from __future__ import annotations
@@ -18,33 +19,13 @@ import torch.nn.functional as F
 import mamext
 from mamext.reference import mam_linear_backward_reference, mam_linear_reference
 
-from conftest import devices
-
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-
-
-def assert_same(out, ref):
-    """Bitwise-equal values: NaN where the reference has NaN, otherwise the
-    same value including the sign of zero."""
-    assert out.dtype == ref.dtype and out.shape == ref.shape
-    torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True)
-    finite = ~torch.isnan(ref)
-    assert torch.equal(torch.signbit(out[finite]), torch.signbit(ref[finite])), "sign of zero differs"
+from op_testing import (DEVICES, FLOAT_DTYPES as DTYPES, ISA_LEVELS, DenseOps, assert_huge_k_indices,
+                        available_isas, check_dense_forward, huge_k_problem)
 
 
 def check_forward(x, w, b=None, device="cpu"):
-    """Kernel on `device` vs the reference on CPU; returns CPU tensors."""
-    xd, wd = x.to(device), w.to(device)
-    bd = b.to(device) if b is not None else None
-    out, amax, amin = (t.cpu() for t in mamext.mam_linear(xd, wd, bd, return_indices=True))
-    rout, ramax, ramin = mam_linear_reference(x, w, b, return_indices=True)
-    assert amax.dtype == torch.int32 and amin.dtype == torch.int32
-    assert_same(out, rout)
-    assert torch.equal(amax, ramax), (amax != ramax).nonzero()[:5]
-    assert torch.equal(amin, ramin), (amin != ramin).nonzero()[:5]
-    # inference path (no index tracking) must give the same values
-    assert_same(torch.ops.mamext.mam_linear_inference(xd, wd, bd).cpu(), rout)
-    return out, amax, amin
+    """Both forwards on `device` against the reference (values, signs, NaN, indices); CPU tensors back."""
+    return check_dense_forward(DenseOps(device), x, w, b)
 
 
 # ---------------------------------------------------------------- values ---
@@ -65,7 +46,7 @@ SHAPES = [  # (leading dims, K, N)
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("lead,K,N", SHAPES)
-@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("device", DEVICES)
 def test_random_matches_reference(device, isa, dtype, lead, K, N):
     g = torch.Generator().manual_seed(K * 1000 + N)
     x = torch.randn(*lead, K, generator=g).to(dtype)
@@ -84,7 +65,7 @@ def test_larger_shapes_multithreaded(isa, dtype, M, K, N):
     check_forward(x, w, torch.randn(N, dtype=dtype))
 
 
-@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("device", DEVICES)
 def test_huge_k_indices(device, isa):
     # K > 65,536: indices must not wrap (the authors' fast kernel keeps 16 bits).
     K = 70_000
@@ -99,20 +80,24 @@ def test_huge_k_indices(device, isa):
     _, amax, amin = check_forward(x, w, device=device)
     assert (amax == 69_999).all()
     assert amin[0, 2] == 68_123
+    x, w = huge_k_problem(3, 5)
+    _, amax, amin = check_forward(x, w, device=device)
+    assert_huge_k_indices(amax, amin)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("device", devices())
-def test_all_products_negative(device, isa, dtype):
-    # The authors' exact CUDA kernel starts the max at +FLT_MIN: wrong here.
-    x = torch.rand(11, 37).add(0.1).to(dtype)
-    w = -torch.rand(19, 37).add(0.1).to(dtype)
+@pytest.mark.parametrize("M,K,N", [(11, 37, 19), (130, 40, 70)])
+@pytest.mark.parametrize("device", DEVICES)
+def test_all_products_negative(device, isa, dtype, M, K, N):
+    # A max started at the smallest positive float instead of -inf is wrong here.
+    x = torch.rand(M, K).add(0.1).to(dtype)
+    w = -torch.rand(N, K).add(0.1).to(dtype)
     out, _, _ = check_forward(x, w, device=device)
     assert (out < 0).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("device", DEVICES)
 def test_zero_weights_take_part(device, isa, dtype):
     # A zero weight is an ordinary connection: its product 0 is a candidate.
     x = torch.rand(6, 40).add(0.5).to(dtype)
@@ -123,11 +108,19 @@ def test_zero_weights_take_part(device, isa, dtype):
     w0 = torch.zeros(9, 40, dtype=dtype)
     out, amax, amin = check_forward(x, w0, torch.ones(9, dtype=dtype), device=device)
     assert (out == 1).all() and (amax == 0).all() and (amin == 0).all()
+    # past one CUDA tile: all products zero, then one positive product (max at 20, min a zero at 0)
+    x = torch.ones(131, 37, dtype=dtype)
+    w = torch.zeros(67, 37, dtype=dtype)
+    out, amax, amin = check_forward(x, w, torch.ones(67, dtype=dtype), device=device)
+    assert (amax == 0).all() and (amin == 0).all() and (out == 1).all()
+    w[:, 20] = 2.0
+    _, amax, amin = check_forward(x, w, device=device)
+    assert (amax == 20).all() and (amin == 0).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("K", [1, 2, 16, 17, 45, 300])
-@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("device", DEVICES)
 def test_ties_lowest_index(device, isa, dtype, K):
     # Small integers: many exactly tied products, within and across blocks.
     g = torch.Generator().manual_seed(K)
@@ -139,23 +132,25 @@ def test_ties_lowest_index(device, isa, dtype, K):
     assert (amax == 0).all() and (amin == 0).all()
 
 
-@pytest.mark.parametrize("M", [1, 16])  # row-major and register-tiled paths
-def test_signed_zero_ties(isa, M):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("M,N", [(1, 6), (16, 6), (140, 70)])  # row-major, register-tiled, past one CUDA tile
+@pytest.mark.parametrize("device", DEVICES)
+def test_signed_zero_ties(device, isa, dtype, M, N):
     # Products +0 and -0 tie: index and value (sign included) of the first.
-    x = torch.tensor([[1.0, -1.0, 1.0, -1.0] * 5]).repeat(M, 1)
-    w = torch.zeros(3, 20)
-    _, amax, amin = check_forward(x, w)
+    x = torch.tensor([[1.0, -1.0, 1.0, -1.0] * 5], dtype=dtype).repeat(M, 1)
+    w = torch.zeros(3, 20, dtype=dtype)
+    _, amax, amin = check_forward(x, w, device=device)
     assert (amax == 0).all() and (amin == 0).all()
-    x = torch.zeros(M, 40)
-    w = torch.randn(6, 40)  # every product is +0 or -0
-    out, _, _ = check_forward(x, w)
-    assert torch.equal(torch.signbit(out), torch.signbit(w[:, 0]).expand(M, 6))
+    x = torch.zeros(M, 45, dtype=dtype)
+    w = torch.randn(N, 45, dtype=dtype)  # every product is +0 or -0
+    out, _, _ = check_forward(x, w, device=device)
+    assert torch.equal(torch.signbit(out), torch.signbit(w[:, 0]).expand(M, N))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("where", ["x", "w"])
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
-@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("device", DEVICES)
 def test_non_finite(device, isa, dtype, where, value):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(8, 45, generator=g).to(dtype)
@@ -166,6 +161,18 @@ def test_non_finite(device, isa, dtype, where, value):
     t[5, 0] = value
     t[5, 44] = value
     check_forward(x, w, torch.randn(10).to(dtype), device=device)
+    # past one CUDA tile: outputs touching a non-finite row take the exact scan inside a tile
+    x = torch.randn(150, 50, generator=g).to(dtype)
+    w = torch.randn(140, 50, generator=g).to(dtype)
+    t = x if where == "x" else w
+    t[3, 7] = value
+    t[100, 0] = value
+    t[129, 49] = value
+    t[5, 20] = 0.0  # inf * 0 = NaN
+    t[5, 30] = value
+    w[9, 30] = 0.0
+    x[11, 30] = 0.0
+    check_forward(x, w, torch.randn(140, generator=g).to(dtype), device=device)
 
 
 def test_overflowing_products(isa):
@@ -175,16 +182,21 @@ def test_overflowing_products(isa):
     check_forward(x, w)
 
 
-def test_empty_batch(isa):
-    w = torch.randn(6, 9)
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_batch(device, isa):
+    w = torch.randn(6, 9, device=device)
     for shape in [(0, 9), (2, 0, 9)]:
-        x = torch.randn(shape)
+        x = torch.randn(shape, device=device)
         out, amax, amin = mamext.mam_linear(x, w, return_indices=True)
         assert out.shape == (*shape[:-1], 6) and amax.shape == out.shape and amin.shape == out.shape
+        assert torch.ops.mamext.mam_linear_inference(x, w, None).shape == out.shape
         x.requires_grad_()
         wg = w.clone().requires_grad_()
         mamext.mam_linear(x, wg).sum().backward()
         assert x.grad.shape == x.shape and torch.equal(wg.grad, torch.zeros_like(w))
+    out = torch.ops.mamext.mam_linear_inference(torch.randn(3, 9, device=device), w[:0], None)  # no neuron
+    assert out.shape == (3, 0)
+    check_forward(torch.randn(4, 3, 9), w.cpu(), device=device)  # leading batch dimensions
 
 
 def test_one_dimensional_input(isa):
@@ -232,7 +244,7 @@ def test_thread_count_does_not_change_results():
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12),
                                        (torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("device", DEVICES)
 def test_gradients_match_reference(device, isa, dtype, tol, bias):
     g = torch.Generator().manual_seed(7)
     x = torch.randn(2, 5, 37, generator=g).to(dtype).requires_grad_()
@@ -268,10 +280,11 @@ def test_gradients_closed_form_with_ties(isa):
     torch.testing.assert_close(x.grad, 2 * w.detach().sum(0).expand(3, 1))
 
 
-def test_gradcheck_float64(isa):
-    x = torch.randn(4, 9, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(6, 9, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_float64(device, isa):
+    x = torch.randn(4, 9, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.randn(6, 9, dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, device=device, requires_grad=True)
     assert torch.autograd.gradcheck(mamext.mam_linear, (x, w, b))
 
 
@@ -321,22 +334,6 @@ def test_backward_rejects_out_of_range_indices():
 
 
 # ------------------------------------------------------ torch integration ---
-
-def test_opcheck_all_operators():
-    from torch.library import opcheck
-
-    x = torch.randn(6, 20)
-    w = torch.randn(7, 20)
-    b = torch.randn(7)
-    opcheck(torch.ops.mamext.mam_linear_inference.default, (x, w, b))
-    opcheck(torch.ops.mamext.mam_linear_inference.default, (x, w, None))
-    opcheck(torch.ops.mamext.mam_linear_forward.default,
-            (x.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()))
-    opcheck(torch.ops.mamext.mam_linear_forward.default, (x, w, None))
-    _, amax, amin = mamext.mam_linear(x, w, return_indices=True)
-    opcheck(torch.ops.mamext.mam_linear_backward.default, (torch.randn(6, 7), x, w, amax, amin, [True, True]))
-    opcheck(torch.ops.mamext.mam_linear_backward.default, (torch.randn(6, 7), x, w, amax, amin, [False, True]))
-
 
 def _mlp(seed=0):
     torch.manual_seed(seed)
@@ -410,9 +407,7 @@ def test_public_function_errors_are_clear():
 # ------------------------------------------------------------ capability ---
 
 def test_cpu_capability_and_forcing():
-    from conftest import available_isas
-
-    assert mamext.cpu_capability() in ("default", "avx2", "avx512")
+    assert mamext.cpu_capability() in ISA_LEVELS
     levels = available_isas()
     with pytest.raises(ValueError, match="unknown CPU capability"):
         mamext._C._set_cpu_capability("sse9")
@@ -421,10 +416,8 @@ def test_cpu_capability_and_forcing():
             mamext._C._set_cpu_capability("avx512")
 
 
-@pytest.mark.parametrize("level", ["default", "avx2", "avx512"])
+@pytest.mark.parametrize("level", ISA_LEVELS)
 def test_env_var_forces_level(level):
-    from conftest import available_isas
-
     env = dict(os.environ, MAMEXT_CPU_CAPABILITY=level)
     code = "import mamext; print(mamext.cpu_capability())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

@@ -13,6 +13,8 @@ from torch import nn
 import mamext
 from mamext import sparse
 from mamext.nn import MAMLinear
+from op_testing import assert_same
+
 
 def _weight(N, K, keep, gen, dtype=torch.float32):
     """Random weight with fraction `keep` kept, plus an empty row, a full row and a
@@ -87,7 +89,7 @@ def test_nonfinite_inputs_match_dense(isa, B):
         x[1, :] = float("-inf")
     layer = sparse.PackedMAMLinear.from_weight(w, b)
     y, d = layer(x), _dense(x, w, b)
-    torch.testing.assert_close(y, d, rtol=0, atol=0, equal_nan=True)
+    assert_same(y, d, signs=None)
     assert torch.isnan(y[0, 3])
     lin = sparse.PackedLinear.from_weight(w, b)
     torch.testing.assert_close(lin(x), nn.functional.linear(x, w, b), rtol=1e-5, atol=1e-5, equal_nan=True)
@@ -290,7 +292,7 @@ def test_column_major_layout_follows_input(isa, dtype, B, K, N):
         y2 = layer(xc.contiguous())
         yc2 = layer(xc)
         assert yc2.stride() == (1, B)
-        torch.testing.assert_close(yc2, y2, rtol=0, atol=0, equal_nan=True)
+        assert_same(yc2, y2, signs=None)
         if dtype != torch.int8:  # half input: converted, same layout rule
             yh = layer(xc.half())
             assert yh.dtype == torch.float16 and yh.stride() == (1, B)
@@ -336,7 +338,7 @@ def test_adversarial_values_match_dense(isa, B, column_major):
         if column_major and B > 1:
             x = x.t().contiguous().t()
         with torch.no_grad():
-            torch.testing.assert_close(layer(x), _dense(x.contiguous(), w, b), rtol=0, atol=0, equal_nan=True)
+            assert_same(layer(x), _dense(x.contiguous(), w, b), signs=None)
 
     x = torch.randn(B, K, generator=gen)
     w_bad = w.clone()
@@ -370,8 +372,8 @@ def test_int8_batch_independent(isa, K, mam):
     with torch.no_grad():
         batch = layer(x)
         for i in (0, 3, 17, 69):
-            torch.testing.assert_close(layer(x[i:i + 1]), batch[i:i + 1], rtol=0, atol=0, equal_nan=True)
-        torch.testing.assert_close(layer(x[:3]), batch[:3], rtol=0, atol=0, equal_nan=True)
+            assert_same(layer(x[i:i + 1]), batch[i:i + 1], signs=None)
+        assert_same(layer(x[:3]), batch[:3], signs=None)
     assert torch.isnan(batch[3]).all() and not torch.isnan(batch[[0, 1, 2, 4]]).any()
 
 

@@ -6,11 +6,11 @@ tensors): on finite data the CUDA results must equal it bit for bit (float32,
 float64, int8, signed zeros included), and follow the same NaN rules.
 
 * "emulated" tests (run anywhere): the kernels' own source compiled with g++
-  against csrc/cuda/emulation.h (tests/_cuda_emulation.py) and called through
-  ctypes on CPU tensors. A Python wrapper plays the glue (dtype conversions,
-  int64 offsets, workspaces). Launch choices are forced to reach every path:
-  x staged in shared memory or read from global memory, 1 to 32 samples per
-  block, neuron chunks, several blocks.
+  against the CUDA emulation header (tests/_cuda_emulation.py) and called
+  through ctypes on CPU tensors. A Python wrapper plays the glue (dtype
+  conversions, int64 offsets, workspaces). Launch choices are forced to reach
+  every path: x staged in shared memory or read from global memory, 1 to 32
+  samples per block, neuron chunks, several blocks.
 * GPU tests (skipped without a CUDA GPU and a CUDA build): the CUDA operator
   against the CPU operator on the same inputs, error messages, devices.
 """
@@ -23,7 +23,8 @@ import math
 import pytest
 import torch
 
-from _cuda_emulation import BUILT_WITH_CUDA, build_emulation, needs_gpu
+from _cuda_emulation import BUILT_WITH_CUDA, EmulatedKernels, build_emulation, needs_gpu
+from op_testing import assert_bitwise
 
 _DEV = "cuda"  # the device of the GPU tests
 
@@ -33,19 +34,6 @@ _NO_ERROR = 2**64 - 1
 
 
 # ---------------------------------------------------------------- helpers ---
-
-def _bitwise(a, b):
-    """Identical bits (signed zeros included), NaN at the same places (payloads aside)."""
-    assert a.dtype == b.dtype and a.shape == b.shape, (a.dtype, b.dtype, a.shape, b.shape)
-    nan_a, nan_b = torch.isnan(a), torch.isnan(b)
-    assert torch.equal(nan_a, nan_b), (nan_a != nan_b).nonzero()[:5].tolist()
-    as_int = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
-    ia = a.masked_fill(nan_a, 0).contiguous().view(as_int)
-    ib = b.masked_fill(nan_b, 0).contiguous().view(as_int)
-    bad = (ia != ib).nonzero()
-    assert bad.numel() == 0, (f"{bad.shape[0]} elements differ in bits, first at {bad[:5].tolist()}: "
-                              f"{a[tuple(bad[0])]} vs {b[tuple(bad[0])]}")
-
 
 def _index_dtypes(K):
     return [d for d in _INDEX_DTYPES if K - 1 <= torch.iinfo(d).max]
@@ -138,26 +126,20 @@ PATHS = {
 }
 
 
-class _Emulated:
+class _Emulated(EmulatedKernels):
     """The packed CUDA kernels compiled for the CPU emulation, plus the glue's dtype handling."""
 
-    def __init__(self, lib):
-        P, I, C = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-        lib.emu_validate.argtypes = [P, C, P, I, I, I, P]
-        lib.emu_float.argtypes = [C, P, P, P, C, P, I, P, P, I, I, I, C, C, P, P, C, I, I]
-        lib.emu_int8.argtypes = [P, P, P, C, P, I, P, P, P, I, I, I, C, C, P, P, C, I, I]
-        self.lib = lib
-
-    @staticmethod
-    def _p(t):
-        return None if t is None else t.data_ptr()
+    P, I, C = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    signatures = {"emu_validate": [P, C, P, I, I, I, P],
+                  "emu_float": [C, P, P, P, C, P, I, P, P, I, I, I, C, C, P, P, C, I, I],
+                  "emu_int8": [P, P, P, C, P, I, P, P, P, I, I, I, C, C, P, P, C, I, I]}
 
     def validate(self, indices, offsets, K):
         off = offsets.to(torch.int64).contiguous()
         result = torch.zeros(1, dtype=torch.int64)
-        rc = self.lib.emu_validate(self._p(indices), _INDEX_KIND[indices.dtype], self._p(off), off.numel() - 1,
-                                   indices.numel(), K, self._p(result))
-        assert rc == 0
+        rc = self.lib.emu_validate(self.ptr(indices), _INDEX_KIND[indices.dtype], self.ptr(off), off.numel() - 1,
+                                   indices.numel(), K, self.ptr(result))
+        assert rc == 0, f"emulated launch failed ({rc}), see stderr"
         return int(result[0]) % 2**64  # the uint64 key
 
     def __call__(self, x, values, indices, offsets, bias, scale, K, mam, path="auto"):
@@ -175,33 +157,31 @@ class _Emulated:
         if is_int8:
             xq = torch.full((M, K), 99, dtype=torch.int8)
             sx = torch.full((M,), 7.0)
-            rc = self.lib.emu_int8(self._p(xc), self._p(values), self._p(indices), ik, self._p(off), values.numel(),
-                                   self._p(scale), self._p(bias), self._p(out), M, N, K, int(mam), int(cols),
-                                   self._p(xq), self._p(sx), spb, npb, smem)
+            rc = self.lib.emu_int8(self.ptr(xc), self.ptr(values), self.ptr(indices), ik, self.ptr(off), values.numel(),
+                                   self.ptr(scale), self.ptr(bias), self.ptr(out), M, N, K, int(mam), int(cols),
+                                   self.ptr(xq), self.ptr(sx), spb, npb, smem)
         else:
             bad = torch.full((M,), -5, dtype=torch.int64)
             flag = torch.full((1,), 3, dtype=torch.int32)
             dt = 3 if ct == torch.float64 else 0
-            rc = self.lib.emu_float(dt, self._p(xc), self._p(values), self._p(indices), ik, self._p(off),
-                                    values.numel(), self._p(bias), self._p(out), M, N, K, int(mam), int(cols),
-                                    self._p(bad), self._p(flag), spb, npb, smem)
-        assert rc == 0
+            rc = self.lib.emu_float(dt, self.ptr(xc), self.ptr(values), self.ptr(indices), ik, self.ptr(off),
+                                    values.numel(), self.ptr(bias), self.ptr(out), M, N, K, int(mam), int(cols),
+                                    self.ptr(bad), self.ptr(flag), spb, npb, smem)
+        assert rc == 0, f"emulated launch failed ({rc}), see stderr"
         if cols:
             return out.t().to(x.dtype)
         return out.to(x.dtype).view(*x.shape[:-1], N)
 
 
 @pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    lib = build_emulation(tmp_path_factory.mktemp("packed_cuda_emulation"), ["packed_mam_kernel.cu"], _CAPI,
-                          "mamext_packed_cuda_emulation")
-    return _Emulated(lib)
+def emu():
+    return _Emulated(build_emulation(["packed_mam_kernel.cu"], _CAPI, "mamext_packed_cuda_emulation"))
 
 
 def _emu_vs_cpu(emu, x, values, indices, offsets, bias, scale, K, mam, path="auto"):
     got = emu(x, values, indices, offsets, bias, scale, K, mam, path)
     cpu = _cpu(x, values, indices, offsets, bias, scale, K, mam)
-    _bitwise(got, cpu)
+    assert_bitwise(got, cpu)
     assert got.stride() == cpu.stride()
     return got
 
@@ -273,7 +253,7 @@ def test_emulated_column_major(emu, path):
         for mam in (True, False):
             out = _emu_vs_cpu(emu, xc, values, indices, offsets, bias, None, K, mam, path)
             assert out.stride() == (1, M)
-            _bitwise(out.contiguous(), emu(x, values, indices, offsets, bias, None, K, mam, path))
+            assert_bitwise(out.contiguous(), emu(x, values, indices, offsets, bias, None, K, mam, path))
         xc[M // 2, K // 3] = math.nan
         xc[0, 1] = math.inf
         _emu_vs_cpu(emu, xc, values.double(), indices, offsets, None, None, K, True, path)   # float64
@@ -477,7 +457,7 @@ def _gpu_vs_cpu(x, values, indices, offsets, bias, scale, K, mam):
                                          K, mam)
     assert gpu.device.type == torch.device(d).type
     assert gpu.stride() == cpu.stride()
-    _bitwise(gpu.cpu(), cpu)
+    assert_bitwise(gpu.cpu(), cpu)
     return gpu.cpu()
 
 
@@ -589,7 +569,7 @@ def test_gpu_packed_module_and_empty():
         layer = sparse.PackedMAMLinear.from_weight(w, torch.randn(30, generator=gen), dtype)
         x = torch.randn(8, 50, generator=gen)
         with torch.no_grad():
-            _bitwise(layer.to(_DEV)(x.to(_DEV)).cpu(), layer.cpu()(x))
+            assert_bitwise(layer.to(_DEV)(x.to(_DEV)).cpu(), layer.cpu()(x))
     values, indices, offsets = _layer(5, 50, gen)
     d = _DEV
     out = torch.ops.mamext.packed_linear(torch.randn(0, 50, device=d), values.to(d), indices.to(d), offsets.to(d),
@@ -648,4 +628,4 @@ def test_gpu_opcheck_and_stream():
         out = torch.ops.mamext.packed_linear(xd, values.to(d), indices.to(d), offsets.to(d), None, None, 40, True)
         res = out.to("cpu", non_blocking=True)
     s.synchronize()
-    _bitwise(res, ref)
+    assert_bitwise(res, ref)
