@@ -442,7 +442,7 @@ def test_mamlinear_matches_nn_linear_interface():
     assert torch.equal(lin.weight, mam.weight) and torch.equal(lin.bias, mam.bias)
     assert [n for n, _ in mam.named_parameters()] == ["weight", "bias"]
     assert set(mam.state_dict()) == {"weight", "bias", "beta"}
-    assert repr(mam) == "MAMLinear(in_features=10, out_features=4, bias=True)"
+    assert repr(mam) == "MAMLinear(in_features=10, out_features=4, bias=True, beta=0)"
     nob = mamext.nn.MAMLinear(10, 4, bias=False, dtype=torch.float64)
     assert nob.bias is None and nob.weight.dtype == torch.float64
     x = torch.randn(3, 10)
