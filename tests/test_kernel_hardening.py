@@ -265,8 +265,9 @@ _RACE_SCRIPT = """
         for cls in (sparse.PackedMAMLinear, sparse.PackedLinear):
             layer = cls.from_weight(weight, torch.randn(N), dtype)
             layer.indices = layer.indices.to(torch.int32)
-            for batch in (1, 70):
-                calls, errors = hammer(layer, torch.randn(batch, K), 0.25)
+            # One sample (row path), a batch (panel path), a column-major batch.
+            for x in (torch.randn(1, K), torch.randn(70, K), torch.randn(K, 70).t()):
+                calls, errors = hammer(layer, x, 0.2)
                 total += calls
     print("calls", total)
 """
