@@ -69,7 +69,7 @@ struct DenseKernels {
 // Below this many rows the dense forward skips weight packing.
 constexpr int64_t kRowMajorMaxRows = 8;
 // Largest packed weight panel (per thread); a longer K is processed in blocks.
-constexpr int64_t kPanelBlockBytes = 256 * 1024;
+constexpr int64_t kPanelBlockBytes = 1024 * 1024;
 // Rows per register tile whose running state a K-blocked forward keeps in
 // memory between blocks (times row_block).
 constexpr int64_t kBlockedRowTiles = 64;
