@@ -134,7 +134,7 @@ Structure validated_structure(const at::Tensor& indices, const at::Tensor& offse
 template <typename F>
 void for_neuron_ranges(int64_t M, int64_t N, int64_t nnz, const F& f) {
   const int64_t work_per_row = nnz / std::max<int64_t>(N, 1) + 4;
-  at::parallel_for(0, N, std::max<int64_t>(16, 32768 / (M * work_per_row)), f);
+  at::parallel_for(0, N, std::max<int64_t>(16, 32768 / std::max<int64_t>(1, M * work_per_row)), f);
 }
 
 template <typename T>
@@ -161,6 +161,7 @@ bool panel_fits(int64_t K, int64_t pw, size_t esize) {
 template <typename E, typename Fill, typename Work>
 void for_each_panel_unit(int64_t M, int64_t N, int64_t K, int64_t pw, int64_t tn, const at::TensorOptions& opts,
                          const Fill& fill, const Work& work) {
+  if (M == 0 || N == 0) return;  // nothing to compute (and no neuron chunk to divide by)
   const int64_t bblocks = (M + pw - 1) / pw;
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   int64_t nchunks = 1;
