@@ -13,15 +13,19 @@ namespace mamext::cpu {
 
 enum class Capability : int { Default = 0, AVX2 = 1, AVX512 = 2 };
 
-// Dense MAM forward over rows [m0, m1) of x against one packed weight panel
-// holding neurons [n0, n0 + panel_width) (zero padded past N).
+// Dense MAM forward over rows [m0, m1) of x and inputs [k0, k1) against one
+// packed weight panel holding neurons [n0, n0 + panel_width) (zero padded past N).
 //   x     : (M, K) row major           w     : (N, K) row major (index recovery)
-//   panel : (K, panel_width)           out   : (M, N)
+//   panel : (k1 - k0, panel_width)     out   : (M, N)
 //   amax, amin: (M, N) int32 or null (then no index tracking at all).
+// All of K at once (k0 = 0, k1 = K): state and blocks may be null. K in blocks
+// (k0 a multiple of k_block): calls over consecutive blocks for the same rows
+// and panel share state (2 * (m1 - m0) * panel_width values) and blocks (as
+// many int32, index tracking only); the call with k1 == K writes out/amax/amin.
 template <typename T>
 using DenseForwardFn = void (*)(const T* x, const T* panel, const T* w, const T* bias, T* out,
                                 int32_t* amax, int32_t* amin, int64_t m0, int64_t m1, int64_t n0,
-                                int64_t N, int64_t K);
+                                int64_t N, int64_t K, int64_t k0, int64_t k1, T* state, int32_t* blocks);
 // Row-major variant for few rows: all M rows against neurons [n0, n1), no packing.
 template <typename T>
 using DenseForwardRowsFn = void (*)(const T* x, const T* w, const T* bias, T* out, int32_t* amax,
@@ -30,9 +34,10 @@ using DenseForwardRowsFn = void (*)(const T* x, const T* w, const T* bias, T* ou
 template <typename T>
 using DenseForwardSlowFn = void (*)(const T* x, const T* w, const T* bias, T* out, int32_t* amax,
                                     int32_t* amin, int64_t m0, int64_t m1, int64_t N, int64_t K);
-// Pack neurons [n0, n0 + panel_width) of w into panel (K, panel_width).
+// Pack inputs [k0, k1) of neurons [n0, n0 + panel_width) of w into panel
+// (k1 - k0, panel_width).
 template <typename T>
-using PackFn = void (*)(const T* w, int64_t N, int64_t K, int64_t n0, T* panel);
+using PackFn = void (*)(const T* w, int64_t N, int64_t K, int64_t n0, int64_t k0, int64_t k1, T* panel);
 // True when none of the n values is NaN or +-inf.
 template <typename T>
 using AllFiniteFn = bool (*)(const T* p, int64_t n);
@@ -51,6 +56,7 @@ template <typename T>
 struct DenseKernels {
   int panel_width;
   int row_block;  // rows per register tile (a good row-chunk multiple)
+  int64_t k_block;  // inputs per weight panel when K is split (panel <= kPanelBlockBytes)
   PackFn<T> pack;
   DenseForwardFn<T> forward;
   DenseForwardRowsFn<T> forward_rows;
@@ -62,6 +68,11 @@ struct DenseKernels {
 
 // Below this many rows the dense forward skips weight packing.
 constexpr int64_t kRowMajorMaxRows = 8;
+// Largest packed weight panel (per thread); a longer K is processed in blocks.
+constexpr int64_t kPanelBlockBytes = 1024 * 1024;
+// Rows per register tile whose running state a K-blocked forward keeps in
+// memory between blocks (times row_block).
+constexpr int64_t kBlockedRowTiles = 64;
 
 struct KernelTable {
   Capability capability;

@@ -51,17 +51,18 @@ constexpr int panel_width() {
 }
 
 // Blocked transpose: KT consecutive k of every panel row are read as one
-// contiguous run and written into a (KT, P) slab that stays in L1.
+// contiguous run and written into a (KT, P) slab that stays in L1. The panel
+// holds inputs [k0, k1) (row k - k0).
 template <typename T>
-void pack(const T* w, int64_t N, int64_t K, int64_t n0, T* panel) {
+void pack(const T* w, int64_t N, int64_t K, int64_t n0, int64_t k0, int64_t k1, T* panel) {
   constexpr int P = panel_width<T>();
   constexpr int64_t KT = 16;
   const int64_t nvalid = imin(P, N - n0);
-  for (int64_t k0 = 0; k0 < K; k0 += KT) {
-    const int64_t kn = imin(KT, K - k0);
-    T* dst = panel + k0 * P;
+  for (int64_t kb = k0; kb < k1; kb += KT) {
+    const int64_t kn = imin(KT, k1 - kb);
+    T* dst = panel + (kb - k0) * P;
     for (int64_t j = 0; j < nvalid; ++j) {
-      const T* src = w + (n0 + j) * K + k0;
+      const T* src = w + (n0 + j) * K + kb;
       for (int64_t t = 0; t < kn; ++t) dst[t * P + j] = src[t];
     }
     for (int64_t j = nvalid; j < P; ++j)
@@ -69,22 +70,35 @@ void pack(const T* w, int64_t N, int64_t K, int64_t n0, T* panel) {
   }
 }
 
-// Running max/min of MR x (NR*L) outputs over all K; results to tmx/tmn
-// (row stride P). With TRACK, bmx/bmn receive the winning block per output.
+// Running max/min of MR x (NR*L) outputs over inputs [k0, k1) (k0 a multiple
+// of KB; the panel holds rows k0..k1, x is indexed by absolute k); results to
+// tmx/tmn (row stride P). With TRACK, bmx/bmn receive the winning block per
+// output. `resume` continues from the state a previous call over [.., k0) left
+// in tmx/tmn/bmx/bmn (the same comparisons as one call over the whole range,
+// so blocking K changes no result bit); otherwise k0 == 0 and the first
+// product starts the running values.
 template <typename T, int MR, bool TRACK>
-inline void tile(const T* x, int64_t ldx, const T* panel, int64_t K, T* tmx, T* tmn, int32_t* bmx,
-                 int32_t* bmn) {
+inline void tile(const T* x, int64_t ldx, const T* panel, int64_t k0, int64_t k1, bool resume, T* tmx, T* tmn,
+                 int32_t* bmx, int32_t* bmn) {
   using V = Vec<T>;
   using R = typename V::R;
   constexpr int NR = Tiling<T>::NR;
   constexpr int L = V::L;
   constexpr int P = NR * L;
+  const T* xk = x + k0;  // relative k from here on
+  const int64_t kn = k1 - k0;
   R mx[MR][NR], mn[MR][NR];
-  {
+  if (resume) {
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) {
+        mx[i][j] = V::load(tmx + i * P + j * L);
+        mn[i][j] = V::load(tmn + i * P + j * L);
+      }
+  } else {
     R w[NR];
     for (int j = 0; j < NR; ++j) w[j] = V::load(panel + j * L);
     for (int i = 0; i < MR; ++i) {
-      const R xb = V::bcast(x[i * ldx]);
+      const R xb = V::bcast(xk[i * ldx]);
       for (int j = 0; j < NR; ++j) mx[i][j] = mn[i][j] = V::mul(xb, w[j]);
     }
   }
@@ -94,7 +108,7 @@ inline void tile(const T* x, int64_t ldx, const T* panel, int64_t K, T* tmx, T* 
       R w[NR];
       for (int j = 0; j < NR; ++j) w[j] = V::load(pk + j * L);
       for (int i = 0; i < MR; ++i) {
-        const R xb = V::bcast(x[i * ldx + k]);
+        const R xb = V::bcast(xk[i * ldx + k]);
         for (int j = 0; j < NR; ++j) {
           const R p = V::mul(xb, w[j]);
           mx[i][j] = V::max(p, mx[i][j]);  // ties keep the earlier product
@@ -103,8 +117,9 @@ inline void tile(const T* x, int64_t ldx, const T* panel, int64_t K, T* tmx, T* 
       }
     }
   };
+  const int64_t kfirst = resume ? 0 : 1;
   if constexpr (!TRACK) {
-    steps(1, K);
+    steps(kfirst, kn);
   } else {
     alignas(64) T smx[MR][P], smn[MR][P];
     for (int i = 0; i < MR; ++i)
@@ -112,11 +127,13 @@ inline void tile(const T* x, int64_t ldx, const T* panel, int64_t K, T* tmx, T* 
         V::store(&smx[i][j * L], mx[i][j]);
         V::store(&smn[i][j * L], mn[i][j]);
       }
-    for (int i = 0; i < MR; ++i)
-      for (int q = 0; q < P; ++q) bmx[i * P + q] = bmn[i * P + q] = 0;
-    int64_t k = 1;
-    for (int32_t b = 0; k < K; ++b) {
-      const int64_t kend = imin(int64_t(b + 1) * KB, K);
+    if (!resume)
+      for (int i = 0; i < MR; ++i)
+        for (int q = 0; q < P; ++q) bmx[i * P + q] = bmn[i * P + q] = 0;
+    const int32_t bfirst = static_cast<int32_t>(k0 / KB);
+    int64_t k = kfirst;
+    for (int32_t b = 0; k < kn; ++b) {
+      const int64_t kend = imin(int64_t(b + 1) * KB, kn);
       steps(k, kend);
       k = kend;
       for (int i = 0; i < MR; ++i)
@@ -125,8 +142,8 @@ inline void tile(const T* x, int64_t ldx, const T* panel, int64_t K, T* tmx, T* 
           const uint32_t cmin = V::neq(mn[i][j], V::load(&smn[i][j * L]));
           V::store(&smx[i][j * L], mx[i][j]);
           V::store(&smn[i][j * L], mn[i][j]);
-          V::store_index(bmx + i * P + j * L, cmax, b);
-          V::store_index(bmn + i * P + j * L, cmin, b);
+          V::store_index(bmx + i * P + j * L, cmax, bfirst + b);
+          V::store_index(bmn + i * P + j * L, cmin, bfirst + b);
         }
     }
   }
@@ -139,12 +156,12 @@ inline void tile(const T* x, int64_t ldx, const T* panel, int64_t K, T* tmx, T* 
 
 // Runtime row count (1..R) to a compile-time tile height.
 template <typename T, int R, bool TRACK>
-inline void tile_rows(int mr, const T* x, int64_t ldx, const T* panel, int64_t K, T* tmx, T* tmn,
-                      int32_t* bmx, int32_t* bmn) {
+inline void tile_rows(int mr, const T* x, int64_t ldx, const T* panel, int64_t k0, int64_t k1, bool resume,
+                      T* tmx, T* tmn, int32_t* bmx, int32_t* bmn) {
   if (mr == R) {
-    tile<T, R, TRACK>(x, ldx, panel, K, tmx, tmn, bmx, bmn);
+    tile<T, R, TRACK>(x, ldx, panel, k0, k1, resume, tmx, tmn, bmx, bmn);
   } else if constexpr (R > 1) {
-    tile_rows<T, R - 1, TRACK>(mr, x, ldx, panel, K, tmx, tmn, bmx, bmn);
+    tile_rows<T, R - 1, TRACK>(mr, x, ldx, panel, k0, k1, resume, tmx, tmn, bmx, bmn);
   }
 }
 
@@ -164,18 +181,31 @@ inline int32_t recover(const T* xr, const T* wr, int64_t K, int32_t blk, T targe
   return static_cast<int32_t>(k0);  // unreachable: target is one of these products
 }
 
+// Rows [m0, m1) against the panel of neurons [n0, n0 + P) over inputs
+// [k0, k1). One call over all of K keeps each register tile's state on the
+// stack; a K-blocked sequence of calls keeps it in `state` ((m1 - m0) x P
+// maxima then as many minima) and `blocks` (the same for block numbers), and
+// the call with k1 == K writes the outputs.
 template <typename T, bool TRACK>
 void forward_impl(const T* x, const T* panel, const T* w, const T* bias, T* out, int32_t* amax,
-                  int32_t* amin, int64_t m0, int64_t m1, int64_t n0, int64_t N, int64_t K) {
+                  int32_t* amin, int64_t m0, int64_t m1, int64_t n0, int64_t N, int64_t K, int64_t k0,
+                  int64_t k1, T* state, int32_t* blocks) {
   constexpr int MR = Tiling<T>::MR;
   constexpr int P = panel_width<T>();
   const int64_t nvalid = imin(P, N - n0);
-  alignas(64) T tmx[MR * P], tmn[MR * P];
-  alignas(64) int32_t bmx[TRACK ? MR * P : 1], bmn[TRACK ? MR * P : 1];
+  const int64_t rows = m1 - m0;
+  alignas(64) T lmx[MR * P], lmn[MR * P];
+  alignas(64) int32_t lbx[TRACK ? MR * P : 1], lbn[TRACK ? MR * P : 1];
   for (int64_t m = m0; m < m1; m += MR) {
     const int mr = static_cast<int>(imin(MR, m1 - m));
     const T* xm = x + m * K;
-    tile_rows<T, MR, TRACK>(mr, xm, K, panel, K, tmx, tmn, bmx, bmn);
+    const int64_t r = m - m0;
+    T* tmx = state ? state + r * P : lmx;
+    T* tmn = state ? state + (rows + r) * P : lmn;
+    int32_t* bmx = state ? blocks + r * P : lbx;
+    int32_t* bmn = state ? blocks + (rows + r) * P : lbn;
+    tile_rows<T, MR, TRACK>(mr, xm, K, panel, k0, k1, k0 > 0, tmx, tmn, bmx, bmn);
+    if (k1 < K) continue;
     for (int i = 0; i < mr; ++i) {
       T* om = out + (m + i) * N + n0;
       for (int64_t j = 0; j < nvalid; ++j) {
@@ -199,11 +229,12 @@ void forward_impl(const T* x, const T* panel, const T* w, const T* bias, T* out,
 
 template <typename T>
 void forward(const T* x, const T* panel, const T* w, const T* bias, T* out, int32_t* amax,
-             int32_t* amin, int64_t m0, int64_t m1, int64_t n0, int64_t N, int64_t K) {
+             int32_t* amin, int64_t m0, int64_t m1, int64_t n0, int64_t N, int64_t K, int64_t k0, int64_t k1,
+             T* state, int32_t* blocks) {
   if (amax)
-    forward_impl<T, true>(x, panel, w, bias, out, amax, amin, m0, m1, n0, N, K);
+    forward_impl<T, true>(x, panel, w, bias, out, amax, amin, m0, m1, n0, N, K, k0, k1, state, blocks);
   else
-    forward_impl<T, false>(x, panel, w, bias, out, amax, amin, m0, m1, n0, N, K);
+    forward_impl<T, false>(x, panel, w, bias, out, amax, amin, m0, m1, n0, N, K, k0, k1, state, blocks);
 }
 
 // Few rows (M < kRowMajorMaxRows): packing the weights would cost more than
@@ -369,7 +400,9 @@ bool backward_weight(const T* g, const T* x, const int32_t* amax, const int32_t*
 
 template <typename T>
 DenseKernels<T> dense_kernels() {
-  return DenseKernels<T>{panel_width<T>(), Tiling<T>::MR, &pack<T>, &forward<T>, &forward_rows<T>,
+  constexpr int64_t blocks = kPanelBlockBytes / (panel_width<T>() * int64_t(sizeof(T))) / KB;
+  constexpr int64_t k_block = (blocks > 1 ? blocks : 1) * KB;  // panel rows per K block
+  return DenseKernels<T>{panel_width<T>(), Tiling<T>::MR, k_block, &pack<T>, &forward<T>, &forward_rows<T>,
                          &forward_slow<T>, &all_finite<T>, &backward_input<T>, &backward_weight<T>};
 }
 

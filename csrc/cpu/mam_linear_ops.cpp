@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdlib>
@@ -25,24 +26,79 @@ const cpu::DenseKernels<float>& dense_kernels<float>() { return cpu::kernels().d
 template <>
 const cpu::DenseKernels<double>& dense_kernels<double>() { return cpu::kernels().dense_f64; }
 
-// Per-thread, 64-byte aligned scratch for one packed weight panel; grows as
-// needed and is reused across calls.
+// Per-thread, 64-byte aligned scratch for one packed weight panel (and the
+// running state of a K-blocked forward); grows as needed up to the size of one
+// K block's panel and state (K is split beyond kPanelBlockBytes), and is
+// reused across calls.
 template <typename T>
-T* panel_buffer(int64_t elems) {
+T* panel_buffer(size_t bytes) {
   struct Buffer {
     void* ptr = nullptr;
     size_t bytes = 0;
     ~Buffer() { std::free(ptr); }
   };
   thread_local Buffer buf;
-  const size_t need = (static_cast<size_t>(elems) * sizeof(T) + 63) / 64 * 64;
+  const size_t need = (bytes + 63) / 64 * 64;
   if (buf.bytes < need) {
     std::free(buf.ptr);
     buf.ptr = std::aligned_alloc(64, need);
+    buf.bytes = buf.ptr ? need : 0;
     TORCH_CHECK(buf.ptr, "mamext: out of memory allocating a ", need, "-byte weight panel");
-    buf.bytes = need;
   }
   return static_cast<T*>(buf.ptr);
+}
+
+// Tiles: (panel, chunk of rows), panel-major so that a thread's consecutive
+// tiles share one packed panel. Each thread packs the panel it is about to
+// use into its own reusable, cache-resident buffer (no N x K temporary, no
+// page faults on every call). M is split only when there are too few panels
+// to keep every thread busy. A K longer than k_block is split into blocks:
+// per group of rows, each block's panel is packed and the running maxima and
+// minima are carried from block to block, so the scratch stays bounded.
+template <typename T>
+void forward_tiles(const T* xp, const T* wp, const T* bp, T* op, int32_t* ap, int32_t* an, int64_t M, int64_t N,
+                   int64_t K) {
+  const auto& kt = dense_kernels<T>();
+  const int64_t P = kt.panel_width;
+  const int64_t panels = (N + P - 1) / P;
+  if (panels == 0 || M == 0) return;
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t rb = kt.row_block;
+  int64_t chunks = 1;
+  if (panels < 4 * threads) chunks = std::min<int64_t>((4 * threads + panels - 1) / panels, (M + rb - 1) / rb);
+  chunks = std::max<int64_t>(chunks, 1);
+  int64_t rows_per_chunk = (M + chunks - 1) / chunks;
+  rows_per_chunk = (rows_per_chunk + rb - 1) / rb * rb;
+  chunks = (M + rows_per_chunk - 1) / rows_per_chunk;
+  const int64_t kc = std::min(K, kt.k_block);
+  const int64_t group = rb * cpu::kBlockedRowTiles;  // rows sharing a K block's panel
+  const size_t panel_bytes = static_cast<size_t>(kc * P) * sizeof(T);
+  const size_t state_bytes = kc < K ? static_cast<size_t>(2 * group * P) * (sizeof(T) + sizeof(int32_t)) : 0;
+  at::parallel_for(0, panels * chunks, 1, [&](int64_t b, int64_t e) {
+    T* panel = panel_buffer<T>(panel_bytes + state_bytes);
+    T* state = kc < K ? panel + kc * P : nullptr;
+    int32_t* blocks = kc < K ? reinterpret_cast<int32_t*>(state + 2 * group * P) : nullptr;
+    int64_t packed = -1;
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t p = t / chunks, c = t % chunks;
+      const int64_t m0 = c * rows_per_chunk, m1 = std::min(M, m0 + rows_per_chunk);
+      if (kc == K) {
+        if (p != packed) {
+          kt.pack(wp, N, K, p * P, 0, K, panel);
+          packed = p;
+        }
+        kt.forward(xp, panel, wp, bp, op, ap, an, m0, m1, p * P, N, K, 0, K, nullptr, nullptr);
+        continue;
+      }
+      for (int64_t g0 = m0; g0 < m1; g0 += group)
+        for (int64_t k0 = 0; k0 < K; k0 += kc) {
+          const int64_t k1 = std::min(K, k0 + kc);
+          kt.pack(wp, N, K, p * P, k0, k1, panel);
+          kt.forward(xp, panel, wp, bp, op, ap, an, g0, std::min(m1, g0 + group), p * P, N, K, k0, k1, state,
+                     blocks);
+        }
+    }
+  });
 }
 
 template <typename T>
@@ -76,34 +132,7 @@ void forward_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bia
     return;
   }
 
-  // Tiles: (panel, chunk of rows), panel-major so that a thread's consecutive
-  // tiles share one packed panel. Each thread packs the panel it is about to
-  // use into its own reusable, cache-resident buffer (no N x K temporary, no
-  // page faults on every call). M is split only when there are too few panels
-  // to keep every thread busy.
-  const int64_t P = kt.panel_width;
-  const int64_t panels = (N + P - 1) / P;
-  const int64_t threads = at::get_num_threads();
-  const int64_t rb = kt.row_block;
-  int64_t chunks = 1;
-  if (panels < 4 * threads) chunks = std::min<int64_t>((4 * threads + panels - 1) / panels, (M + rb - 1) / rb);
-  chunks = std::max<int64_t>(chunks, 1);
-  int64_t rows_per_chunk = (M + chunks - 1) / chunks;
-  rows_per_chunk = (rows_per_chunk + rb - 1) / rb * rb;
-  chunks = (M + rows_per_chunk - 1) / rows_per_chunk;
-  at::parallel_for(0, panels * chunks, 1, [&](int64_t b, int64_t e) {
-    T* panel = panel_buffer<T>(K * P);
-    int64_t packed = -1;
-    for (int64_t t = b; t < e; ++t) {
-      const int64_t p = t / chunks, c = t % chunks;
-      if (p != packed) {
-        kt.pack(wp, N, K, p * P, panel);
-        packed = p;
-      }
-      const int64_t m0 = c * rows_per_chunk, m1 = std::min(M, m0 + rows_per_chunk);
-      kt.forward(xp, panel, wp, bp, op, ap, an, m0, m1, p * P, N, K);
-    }
-  });
+  forward_tiles<T>(xp, wp, bp, op, ap, an, M, N, K);
 }
 
 template <typename T>
@@ -148,7 +177,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_common(const char* op, co
     amax = at::empty({s.M, s.N}, x.options().dtype(at::kInt));
     amin = at::empty({s.M, s.N}, x.options().dtype(at::kInt));
   }
-  if (s.M > 0) {
+  if (s.M > 0 && s.N > 0) {
     if (ct == at::kDouble)
       forward_cpu<double>(x, w, b, out, track ? &amax : nullptr, track ? &amin : nullptr, s.M, s.N, s.K);
     else

@@ -17,6 +17,10 @@
 
 namespace mamext::cpu {
 
+// Largest per-thread sample panel (K x tile_batch) of the batched fast path;
+// a longer K takes the panel-free row path.
+constexpr int64_t kPackedPanelMaxBytes = 16 * 1024 * 1024;
+
 // Index element type; the table's per-index arrays are indexed by it.
 enum class PackedIndex : int { UInt8 = 0, Int16 = 1, Int32 = 2 };
 

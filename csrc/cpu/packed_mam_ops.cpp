@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 
 #include "cpu/kernels.h"
 #include "cpu/packed_kernels.h"
@@ -49,12 +50,14 @@ cpu::PackedIndex index_kind(at::ScalarType t) {
 // from a second, sequential pass only when something is wrong.
 template <typename I>
 void validate_structure_slow(const I* idx, const int64_t* off, int64_t N, int64_t K) {
-  for (int64_t n = 0; n < N; ++n) {
+  for (int64_t n = 0; n < N; ++n) {  // every span first: the index loop below relies on them
     const int64_t j0 = off[n], j1 = off[n + 1];
     TORCH_CHECK(j0 <= j1 && j1 - j0 <= K, kOp, ": offsets must be non-decreasing with at most in_features (", K,
                 ") entries per row; row ", n, " spans [", j0, ", ", j1, ")");
+  }
+  for (int64_t n = 0; n < N; ++n) {
     int64_t prev = -1;
-    for (int64_t j = j0; j < j1; ++j) {
+    for (int64_t j = off[n]; j < off[n + 1]; ++j) {
       const int64_t k = static_cast<int64_t>(idx[j]);
       TORCH_CHECK(k > prev && k < K, kOp, ": indices of row ", n,
                   " must be strictly increasing and in [0, in_features=", K, "); found ", k, " after ", prev);
@@ -63,9 +66,13 @@ void validate_structure_slow(const I* idx, const int64_t* off, int64_t N, int64_
   }
 }
 
-// Returns the longest row's length.
+// Validates the private copies off (N + 1) and, filled here from the caller's
+// idx, cp (nnz): the copy of each thread's rows is taken once and then checked,
+// so what was validated is exactly what the kernels read, whatever another
+// thread writes into the layer's buffers meanwhile. Returns the longest row's
+// length.
 template <typename I>
-int64_t validate_structure(const I* idx, const int64_t* off, int64_t N, int64_t nnz, int64_t K) {
+int64_t validate_structure(const I* idx, I* cp, const int64_t* off, int64_t N, int64_t nnz, int64_t K) {
   TORCH_CHECK(off[0] == 0, kOp, ": offsets[0] must be 0, got ", off[0]);
   TORCH_CHECK(off[N] == nnz, kOp, ": offsets[-1] (", off[N], ") must equal the number of values (", nnz, ")");
   bool bad_rows = false;  // offsets first: the index pass below relies on them
@@ -75,43 +82,59 @@ int64_t validate_structure(const I* idx, const int64_t* off, int64_t N, int64_t 
     bad_rows |= (len < 0) | (len > K);
     longest = std::max(longest, len);
   }
-  if (bad_rows) validate_structure_slow(idx, off, N, K);  // raises
+  if (bad_rows) validate_structure_slow(cp, off, N, K);  // raises on the offsets alone
   std::atomic<bool> bad{false};
   const int64_t grain = std::max<int64_t>(64, N * 32768 / std::max<int64_t>(nnz, 1) + 1);
   at::parallel_for(0, N, nnz >= 32768 ? grain : N, [&](int64_t b, int64_t e) {
+    if (off[e] > off[b]) std::memcpy(cp + off[b], idx + off[b], static_cast<size_t>(off[e] - off[b]) * sizeof(I));
     int flag = 0;
     for (int64_t n = b; n < e; ++n) {
       const int64_t j0 = off[n], j1 = off[n + 1];
       if (j0 == j1) continue;
-      flag |= static_cast<int64_t>(idx[j0]) < 0;
-      flag |= static_cast<int64_t>(idx[j1 - 1]) >= K;
-      for (int64_t j = j0 + 1; j < j1; ++j) flag |= idx[j] <= idx[j - 1];
+      flag |= static_cast<int64_t>(cp[j0]) < 0;
+      flag |= static_cast<int64_t>(cp[j1 - 1]) >= K;
+      for (int64_t j = j0 + 1; j < j1; ++j) flag |= cp[j] <= cp[j - 1];
     }
     if (flag) bad.store(true, std::memory_order_relaxed);
   });
-  if (bad.load()) validate_structure_slow(idx, off, N, K);  // raises
+  if (bad.load()) validate_structure_slow(cp, off, N, K);  // raises
   return longest;
 }
 
-void validate(const at::Tensor& indices, const at::Tensor& offsets, int64_t N, int64_t K, bool int8_sum) {
+// The structure the kernels read: validated private copies of indices and
+// offsets (O(nnz), like the validation itself).
+struct Structure {
+  at::Tensor indices, offsets;
+};
+
+Structure validated_structure(const at::Tensor& indices, const at::Tensor& offsets, int64_t N, int64_t K,
+                              bool int8_sum) {
   const int64_t nnz = indices.numel();
-  const int64_t* off = offsets.data_ptr<int64_t>();
+  Structure st{at::empty_like(indices), offsets.clone()};
+  const int64_t* off = st.offsets.data_ptr<int64_t>();
   int64_t longest;
   switch (index_kind(indices.scalar_type())) {
-    case cpu::PackedIndex::UInt8: longest = validate_structure(indices.data_ptr<uint8_t>(), off, N, nnz, K); break;
-    case cpu::PackedIndex::Int16: longest = validate_structure(indices.data_ptr<int16_t>(), off, N, nnz, K); break;
-    default: longest = validate_structure(indices.data_ptr<int32_t>(), off, N, nnz, K); break;
+    case cpu::PackedIndex::UInt8:
+      longest = validate_structure(indices.data_ptr<uint8_t>(), st.indices.data_ptr<uint8_t>(), off, N, nnz, K);
+      break;
+    case cpu::PackedIndex::Int16:
+      longest = validate_structure(indices.data_ptr<int16_t>(), st.indices.data_ptr<int16_t>(), off, N, nnz, K);
+      break;
+    default:
+      longest = validate_structure(indices.data_ptr<int32_t>(), st.indices.data_ptr<int32_t>(), off, N, nnz, K);
+      break;
   }
   // |values * codes| <= 127 * 127: longer int32 sums could overflow.
   TORCH_CHECK(!int8_sum || longest <= kInt8SumMaxTerms, kOp, ": an int8 sum (mam=False) of more than ",
               kInt8SumMaxTerms, " kept connections per neuron can overflow int32; the longest row has ", longest);
+  return st;
 }
 
 // Tiny batches (M < 4): neurons split across threads, f(n0, n1).
 template <typename F>
 void for_neuron_ranges(int64_t M, int64_t N, int64_t nnz, const F& f) {
   const int64_t work_per_row = nnz / std::max<int64_t>(N, 1) + 4;
-  at::parallel_for(0, N, std::max<int64_t>(16, 32768 / (M * work_per_row)), f);
+  at::parallel_for(0, N, std::max<int64_t>(16, 32768 / std::max<int64_t>(1, M * work_per_row)), f);
 }
 
 template <typename T>
@@ -120,6 +143,12 @@ template <>
 const cpu::PackedFloatKernels<float>& float_kernels<float>() { return cpu::packed_kernels().f32; }
 template <>
 const cpu::PackedFloatKernels<double>& float_kernels<double>() { return cpu::packed_kernels().f64; }
+
+// Whether a per-thread sample panel (K x pw elements) stays within
+// kPackedPanelMaxBytes; beyond, the panel-free row path bounds the scratch.
+bool panel_fits(int64_t K, int64_t pw, size_t esize) {
+  return K <= cpu::kPackedPanelMaxBytes / (pw * static_cast<int64_t>(esize));
+}
 
 // The batch-panel schedule shared by the float and int8 paths. Per thread,
 // one panel (K x pw: the transposed samples of one block, L2-resident for
@@ -132,6 +161,7 @@ const cpu::PackedFloatKernels<double>& float_kernels<double>() { return cpu::pac
 template <typename E, typename Fill, typename Work>
 void for_each_panel_unit(int64_t M, int64_t N, int64_t K, int64_t pw, int64_t tn, const at::TensorOptions& opts,
                          const Fill& fill, const Work& work) {
+  if (M == 0 || N == 0) return;  // nothing to compute (and no neuron chunk to divide by)
   const int64_t bblocks = (M + pw - 1) / pw;
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   int64_t nchunks = 1;
@@ -185,7 +215,9 @@ void run_float(const at::Tensor& x, const at::Tensor& values, const void* idx, i
   // NaN/inf in the weights: the exact scalar path for everything. Inputs are
   // checked per sample block while filling the panels (a separate pass for tiny M).
   if (!kt.all_finite(vp, nnz)) return run_checked();
-  if (M < 4) {  // tiny batch: scalar over neurons, no transposes
+  // Tiny batch, or a K whose sample panel would exceed kPackedPanelMaxBytes:
+  // scalar over neurons straight from the row-major samples, no panels.
+  if (M < 4 || !panel_fits(K, kt.tile_batch, sizeof(T))) {
     if (!kt.all_finite(xp, M * K)) return run_checked();
     const auto fn = kt.rows[mi][ik];
     for_neuron_ranges(M, N, nnz, [&](int64_t b, int64_t e) { fn(xp, K, vp, idx, off, bp, op, N, b, e, 0, M); });
@@ -254,7 +286,7 @@ void run_int8(const at::Tensor& x, const at::Tensor& values, const void* idx, in
   const float* ws = wscale.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* op = out.data_ptr<float>();
-  if (M < 4) {  // tiny batch: no panels, straight from the row-major codes
+  if (M < 4 || !panel_fits(K, kt.tile_batch, sizeof(int32_t))) {  // no panels: straight from the row-major codes
     const auto rows = kt.rows[mam ? 1 : 0][ik];
     for_neuron_ranges(M, N, values.numel(),
                       [&](int64_t b, int64_t e) { rows(xr, K, vp, idx, off, ws, bp, sx, op, N, b, e, 0, M); });
@@ -282,8 +314,8 @@ at::Tensor packed_linear_cpu(const at::Tensor& input, const at::Tensor& values, 
   const bool is_int8 = a.is_int8;
   const int64_t M = a.M, K = a.K, N = a.N;
   const int ik = static_cast<int>(index_kind(a.indices.scalar_type()));
-  const at::Tensor &vals = a.values, &idx = a.indices, &off = a.offsets, &bias = a.bias, &wscale = a.weight_scale;
-  validate(idx, off, N, K, is_int8 && !mam);
+  const Structure st = validated_structure(a.indices, a.offsets, N, K, is_int8 && !mam);
+  const at::Tensor &vals = a.values, &idx = st.indices, &off = st.offsets, &bias = a.bias, &wscale = a.weight_scale;
   const bool cols = a.column_major;
   at::Tensor out;
   if (cols && !is_int8 && N > 0) {

@@ -81,7 +81,8 @@ def _backward(ctx, grad_out, _grad_argmax, _grad_argmin):
         grad_weight = gw if need_w else None
     if need_b:
         acc = torch.float64 if grad_out.dtype == torch.float64 else torch.float32
-        grad_bias = grad_out.reshape(-1, weight.shape[0]).to(acc).sum(0).to(grad_out.dtype)
+        n = weight.shape[0]  # reshape(-1, 0) is ambiguous: no neurons, no bias gradient to sum
+        grad_bias = grad_out.reshape(-1, n).to(acc).sum(0).to(grad_out.dtype) if n else grad_out.new_zeros(0)
     return grad_input, grad_weight, grad_bias
 
 
