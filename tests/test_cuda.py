@@ -1,4 +1,4 @@
-"""CUDA kernels of the dense MAM operators (csrc/cuda/).
+"""CUDA kernels of the dense MAM operators (csrc/ops/cuda/).
 
 Everything that needs a GPU is skipped with a reason when there is none (or
 when mamext was built without CUDA). The build checks at the top run anywhere:
@@ -12,8 +12,8 @@ a tile, huge K, the deterministic and atomic backward, opcheck, torch.compile,
 streams, a second device and the index-error path.
 
 Without a GPU, the "emulated" tests at the end still run the CUDA kernels' own
-source (csrc/cuda/*.cu) on the CPU: g++ compiles it against
-csrc/cuda/emulation.h (blocks in sequence, each thread a std::thread, real
+source (csrc/ops/cuda/*.cu) on the CPU: g++ compiles it against
+csrc/ops/cuda/emulation.h (blocks in sequence, each thread a std::thread, real
 barriers and warp shuffles) and the results are checked against the reference
 and the CPU kernels. That checks the kernels' logic (tiling, edges, index
 recovery, NaN path, backward order), not the GPU toolchain or the hardware.
@@ -449,7 +449,7 @@ def test_mixed_devices_rejected():
 # ------------------------------------------- emulated on the CPU (no GPU) ---
 
 _CAPI = r"""
-#include "cuda/kernels.h"
+#include "ops/cuda/mam_linear_kernel.h"
 using namespace mamext::cuda;
 extern "C" int emu_forward(int dt, const void* x, const void* w, const void* b, void* out, int32_t* amax,
                            int32_t* amin, int64_t M, int64_t N, int64_t K) {

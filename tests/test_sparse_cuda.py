@@ -1,12 +1,12 @@
 """CUDA kernels of the packed sparse operator mamext::packed_linear
-(csrc/cuda/packed_mam_kernel.cu, glue csrc/cuda/packed_mam_ops.cpp).
+(csrc/ops/cuda/packed_linear_kernel.cu, glue csrc/ops/cuda/packed_linear_glue.cpp).
 
 The reference is the CPU operator (torch.ops.mamext.packed_linear on CPU
 tensors): on finite data the CUDA results must equal it bit for bit (float32,
 float64, int8, signed zeros included), and follow the same NaN rules.
 
 * "emulated" tests (run anywhere): the kernels' own source compiled with g++
-  against csrc/cuda/emulation.h (tests/_cuda_emulation.py) and called through
+  against csrc/ops/cuda/emulation.h (tests/_cuda_emulation.py) and called through
   ctypes on CPU tensors. A Python wrapper plays the glue (dtype conversions,
   int64 offsets, workspaces). Launch choices are forced to reach every path:
   x staged in shared memory or read from global memory, 1 to 32 samples per
@@ -101,7 +101,7 @@ def _cpu(x, values, indices, offsets, bias, scale, K, mam):
 # ------------------------------------------- emulated on the CPU (no GPU) ---
 
 _CAPI = r"""
-#include "cuda/packed_kernels.h"
+#include "ops/cuda/packed_linear_kernel.h"
 using namespace mamext::cuda;
 static PackedLaunchConfig config(int spb, int64_t npb, int64_t smem) {
   PackedLaunchConfig c;
@@ -193,7 +193,7 @@ class _Emulated:
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory):
-    lib = build_emulation(tmp_path_factory.mktemp("packed_cuda_emulation"), ["packed_mam_kernel.cu"], _CAPI,
+    lib = build_emulation(tmp_path_factory.mktemp("packed_cuda_emulation"), ["packed_linear_kernel.cu"], _CAPI,
                           "mamext_packed_cuda_emulation")
     return _Emulated(lib)
 

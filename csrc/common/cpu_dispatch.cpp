@@ -1,32 +1,57 @@
 // Run-time ISA selection for the CPU kernels: cpuid (through the compiler's
 // __builtin_cpu_supports, which also checks that the OS saves the wide
 // registers), capped by MAMEXT_CPU_CAPABILITY=default|avx2|avx512.
-#include "cpu/kernels.h"
+#include "common/cpu_dispatch.h"
 
 #include <atomic>
+#include <cctype>
 #include <cstdlib>
-#include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#ifndef MAMEXT_ISA_LEVELS
+#error "MAMEXT_ISA_LEVELS (the ISA level names, lowest first) is defined by CMakeLists.txt"
+#endif
 
 namespace mamext::cpu {
+namespace {
 
-const char* capability_name(Capability c) {
-  switch (c) {
-    case Capability::AVX512: return "avx512";
-    case Capability::AVX2: return "avx2";
-    default: return "default";
-  }
+constexpr int kLevels = static_cast<int>(Capability::AVX512) + 1;
+
+const std::vector<std::string>& level_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> out;
+    std::string all = MAMEXT_ISA_LEVELS;
+    for (size_t start = 0;;) {
+      const size_t comma = all.find(',', start);
+      out.push_back(all.substr(start, comma - start));
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+    if (static_cast<int>(out.size()) != kLevels)
+      throw std::logic_error("mamext: MAMEXT_ISA_LEVELS does not match cpu::Capability");
+    return out;
+  }();
+  return names;
 }
+
+}  // namespace
+
+const char* isa_levels() { return MAMEXT_ISA_LEVELS; }
+
+const char* capability_name(Capability c) { return level_names().at(static_cast<size_t>(c)).c_str(); }
 
 Capability parse_capability(const char* name) {
   std::string s(name);
   for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  if (s == "avx512") return Capability::AVX512;
-  if (s == "avx2") return Capability::AVX2;
-  if (s == "default") return Capability::Default;
-  throw std::invalid_argument("mamext: unknown CPU capability '" + std::string(name) +
-                              "' (expected default, avx2 or avx512)");
+  const auto& names = level_names();
+  for (int i = 0; i < kLevels; ++i)
+    if (s == names[i]) return static_cast<Capability>(i);
+  std::string expected;
+  for (int i = 0; i < kLevels; ++i) expected += (i ? (i + 1 == kLevels ? " or " : ", ") : "") + names[i];
+  throw std::invalid_argument("mamext: unknown CPU capability '" + std::string(name) + "' (expected " + expected +
+                              ")");
 }
 
 Capability detected_capability() {
@@ -73,16 +98,6 @@ void set_capability(Capability c) {
     throw std::invalid_argument(std::string("mamext: this CPU does not support ") + capability_name(c) +
                                 " (best available: " + capability_name(detected_capability()) + ")");
   active().store(static_cast<int>(c), std::memory_order_relaxed);
-}
-
-const KernelTable& kernels() {
-  switch (active_capability()) {
-#if defined(__x86_64__) || defined(_M_X64)
-    case Capability::AVX512: return avx512::kernel_table();
-    case Capability::AVX2: return avx2::kernel_table();
-#endif
-    default: return default_isa::kernel_table();
-  }
 }
 
 }  // namespace mamext::cpu

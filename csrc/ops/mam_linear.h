@@ -1,9 +1,12 @@
 // Shared argument checks and shape helpers for the dense MAM operators
-// (schema in mam_linear.cpp, CPU glue in cpu/mam_linear_ops.cpp, CUDA in cuda/).
+// (schema in mam_linear.cpp, CPU glue in cpu/mam_linear_kernel.cpp, CUDA glue
+// in cuda/mam_linear_glue.cpp).
 #pragma once
 
 #include <ATen/ATen.h>
 #include <c10/util/Optional.h>
+
+#include "common/compute_type.h"
 
 namespace mamext {
 
@@ -16,10 +19,7 @@ struct DenseShape {
 
 inline DenseShape check_dense_args(const char* op, const at::Tensor& input, const at::Tensor& weight,
                                    const std::optional<at::Tensor>& bias) {
-  auto floating = [](at::ScalarType t) {
-    return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
-  };
-  TORCH_CHECK(floating(input.scalar_type()), op, ": input must be float32, float64, float16 or bfloat16, got ",
+  TORCH_CHECK(is_floating_input(input.scalar_type()), op, ": input must be float32, float64, float16 or bfloat16, got ",
               input.scalar_type());
   TORCH_CHECK(weight.scalar_type() == input.scalar_type(), op, ": weight dtype ", weight.scalar_type(),
               " does not match input dtype ", input.scalar_type());

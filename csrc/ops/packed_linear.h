@@ -1,5 +1,5 @@
 // Argument checks of the packed operator `mamext::packed_linear`, shared by the
-// CPU glue (cpu/packed_mam_ops.cpp) and the CUDA glue (cuda/packed_mam_ops.cpp):
+// CPU glue (cpu/packed_linear_kernel.cpp) and the CUDA glue (cuda/packed_linear_glue.cpp):
 // dtypes, shapes, consistency, and the memory-layout rule. Each glue passes its
 // own device check; the structure itself (offsets, indices) is validated by
 // each glue on its device.
@@ -9,19 +9,22 @@
 
 #include <optional>
 
+#include "common/compute_type.h"
+#include "common/mam_semantics.h"
+
 namespace mamext {
 
 constexpr const char* kPackedOp = "packed_linear";
 // int8 products are at most 127 * 127 in magnitude: an int32 sum of this many
 // stays exact (a max + min never overflows).
-constexpr int64_t kInt8SumMaxTerms = 2147483647 / (127 * 127);
+constexpr int64_t kInt8SumMaxTerms = MAMEXT_INT8_SUM_MAX_TERMS;
 
 struct PackedArgs {
   at::ScalarType input_type;    // and output dtype
   at::ScalarType compute_type;  // values' dtype; float32 for int8
   bool is_int8;
   int64_t M, K, N;              // samples, in_features, out_features
-  // Layout rule (mirrored by the fake kernel in python/mamext/sparse.py): a
+  // Layout rule (mirrored by the fake kernel in python/mamext/ops/packed_linear.py): a
   // column-major 2-D input (the transpose of a contiguous (K, M) tensor, M > 1)
   // gives a column-major output; everything else a contiguous output.
   bool column_major;
@@ -40,7 +43,7 @@ PackedArgs check_packed_args(const at::Tensor& input, const at::Tensor& values, 
   PackedArgs a;
   a.input_type = input.scalar_type();
   const auto it = a.input_type;
-  TORCH_CHECK(it == at::kFloat || it == at::kDouble || it == at::kHalf || it == at::kBFloat16, kOp,
+  TORCH_CHECK(is_floating_input(it), kOp,
               ": input must be float32, float64, float16 or bfloat16, got ", it);
   TORCH_CHECK(input.dim() >= 1, kOp, ": input must have at least 1 dimension, got a scalar");
   TORCH_CHECK(in_features > 0, kOp, ": in_features must be positive, got ", in_features);

@@ -3,9 +3,12 @@
 // autograd kernel costs about 6 us per call under torch.no_grad(), more than a
 // whole packed layer at high sparsity. When no gradient is wanted, the call
 // goes straight below autograd; otherwise the forward runs and is recorded,
-// and its backward raises Tag::message().
+// and its backward raises Tag::message(). An input carrying a forward-mode
+// tangent (torch.func.jvp, torch.autograd.forward_ad) raises it at once: a
+// tangent silently dropped would read as a zero derivative.
 //
-// Tag: struct { static at::Tensor call(Args...);   // redispatch below autograd
+// Tag: struct { static R call(Args...);   // redispatch below autograd; R is
+//                                         // at::Tensor or a variable_list
 //               static const char* message(); }
 #pragma once
 
@@ -21,11 +24,17 @@ inline bool wants_grad_of(const std::optional<at::Tensor>& t) { return t.has_val
 template <typename T>
 inline bool wants_grad_of(const T&) { return false; }
 
+// Forward-mode AD runs at dual level 0 (functorch's transforms included).
+inline bool has_tangent(const at::Tensor& t) { return t.defined() && t._fw_grad(/*level=*/0).defined(); }
+inline bool has_tangent(const std::optional<at::Tensor>& t) { return t.has_value() && has_tangent(*t); }
+template <typename T>
+inline bool has_tangent(const T&) { return false; }
+
 template <typename Tag>
 class InferenceOnlyFunction : public torch::autograd::Function<InferenceOnlyFunction<Tag>> {
  public:
   template <typename... Args>
-  static at::Tensor forward(torch::autograd::AutogradContext*, Args&&... args) {
+  static auto forward(torch::autograd::AutogradContext*, Args&&... args) {
     return Tag::call(std::forward<Args>(args)...);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext*, torch::autograd::variable_list) {
@@ -35,7 +44,8 @@ class InferenceOnlyFunction : public torch::autograd::Function<InferenceOnlyFunc
 };
 
 template <typename Tag, typename... Args>
-at::Tensor inference_only_autograd(const Args&... args) {
+auto inference_only_autograd(const Args&... args) {
+  TORCH_CHECK(!(has_tangent(args) || ...), Tag::message(), " (forward-mode AD included)");
   if (!at::GradMode::is_enabled() || !(wants_grad_of(args) || ...)) return Tag::call(args...);
   return InferenceOnlyFunction<Tag>::apply(args...);
 }

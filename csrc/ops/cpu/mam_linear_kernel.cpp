@@ -9,14 +9,26 @@
 #include <cstdlib>
 #include <tuple>
 
-#include "cpu/kernels.h"
-#include "mam_linear.h"
+#include "common/compute_type.h"
+#include "ops/cpu/simd/mam_linear_simd.h"
+#include "ops/mam_linear.h"
 
 namespace mamext {
-namespace {
+namespace cpu {
 
-// Half and bfloat16 compute in float32 (exact products, exact comparisons).
-at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+const KernelTable& kernels() {
+  switch (active_capability()) {
+#if defined(__x86_64__) || defined(_M_X64)
+    case Capability::AVX512: return avx512::kernel_table();
+    case Capability::AVX2: return avx2::kernel_table();
+#endif
+    default: return default_isa::kernel_table();
+  }
+}
+
+}  // namespace cpu
+
+namespace {
 
 template <typename T>
 const cpu::DenseKernels<T>& dense_kernels();

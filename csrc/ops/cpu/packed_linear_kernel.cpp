@@ -1,6 +1,6 @@
 // CPU glue for the packed (sparse) MAM / Linear operator: argument checks,
 // structure validation, dtype handling and the split of work across threads.
-// The arithmetic is in cpu/packed_mam_kernel.cpp (one build per ISA), chosen
+// The arithmetic is in ops/cpu/simd/packed_linear_simd.cpp (one build per ISA), chosen
 // through packed_kernels() by the active CPU capability.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -9,9 +9,9 @@
 #include <algorithm>
 #include <atomic>
 
-#include "cpu/kernels.h"
-#include "cpu/packed_kernels.h"
-#include "packed_mam.h"
+#include "ops/cpu/simd/mam_linear_simd.h"
+#include "ops/cpu/simd/packed_linear_simd.h"
+#include "ops/packed_linear.h"
 
 namespace mamext {
 namespace cpu {

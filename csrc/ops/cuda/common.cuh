@@ -4,7 +4,7 @@
 
 #ifdef MAMEXT_CUDA_EMULATION
 // CPU emulation of the kernels for the tests (tests/test_cuda.py): see emulation.h.
-#include "cuda/emulation.h"
+#include "ops/cuda/emulation.h"
 #else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

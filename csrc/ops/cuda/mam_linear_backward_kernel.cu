@@ -24,8 +24,8 @@
 // error flag is raised; the operator turns it into an exception.
 #include <cstdint>
 
-#include "cuda/common.cuh"
-#include "cuda/kernels.h"
+#include "ops/cuda/common.cuh"
+#include "ops/cuda/mam_linear_kernel.h"
 
 namespace mamext::cuda {
 namespace {

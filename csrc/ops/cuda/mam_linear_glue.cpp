@@ -1,8 +1,9 @@
 // CUDA implementation of the dense MAM operators: argument checks (shared with
 // the CPU, mam_linear.h), device guard, current stream, allocation, dtype
 // dispatch. The kernels are in mam_linear_kernel.cu (forward) and
-// mam_linear_backward_kernel.cu (backward); the fake kernels and the autograd
-// formula are shared with the CPU (python/mamext/ops.py).
+// mam_linear_backward_kernel.cu (backward); the autograd kernel
+// (ops/autograd/mam_linear_kernel.cpp) and the fake kernels
+// (python/mamext/ops/mam_linear.py) are shared with the CPU.
 #include <ATen/Context.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -14,8 +15,9 @@
 #include <cstring>
 #include <tuple>
 
-#include "cuda/kernels.h"
-#include "mam_linear.h"
+#include "common/compute_type.h"
+#include "ops/cuda/mam_linear_kernel.h"
+#include "ops/mam_linear.h"
 
 namespace mamext {
 namespace {
@@ -34,9 +36,6 @@ cuda::DType dtype_tag(at::ScalarType t) {
       TORCH_CHECK(false, "mamext: unsupported dtype ", t);
   }
 }
-
-// Half and bfloat16 accumulate gradients in float32 (as the CPU does).
-at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 void check_cuda(const char* op, const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda(), op, ": ", name, " must be a CUDA tensor, got one on ", t.device());

@@ -37,8 +37,8 @@
 #include <climits>
 #include <cstdint>
 
-#include "cuda/common.cuh"
-#include "cuda/kernels.h"
+#include "ops/cuda/common.cuh"
+#include "ops/cuda/mam_linear_kernel.h"
 
 namespace mamext::cuda {
 namespace {

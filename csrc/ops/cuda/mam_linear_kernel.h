@@ -1,6 +1,6 @@
 // Interface between the CUDA kernels (mam_linear_kernel.cu, forward;
 // mam_linear_backward_kernel.cu, backward) and the operator glue
-// (mam_linear_ops.cpp: checks, allocation, device guard, stream, dispatch).
+// (mam_linear_glue.cpp: checks, allocation, device guard, stream, dispatch).
 //
 // The .cu files include no torch headers (only the CUDA runtime and our own
 // headers), which keeps nvcc's compile time down; tensors cross this boundary
@@ -9,7 +9,7 @@
 #pragma once
 
 #ifdef MAMEXT_CUDA_EMULATION
-#include "cuda/emulation.h"
+#include "ops/cuda/emulation.h"
 #else
 #include <cuda_runtime_api.h>
 #endif

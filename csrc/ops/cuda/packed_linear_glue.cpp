@@ -1,9 +1,9 @@
 // CUDA implementation of the packed (sparse) operator mamext::packed_linear:
-// argument checks (those of the CPU glue, csrc/cpu/packed_mam_ops.cpp, with
+// argument checks (those of the CPU glue, csrc/ops/cpu/packed_linear_kernel.cpp, with
 // the same messages, plus the device checks), structure validation, dtype
-// handling, device guard, current stream. Kernels: packed_mam_kernel.cu.
+// handling, device guard, current stream. Kernels: packed_linear_kernel.cu.
 //
-// Structure validation runs on the device (packed_kernels.h) and costs one
+// Structure validation runs on the device (packed_linear_kernel.h) and costs one
 // 8-byte device-to-host copy (a stream synchronisation) per call; the message
 // of an invalid structure is rebuilt on the host from the failing row, word
 // for word the CPU's. It is skipped while a CUDA graph is being captured
@@ -17,8 +17,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "cuda/packed_kernels.h"
-#include "packed_mam.h"
+#include "ops/cuda/packed_linear_kernel.h"
+#include "ops/packed_linear.h"
 
 namespace mamext {
 namespace {
@@ -47,7 +47,7 @@ bool stream_capturing(cudaStream_t stream) {
 }
 
 // Raises the CPU glue's error for the first invalid part of the structure
-// (error key from the device check, see packed_kernels.h).
+// (error key from the device check, see packed_linear_kernel.h).
 void structure_error(uint64_t key, const at::Tensor& idx, const at::Tensor& off, int64_t N, int64_t nnz, int64_t K) {
   if (key == 0) TORCH_CHECK(false, kOp, ": offsets[0] must be 0, got ", off[0].item<int64_t>());
   if (key == 1)
@@ -105,7 +105,7 @@ at::Tensor packed_linear_cuda(const at::Tensor& input, const at::Tensor& values,
     }
   }
 
-  // Memory layout follows the input (packed_mam.h): a column-major input is
+  // Memory layout follows the input (ops/packed_linear.h): a column-major input is
   // read as is and gives a column-major output.
   const bool cols = a.column_major;
   const at::Tensor x = cols ? input.t().to(ct).contiguous() : input.reshape({M, K}).to(ct).contiguous();

@@ -1,7 +1,7 @@
 // CUDA kernels of the packed (sparse, CSR per output neuron) operator
 // mamext::packed_linear: MAM (max + min) or the ordinary sum, float32 /
-// float64 / int8. Interface and layout: packed_kernels.h; the reference is the
-// CPU implementation (csrc/cpu/packed_mam_kernel.cpp), matched bit for bit.
+// float64 / int8. Interface and layout: packed_linear_kernel.h; the reference is the
+// CPU implementation (csrc/ops/cpu/simd/packed_linear_simd.cpp), matched bit for bit.
 //
 // Design: the GPU version of the CPU kernel's "vectorised across the batch".
 // * A block of 256 threads owns S consecutive samples (S a power of two <= 32,
@@ -47,15 +47,16 @@
 //   the same with exact int32 products, max / min (or a wrapping int32 sum) and
 //   the epilogue float(acc) * (wscale[n] * sx[m]) (+ bias[n]).
 // * Structure validation: one warp per row checks offsets and indices and
-//   atomicMin's the first error key (see packed_kernels.h); the glue turns it
+//   atomicMin's the first error key (see packed_linear_kernel.h); the glue turns it
 //   into the CPU's message. The main kernels never read out of bounds even on
 //   an unvalidated structure (spans clamped to [0, nnz], indices outside
 //   [0, K) read as index 0), because validation is skipped while a CUDA graph
 //   is captured.
 #include <cstdint>
 
-#include "cuda/common.cuh"
-#include "cuda/packed_kernels.h"
+#include "common/mam_semantics.h"
+#include "ops/cuda/common.cuh"
+#include "ops/cuda/packed_linear_kernel.h"
 
 namespace mamext::cuda {
 namespace {
@@ -287,9 +288,7 @@ __global__ void __launch_bounds__(kThreads)
   if (any) atomicOr(flag, 1);
 }
 
-// round_q: the CPU kernels' own source.
-#define MAMEXT_ROUND_Q_QUALIFIERS __device__ __forceinline__
-#include "round_q.h"
+// mamext_round_q: common/mam_semantics.h, the CPU kernels' own rounding.
 
 // Per-sample symmetric quantisation (the CPU's quantize); one warp per sample
 // (x strides xsm, xsk; codes xq (M, K) row major).
@@ -321,12 +320,12 @@ __global__ void __launch_bounds__(kThreads)
     }
     const float inv = __fdiv_rn(127.0f, amax);
     for (int64_t k = lane; k < K; k += 32)
-      qr[k] = static_cast<int8_t>(round_q(mul_rn(__ldg(xr + k * xsk), inv)));
+      qr[k] = static_cast<int8_t>(mamext_round_q(mul_rn(__ldg(xr + k * xsk), inv)));
     if (lane == 0) sx[m] = __fdiv_rn(amax, 127.0f);
   }
 }
 
-// Structure check, one warp per row (error keys: packed_kernels.h).
+// Structure check, one warp per row (error keys: packed_linear_kernel.h).
 template <typename I>
 __global__ void __launch_bounds__(kThreads)
     validate_rows(const I* __restrict__ idx, const int64_t* __restrict__ off, int64_t N, int64_t nnz, int64_t K,

@@ -1,13 +1,13 @@
 // Interface between the CUDA kernels of the packed (sparse) operator
-// mamext::packed_linear (packed_mam_kernel.cu) and its glue
-// (packed_mam_ops.cpp: checks, device guard, stream, allocation, messages).
-// Like kernels.h: no torch headers, raw device pointers, every launcher
+// mamext::packed_linear (packed_linear_kernel.cu) and its glue
+// (packed_linear_glue.cpp: checks, device guard, stream, allocation, messages).
+// Like mam_linear_kernel.h: no torch headers, raw device pointers, every launcher
 // enqueues on `stream` and returns the launch status.
 //
-// Layout (CSR per output neuron, as on the CPU, csrc/cpu/packed_kernels.h):
+// Layout (CSR per output neuron, as on the CPU, csrc/ops/cpu/simd/packed_linear_simd.h):
 // row n keeps the connections j in [offsets[n], offsets[n+1]) with weight
 // values[j] at input index indices[j] (strictly increasing within a row).
-// Semantics are exactly those of the CPU kernels (csrc/cpu/packed_mam_kernel.cpp):
+// Semantics are exactly those of the CPU kernels (csrc/ops/cpu/simd/packed_linear_simd.cpp):
 // a row with fewer than K entries has 0 as a candidate for both max and min,
 // an empty row outputs its bias, a full row starts at its first product;
 // mam = false is the ordinary sum in j order; ties keep the earlier value;
@@ -15,14 +15,14 @@
 #pragma once
 
 #ifdef MAMEXT_CUDA_EMULATION
-#include "cuda/emulation.h"
+#include "ops/cuda/emulation.h"
 #else
 #include <cuda_runtime_api.h>
 #endif
 
 #include <cstdint>
 
-#include "cuda/kernels.h"
+#include "ops/cuda/mam_linear_kernel.h"
 
 namespace mamext::cuda {
 

@@ -1,17 +1,18 @@
-"""Python side of the ``torch.ops.mamext`` operators: fake (meta) kernels,
-autograd formulas and the public :func:`mam_linear` wrapper.
+"""The dense MAM layer: fake kernels of ``torch.ops.mamext.mam_linear_*`` and
+the public wrapper :func:`mam_linear`.
 
-The schemas and real kernels are C++ (``csrc/mam_linear.cpp``,
-``csrc/cpu/``, ``csrc/cuda/``). Keeping fake kernels and autograd here, through
-``torch.library``, is what lets ``torch.compile(fullgraph=True)`` and
-``torch.export`` trace through a MAM layer.
+Schemas: ``csrc/ops/mam_linear.cpp``; kernels: ``csrc/ops/cpu/``,
+``csrc/ops/cuda/``; autograd (reverse and forward mode) and autocast:
+``csrc/ops/autograd/mam_linear_kernel.cpp``,
+``csrc/ops/autocast/mam_linear_kernel.cpp``; reference:
+:func:`mamext.reference.mam_linear_reference`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import _C  # noqa: F401  (registers the schemas)
+from .. import _C  # noqa: F401  (registers the schemas and kernels)
 
 __all__ = ["mam_linear"]
 
@@ -62,48 +63,6 @@ def _mam_linear_backward_fake(grad_output, input, weight, argmax, argmin, output
     return gx, gw
 
 
-def _setup_context(ctx, inputs, output):
-    input, weight, bias = inputs
-    _, argmax, argmin = output
-    ctx.save_for_backward(input, weight, argmax, argmin)
-    ctx.has_bias = bias is not None
-
-
-def _backward(ctx, grad_out, _grad_argmax, _grad_argmin):
-    input, weight, argmax, argmin = ctx.saved_tensors
-    need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    need_b = ctx.has_bias and ctx.needs_input_grad[2]
-    grad_input = grad_weight = grad_bias = None
-    if need_x or need_w:
-        gx, gw = torch.ops.mamext.mam_linear_backward(
-            grad_out, input, weight, argmax, argmin, [bool(need_x), bool(need_w)])
-        grad_input = gx if need_x else None
-        grad_weight = gw if need_w else None
-    if need_b:
-        acc = torch.float64 if grad_out.dtype == torch.float64 else torch.float32
-        grad_bias = grad_out.reshape(-1, weight.shape[0]).to(acc).sum(0).to(grad_out.dtype)
-    return grad_input, grad_weight, grad_bias
-
-
-torch.library.register_autograd("mamext::mam_linear_forward", _backward, setup_context=_setup_context)
-
-
-def _not_differentiable(op, hint):
-    def backward(ctx, *grads):
-        raise RuntimeError(f"mamext::{op} is not differentiable: {hint}")
-
-    return backward
-
-
-# Without these, autograd would silently treat the ops as constants. The
-# inference op's (forward fine, backward raises) is in C++ (csrc/mam_linear.cpp,
-# csrc/inference_only.h): a Python one costs ~6 us per call under no_grad.
-torch.library.register_autograd(
-    "mamext::mam_linear_backward",
-    _not_differentiable("mam_linear_backward", "double backward through a MAM layer is not supported"),
-    setup_context=lambda ctx, inputs, output: None)
-
-
 def mam_linear(input, weight, bias=None, *, return_indices=False):
     """MAM linear layer: ``max_k(W[n,k] x[...,k]) + min_k(W[n,k] x[...,k]) + b[n]``.
 
@@ -114,9 +73,19 @@ def mam_linear(input, weight, bias=None, *, return_indices=False):
         return_indices: also return the int32 ``argmax`` and ``argmin`` maps
             (shape ``(*, N)``; lowest k wins ties).
 
-    Differentiable in input, weight and bias. When no gradient is needed and no
-    indices are asked for, the inference kernel (no index tracking) runs.
+    Differentiable in input, weight and bias, in reverse mode
+    (``backward``, ``torch.func.grad``/``jacrev``) and forward mode
+    (``torch.func.jvp``/``jacfwd``, ``torch.autograd.forward_ad``). When no
+    gradient is needed and no indices are asked for, the inference kernel (no
+    index tracking) runs.
     """
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"mam_linear: input must be a tensor, got {type(input).__name__}")
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"mam_linear: weight must be a tensor of shape (out_features, in_features), "
+                        f"got {type(weight).__name__}")
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        raise TypeError(f"mam_linear: bias must be a tensor or None, got {type(bias).__name__}")
     needs_grad = torch.is_grad_enabled() and (
         input.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
     if return_indices or needs_grad:

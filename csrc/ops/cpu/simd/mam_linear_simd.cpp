@@ -1,6 +1,6 @@
 // Dense MAM kernels (forward with/without indices, backward), compiled once per
 // ISA (see CMakeLists.txt): the namespace mamext::cpu::MAMEXT_ISA keeps the
-// three builds apart. No torch headers here (see kernels.h).
+// three builds apart. No torch headers here (see mam_linear_simd.h).
 //
 // Forward: a register-blocked micro-kernel over MR rows x NR vectors of output
 // neurons. Weights are packed into panels (K, NR*L) so one k step loads NR
@@ -19,8 +19,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "cpu/kernels.h"
-#include "cpu/vec.h"
+#include "ops/cpu/simd/mam_linear_simd.h"
+#include "common/vec.h"
 
 namespace mamext::cpu::MAMEXT_ISA {
 namespace {

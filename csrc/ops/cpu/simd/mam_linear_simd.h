@@ -1,4 +1,4 @@
-// Interface between the per-ISA CPU kernels (csrc/cpu/*_kernel.cpp, compiled
+// Interface between the per-ISA dense kernels (mam_linear_simd.cpp, compiled
 // once per instruction set into mamext::cpu::<isa>) and the operator code that
 // validates tensors, allocates outputs and splits work across threads.
 //
@@ -9,9 +9,9 @@
 
 #include <cstdint>
 
-namespace mamext::cpu {
+#include "common/cpu_dispatch.h"
 
-enum class Capability : int { Default = 0, AVX2 = 1, AVX512 = 2 };
+namespace mamext::cpu {
 
 // Dense MAM forward over rows [m0, m1) of x against one packed weight panel
 // holding neurons [n0, n0 + panel_width) (zero padded past N).
@@ -74,13 +74,7 @@ namespace default_isa { const KernelTable& kernel_table(); }
 namespace avx2 { const KernelTable& kernel_table(); }
 namespace avx512 { const KernelTable& kernel_table(); }
 
-// The table in use: the best the CPU supports, capped by MAMEXT_CPU_CAPABILITY.
+// The table for cpu::active_capability() (defined in ops/cpu/mam_linear_kernel.cpp).
 const KernelTable& kernels();
-Capability detected_capability();
-Capability active_capability();
-// Force a level (tests); throws if the CPU cannot run it.
-void set_capability(Capability c);
-const char* capability_name(Capability c);
-Capability parse_capability(const char* name);
 
 }  // namespace mamext::cpu

@@ -1,6 +1,6 @@
 // Packed (sparse, CSR per output neuron) MAM and Linear kernels, compiled once
 // per ISA (see CMakeLists.txt) into mamext::cpu::MAMEXT_ISA. No torch headers
-// (see kernels.h). Layout and semantics: packed_kernels.h.
+// (see mam_linear_simd.h). Layout and semantics: packed_linear_simd.h.
 //
 // Fast path, vectorised across the batch: each thread transposes a block of
 // BW samples into a panel (K, BW), so a kept connection (w, k) is one
@@ -22,9 +22,10 @@
 // as in the dense layer; otherwise max + min (or the sum) as usual.
 #include <cstdint>
 
-#include "cpu/kernels.h"
-#include "cpu/packed_kernels.h"
-#include "cpu/vec.h"
+#include "common/mam_semantics.h"
+#include "common/vec.h"
+#include "ops/cpu/simd/mam_linear_simd.h"
+#include "ops/cpu/simd/packed_linear_simd.h"
 
 namespace mamext::cpu::MAMEXT_ISA {
 namespace {
@@ -469,7 +470,7 @@ PackedFloatKernels<T> float_kernels() {
 //   scale = amax / 127.
 // Output: float(acc) * (wscale[n] * scale) (+ bias[n]), single roundings, no FMA.
 // ---------------------------------------------------------------------------
-#include "round_q.h"  // round_q (shared with the CUDA kernels)
+// mamext_round_q: common/mam_semantics.h (shared with the CUDA kernels and the C export).
 
 void quantize(const float* x, int64_t K, int32_t* xq, float* sx, int64_t m0, int64_t m1) {
   for (int64_t b = m0; b < m1; ++b) {
@@ -503,7 +504,7 @@ void quantize(const float* x, int64_t K, int32_t* xq, float* sx, int64_t m0, int
       continue;
     }
     const float inv = 127.0f / amax;
-    for (int64_t k = 0; k < K; ++k) qr[k] = round_q(xr[k] * inv);
+    for (int64_t k = 0; k < K; ++k) qr[k] = mamext_round_q(xr[k] * inv);
     sx[b] = amax / 127.0f;
   }
 }

@@ -1,7 +1,7 @@
 // Interface between the per-ISA packed (sparse) MAM kernels
-// (csrc/cpu/packed_mam_kernel.cpp, compiled once per instruction set into
-// mamext::cpu::<isa>) and the operator glue (csrc/cpu/packed_mam_ops.cpp).
-// Like kernels.h: no torch headers, plain pointers only.
+// (csrc/ops/cpu/simd/packed_linear_simd.cpp, compiled once per instruction set into
+// mamext::cpu::<isa>) and the operator glue (csrc/ops/cpu/packed_linear_kernel.cpp).
+// Like mam_linear_simd.h: no torch headers, plain pointers only.
 //
 // Packed layer (CSR per output neuron): row n keeps the connections
 // j in [offsets[n], offsets[n+1]) with weight values[j] at input indices[j]
@@ -13,7 +13,7 @@
 
 #include <cstdint>
 
-#include "cpu/kernels.h"
+#include "ops/cpu/simd/mam_linear_simd.h"
 
 namespace mamext::cpu {
 
@@ -105,7 +105,7 @@ namespace default_isa { const PackedKernelTable& packed_kernel_table(); }
 namespace avx2 { const PackedKernelTable& packed_kernel_table(); }
 namespace avx512 { const PackedKernelTable& packed_kernel_table(); }
 
-// The table for cpu::active_capability() (defined in packed_mam_ops.cpp).
+// The table for cpu::active_capability() (defined in packed_linear_glue.cpp).
 const PackedKernelTable& packed_kernels();
 
 }  // namespace mamext::cpu
