@@ -5,7 +5,8 @@
 // goes straight below autograd; otherwise the forward runs and is recorded,
 // and its backward raises Tag::message(). An input carrying a forward-mode
 // tangent (torch.func.jvp, torch.autograd.forward_ad) raises it at once: a
-// tangent silently dropped would read as a zero derivative.
+// tangent silently dropped would read as a zero derivative. So does a gradient
+// asked for under a torch.func transform (which refuses C++ autograd nodes).
 //
 // Tag: struct { static R call(Args...);   // redispatch below autograd; R is
 //                                         // at::Tensor or a variable_list
@@ -13,6 +14,7 @@
 #pragma once
 
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/autograd.h>
 
 #include <optional>
@@ -29,6 +31,13 @@ inline bool has_tangent(const at::Tensor& t) { return t.defined() && t._fw_grad(
 inline bool has_tangent(const std::optional<at::Tensor>& t) { return t.has_value() && has_tangent(*t); }
 template <typename T>
 inline bool has_tangent(const T&) { return false; }
+
+// Inside a torch.func transform (grad, vjp, jacrev, jvp, jacfwd, vmap), which
+// refuses C++ torch::autograd::Function nodes: functorch includes its dynamic
+// layer key in the thread-local dispatch key set while any transform is active.
+inline bool in_functorch_transform() {
+  return c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::FuncTorchDynamicLayerFrontMode);
+}
 
 template <typename Tag>
 class InferenceOnlyFunction : public torch::autograd::Function<InferenceOnlyFunction<Tag>> {
@@ -47,6 +56,7 @@ template <typename Tag, typename... Args>
 auto inference_only_autograd(const Args&... args) {
   TORCH_CHECK(!(has_tangent(args) || ...), Tag::message(), " (forward-mode AD included)");
   if (!at::GradMode::is_enabled() || !(wants_grad_of(args) || ...)) return Tag::call(args...);
+  TORCH_CHECK(!in_functorch_transform(), Tag::message());
   return InferenceOnlyFunction<Tag>::apply(args...);
 }
 

@@ -3,11 +3,13 @@
 //  - mam_linear_forward, reverse mode: gradients flow only through the two
 //    selected products, computed by mam_linear_backward from the saved
 //    argmax/argmin; the bias gradient is grad_output summed in the compute
-//    dtype. Forward mode (torch.func.jvp/jacfwd, torch.autograd.forward_ad):
-//    the output is rewritten with differentiable ATen ops as the sum of the
-//    two selected products (indices from the forward kernel) plus the bias,
-//    which has the same value bit for bit and whose tangent is the tangent of
-//    those two products plus the bias tangent.
+//    dtype. Forward mode (torch.func.jvp/jacfwd, torch.autograd.forward_ad)
+//    and every torch.func transform (which refuse C++ autograd nodes): the
+//    output is rewritten with differentiable ATen ops as the sum of the two
+//    selected products (indices from the forward kernel) plus the bias, which
+//    has the same value bit for bit; its tangent is the tangent of those two
+//    products plus the bias tangent, its gradient flows through the same two
+//    products as the backward kernel.
 //  - mam_linear_inference: reverse mode raises (it tracks no indices, see
 //    inference_only.h); forward mode runs as mam_linear_forward.
 //  - mam_linear_backward: not differentiable (no double backward).
@@ -101,8 +103,12 @@ at::Tensor forward_from_indices(const at::Tensor& input, const at::Tensor& weigh
   return out.to(input.scalar_type()).reshape(sizes);
 }
 
+bool needs_differentiable_forward(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
+  return has_tangent(input) || has_tangent(weight) || has_tangent(bias) || in_functorch_transform();
+}
+
 ForwardResult mam_linear_forward_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
-  if (has_tangent(input) || has_tangent(weight) || has_tangent(bias)) {
+  if (needs_differentiable_forward(input, weight, bias)) {
     auto [out, argmax, argmin] = forward_below_autograd(input, weight, bias);
     return {forward_from_indices(input, weight, bias, argmax, argmin), argmax, argmin};
   }
