@@ -1,13 +1,15 @@
 // Minimal SIMD layer for the per-ISA kernels. Exactly one of
 // MAMEXT_ISA_AVX512 / MAMEXT_ISA_AVX2 / MAMEXT_ISA_DEFAULT_ISA is defined by
-// the build for each compilation of a *_kernel.cpp file. Everything lives in
+// the build for each compilation of an ops/cpu/simd/*_simd.cpp file. Everything lives in
 // mamext::cpu::MAMEXT_ISA so the three compilations never share a symbol.
 //
 // Semantics the kernels rely on:
 //   max(a, b) / min(a, b) follow x86 MAXPS/MINPS on every ISA: the result is a
 //   only if a is strictly greater (smaller), else b. Kernels call max(new,
 //   running), so a tie (including +0 vs -0) keeps the earlier value: the value
-//   of the lowest index, sign of zero included. Only used on NaN-free data;
+//   of the lowest index, sign of zero included. This is, lane by lane, the
+//   fold of common/mam_semantics.h (mamext_max_f32 & co.), which the scalar
+//   code calls directly. Only used on NaN-free data;
 //   eq/neq are IEEE comparisons (+0 == -0).
 #pragma once
 

@@ -37,6 +37,7 @@
 #include <climits>
 #include <cstdint>
 
+#include "common/mam_fold.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/mam_linear_kernel.h"
 
@@ -121,11 +122,11 @@ __device__ void scan_warp(const T* xr, const T* wr, int64_t K, int lane, float& 
       nan_k = static_cast<int32_t>(k);
       break;
     }
-    if (imx == INT_MAX || p > bmx) {
+    if (imx == INT_MAX || mamext_fold_wins_max(bmx, p)) {
       bmx = p;
       imx = static_cast<int32_t>(k);
     }
-    if (imn == INT_MAX || p < bmn) {
+    if (imn == INT_MAX || mamext_fold_wins_min(bmn, p)) {
       bmn = p;
       imn = static_cast<int32_t>(k);
     }
@@ -138,6 +139,8 @@ __device__ void scan_warp(const T* xr, const T* wr, int64_t K, int lane, float& 
     const float on = __shfl_xor_sync(kFullMask, bmn, off);
     const int32_t oin = __shfl_xor_sync(kFullMask, imn, off);
     nan_k = min(nan_k, onan);
+    // Lanes hold different k: merge by value, the lower index breaking ties
+    // (the sequential fold of common/mam_semantics.h).
     if (oix != INT_MAX && (imx == INT_MAX || ox > bmx || (ox == bmx && oix < imx))) {
       bmx = ox;
       imx = oix;
@@ -273,6 +276,9 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int j = 0; j < TN; ++j) {
         const float p = mul_rn(a[i], b[j]);
+        // Value only, NaN-free data: fmaxf/fminf give the fold of
+        // common/mam_semantics.h up to the sign of a tied zero, which the
+        // code after the loop settles (recover_index / the zero case).
         mx[i][j] = fmaxf(mx[i][j], p);
         mn[i][j] = fminf(mn[i][j], p);
       }
@@ -394,11 +400,11 @@ __global__ void __launch_bounds__(kTS* kTS)
         mx = mn = p;
         ia = ib = static_cast<int32_t>(k0 + kk);
       } else {
-        if (p > mx) {
+        if (mamext_fold_wins_max(mx, p)) {
           mx = p;
           ia = static_cast<int32_t>(k0 + kk);
         }
-        if (p < mn) {
+        if (mamext_fold_wins_min(mn, p)) {
           mn = p;
           ib = static_cast<int32_t>(k0 + kk);
         }

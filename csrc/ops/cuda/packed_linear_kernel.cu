@@ -54,6 +54,7 @@
 //   is captured.
 #include <cstdint>
 
+#include "common/mam_fold.h"
 #include "common/mam_semantics.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/packed_linear_kernel.h"
@@ -171,8 +172,8 @@ __device__ __forceinline__ typename Kind<X>::Acc row_value(const typename Kind<X
   for (; j < j1; ++j) {
     const Acc p = term(j);
     if constexpr (MAM) {
-      mx = p > mx ? p : mx;  // ties keep the earlier value
-      mn = p < mn ? p : mn;
+      mx = mamext_fold_max(mx, p);  // ties keep the earlier value
+      mn = mamext_fold_min(mn, p);
     } else {
       mx = accumulate(mx, p);
     }

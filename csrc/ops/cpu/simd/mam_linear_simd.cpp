@@ -19,8 +19,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "ops/cpu/simd/mam_linear_simd.h"
+#include "common/mam_fold.h"
 #include "common/vec.h"
+#include "ops/cpu/simd/mam_linear_simd.h"
 
 namespace mamext::cpu::MAMEXT_ISA {
 namespace {
@@ -257,8 +258,8 @@ void forward_rows(const T* x, const T* w, const T* bias, T* out, int32_t* amax, 
       }
       for (int64_t k = kv; k < K; ++k) {
         const T p = xr[k] * wr[k];
-        mx = p > mx ? p : mx;
-        mn = p < mn ? p : mn;
+        mx = mamext_fold_max(mx, p);
+        mn = mamext_fold_min(mn, p);
       }
       // Lanes hold different k, so the lane reduction cannot tell which of
       // several tied zeros (+0 / -0) came first: take the value of the first
@@ -299,8 +300,8 @@ void forward_slow(const T* x, const T* w, const T* bias, T* out, int32_t* amax, 
             ia = ib = k;
             break;
           }
-          if (p > mx) { mx = p; ia = k; }
-          if (p < mn) { mn = p; ib = k; }
+          if (mamext_fold_wins_max(mx, p)) { mx = p; ia = k; }
+          if (mamext_fold_wins_min(mn, p)) { mn = p; ib = k; }
         }
       }
       T v = mx + mn;

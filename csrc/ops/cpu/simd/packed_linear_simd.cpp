@@ -22,6 +22,7 @@
 // as in the dense layer; otherwise max + min (or the sum) as usual.
 #include <cstdint>
 
+#include "common/mam_fold.h"
 #include "common/mam_semantics.h"
 #include "common/vec.h"
 #include "ops/cpu/simd/mam_linear_simd.h"
@@ -268,8 +269,8 @@ inline void fold(A p, bool& first, A& mx, A& mn, A& acc) {
       mx = mn = p;
       first = false;
     } else {
-      mx = p > mx ? p : mx;
-      mn = p < mn ? p : mn;
+      mx = mamext_fold_max(mx, p);
+      mn = mamext_fold_min(mn, p);
     }
   } else {
     acc += p;
@@ -403,8 +404,8 @@ void rows(const T* x, int64_t K, const T* values, const void* indices, const int
           }
           for (; j < j1; ++j) {
             const T p = values[j] * xr[idx[j]];
-            mx = p > mx ? p : mx;
-            mn = p < mn ? p : mn;
+            mx = mamext_fold_max(mx, p);
+            mn = mamext_fold_min(mn, p);
           }
           v = mx + mn;
         } else {
