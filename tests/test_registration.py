@@ -198,3 +198,10 @@ def test_mam_linear_weight_none_names_weight():
         mamext.mam_linear(torch.randn(2, 4), None)
     with pytest.raises(TypeError, match="bias"):
         mamext.mam_linear(torch.randn(2, 4), torch.randn(3, 4), 1.0)
+
+
+def test_packed_linear_wrapper_calls_the_op():
+    x, values, indices, offsets, b, scale, K, mam = _packed(values_dtype=torch.int8)
+    got = mamext.packed_linear(x, values, indices, offsets, b, scale, in_features=K, mam=mam)
+    assert torch.equal(got, torch.ops.mamext.packed_linear(x, values, indices, offsets, b, scale, K, mam))
+    assert mamext.ops.packed_linear is mamext.packed_linear

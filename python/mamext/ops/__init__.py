@@ -6,13 +6,18 @@ trace it, and its public Python wrapper. Schemas, CPU/CUDA kernels, autograd
 and autocast are C++ (``csrc/ops/``). Importing this package, which
 ``import mamext`` does, registers every operator completely.
 
-=====================  ===========================================  ==============================
-operator               ``torch.ops.mamext``                         module
-=====================  ===========================================  ==============================
-dense MAM layer        ``mam_linear_forward``, ``mam_linear_inference``,  :mod:`mamext.ops.mam_linear`
-                       ``mam_linear_backward``
-packed (pruned) layer  ``packed_linear``                            :mod:`mamext.ops.packed_linear`
-=====================  ===========================================  ==============================
+Operators and their modules:
+
+* :mod:`mamext.ops.mam_linear`: the dense MAM layer, ``mam_linear_forward``
+  (training: output, argmax, argmin), ``mam_linear_inference`` and
+  ``mam_linear_backward``; wrapper :func:`mam_linear`.
+* :mod:`mamext.ops.packed_linear`: the packed (pruned) MAM or Linear layer,
+  ``packed_linear``; wrapper :func:`packed_linear`, modules in
+  :mod:`mamext.sparse`.
+
+The wrappers are re-exported here and from :mod:`mamext` under the module's
+name, so ``mamext.ops.mam_linear`` is the function; the modules are
+``sys.modules["mamext.ops.mam_linear"]`` and so on.
 """
 
 from __future__ import annotations
