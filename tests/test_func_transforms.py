@@ -149,3 +149,27 @@ def test_backward_op_refuses_forward_mode():
     g = torch.ones(5, 4, dtype=x.dtype)
     with fwAD.dual_level(), pytest.raises(RuntimeError, match="not differentiable"):
         torch.ops.mamext.mam_linear_backward(fwAD.make_dual(g, g), x, w, argmax, argmin, [True, True])
+
+
+@pytest.mark.parametrize("in_dims", [(0, None, None, None, None, None), (None, None, 0, None, None, None)])
+def test_vmap_of_the_backward_op(in_dims):
+    x, w, _ = _operands(lead=(5,))
+    _, argmax, argmin = mamext.mam_linear(x, w, return_indices=True)
+    B = 3
+    gs = torch.randn(B, 5, 4, dtype=x.dtype)
+    ws = torch.stack([w * (i + 1) for i in range(B)])
+    args = [gs if in_dims[0] == 0 else gs[0], x, ws if in_dims[2] == 0 else w, argmax, argmin]
+    got = torch.func.vmap(lambda *a: torch.ops.mamext.mam_linear_backward(*a, [True, True]), in_dims=in_dims[:5])(*args)
+    want = [torch.ops.mamext.mam_linear_backward(*[a[i] if d == 0 else a for a, d in zip(args, in_dims)],
+                                                 [True, True]) for i in range(B)]
+    for g, w_ in zip(got, zip(*want)):
+        assert torch.equal(g, torch.stack(w_))
+
+
+def test_vmap_of_a_packed_layer():
+    layer = _packed_layer()
+    x = torch.randn(4, 3, 6)
+    with torch.no_grad():
+        got = torch.func.vmap(layer)(x)
+        want = torch.stack([layer(xi) for xi in x])
+    assert torch.equal(got, want)

@@ -177,11 +177,12 @@ def test_inference_only_ops_refuse_backward(op_name):
         out.sum().backward()
 
 
-def test_every_op_has_autograd_and_fake_kernels():
+def test_every_op_has_autograd_fake_and_vmap_kernels():
     for op in _registered_ops():
         name = f"mamext::{op}"
         assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "Autograd"), f"{name}: no autograd kernel"
         assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU"), f"{name}: no CPU kernel"
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "FuncTorchBatched"), f"{name}: no vmap rule"
         assert torch._library.simple_registry.singleton.find(name).fake_impl.kernel is not None, (
             f"{name}: no fake kernel")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from .. import _C  # noqa: F401  (registers the schemas and kernels)
+from ._vmap import input_batched_only, register_vmap
 
 __all__ = ["mam_linear"]
 
@@ -61,6 +62,11 @@ def _mam_linear_backward_fake(grad_output, input, weight, argmax, argmin, output
     gx = input.new_empty(input.shape) if output_mask[0] else input.new_empty((0,))
     gw = weight.new_empty(weight.shape) if output_mask[1] else input.new_empty((0,))
     return gx, gw
+
+
+register_vmap("mam_linear_forward", input_batched_only)
+register_vmap("mam_linear_inference", input_batched_only)
+register_vmap("mam_linear_backward", lambda op, in_dims, *args: None)  # always one call per entry
 
 
 def mam_linear(input, weight, bias=None, *, return_indices=False):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .. import _C  # noqa: F401  (registers the schema and kernels)
+from ._vmap import input_batched_only, register_vmap
 
 __all__ = ["packed_linear"]
 
@@ -48,6 +49,9 @@ def _packed_linear_fake(input, values, indices, offsets, bias, weight_scale, in_
     if column_major(input):  # the layout rule of the kernels (csrc/ops/packed_linear.h)
         return input.new_empty((N, input.shape[0])).t()
     return input.new_empty((*input.shape[:-1], N))
+
+
+register_vmap("packed_linear", input_batched_only)
 
 
 def packed_linear(input, values, indices, offsets, bias=None, weight_scale=None, *, in_features, mam=True):
