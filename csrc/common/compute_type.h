@@ -9,8 +9,4 @@ namespace mamext {
 
 inline c10::ScalarType compute_type(c10::ScalarType t) { return t == c10::kDouble ? c10::kDouble : c10::kFloat; }
 
-inline bool is_floating_input(c10::ScalarType t) {
-  return t == c10::kFloat || t == c10::kDouble || t == c10::kHalf || t == c10::kBFloat16;
-}
-
 }  // namespace mamext

@@ -6,7 +6,7 @@
 #include <ATen/ATen.h>
 #include <c10/util/Optional.h>
 
-#include "common/compute_type.h"
+#include "common/arg_checks.h"
 
 namespace mamext {
 
@@ -19,7 +19,7 @@ struct DenseShape {
 
 inline DenseShape check_dense_args(const char* op, const at::Tensor& input, const at::Tensor& weight,
                                    const std::optional<at::Tensor>& bias) {
-  TORCH_CHECK(is_floating_input(input.scalar_type()), op, ": input must be float32, float64, float16 or bfloat16, got ",
+  TORCH_CHECK(is_floating_input(input.scalar_type()), op, ": input must be ", kFloatingInputs, ", got ",
               input.scalar_type());
   TORCH_CHECK(weight.scalar_type() == input.scalar_type(), op, ": weight dtype ", weight.scalar_type(),
               " does not match input dtype ", input.scalar_type());

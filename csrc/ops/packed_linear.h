@@ -9,7 +9,7 @@
 
 #include <optional>
 
-#include "common/compute_type.h"
+#include "common/arg_checks.h"
 #include "common/mam_semantics.h"
 
 namespace mamext {
@@ -43,8 +43,7 @@ PackedArgs check_packed_args(const at::Tensor& input, const at::Tensor& values, 
   PackedArgs a;
   a.input_type = input.scalar_type();
   const auto it = a.input_type;
-  TORCH_CHECK(is_floating_input(it), kOp,
-              ": input must be float32, float64, float16 or bfloat16, got ", it);
+  TORCH_CHECK(is_floating_input(it), kOp, ": input must be ", kFloatingInputs, ", got ", it);
   TORCH_CHECK(input.dim() >= 1, kOp, ": input must have at least 1 dimension, got a scalar");
   TORCH_CHECK(in_features > 0, kOp, ": in_features must be positive, got ", in_features);
   a.K = in_features;

@@ -14,7 +14,7 @@
 #include <optional>
 #include <tuple>
 
-#include "common/compute_type.h"
+#include "common/arg_checks.h"
 
 namespace mamext {
 namespace {
