@@ -1,6 +1,6 @@
 // CPU implementation of the dense MAM operators: argument checks, dtype
 // handling and the split of work across threads. The arithmetic is in the
-// per-ISA kernels (mam_linear_kernel.cpp), chosen through cpu::kernels().
+// per-ISA kernels (simd/mam_linear_simd.cpp), chosen through cpu::kernels().
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
