@@ -188,7 +188,7 @@ set(CMAKE_CUDA_ARCHITECTURES OFF)
 set(CMAKE_CUDA_STANDARD 20)
 set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 # Exact float semantics: products must round once (no FMA contraction) so the
-# CUDA kernels agree bit for bit with the CPU kernels; see csrc/cuda/.
+# CUDA kernels agree bit for bit with the CPU kernels; see csrc/ops/cuda/.
 string(APPEND CMAKE_CUDA_FLAGS " --fmad=false -Xfatbin=-compress-all")
 set(MAMEXT_BUILD_CUDA ON)
 message(STATUS "mamext: CUDA kernels enabled: nvcc ${CMAKE_CUDA_COMPILER_VERSION} at ${CMAKE_CUDA_COMPILER}, "

@@ -1,11 +1,13 @@
 // The pybind11 module mamext._C: build information and the CPU capability
-// query. Importing it also registers the torch operators (TORCH_LIBRARY).
+// query and override. Importing it also registers the torch operators
+// (csrc/mamext.cpp and csrc/ops/).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <string>
 
-#include "cpu/kernels.h"
+#include "common/cpu_dispatch.h"
+#include "common/mam_semantics.h"
 
 #ifndef MAMEXT_VERSION
 #define MAMEXT_VERSION "unknown"
@@ -16,7 +18,7 @@ namespace py = pybind11;
 PYBIND11_MODULE(_C, m) {
   m.doc() = "mamext native extension: MAM operators (registered in torch.ops.mamext) and build info";
   m.def("cpu_capability", [] { return std::string(mamext::cpu::capability_name(mamext::cpu::active_capability())); },
-        "The CPU kernel level in use: 'avx512', 'avx2' or 'default'.");
+        "The CPU kernel level in use (one of build_info['isa_levels']).");
   m.def("detected_cpu_capability",
         [] { return std::string(mamext::cpu::capability_name(mamext::cpu::detected_capability())); },
         "The best kernel level this CPU supports.");
@@ -43,6 +45,11 @@ PYBIND11_MODULE(_C, m) {
 #else
   info["openmp"] = false;
 #endif
-  info["cpu_kernels"] = py::make_tuple("default", "avx2", "avx512");
+  // The CPU kernel levels compiled in, lowest first (CMakeLists.txt).
+  py::tuple levels(py::str(mamext::cpu::isa_levels()).attr("split")(","));
+  info["isa_levels"] = levels;
+  info["cpu_kernels"] = levels;
+  // int32 sums of int8 products stay exact up to this many terms.
+  info["int8_sum_max_terms"] = static_cast<long long>(MAMEXT_INT8_SUM_MAX_TERMS);
   m.attr("build_info") = info;
 }

@@ -3,7 +3,7 @@ tests/test_sparse_cuda.py: the `needs_gpu` skip marker, the build of an
 emulation library, and the ctypes base of the kernel wrappers.
 
 g++ compiles kernel sources from csrc/ with -DMAMEXT_CUDA_EMULATION against
-the CUDA emulation header (csrc/.../cuda/emulation.h: blocks in sequence, the
+the CUDA emulation header (csrc/ops/cuda/emulation.h: blocks in sequence, the
 threads of a block as fibers switched at every barrier and warp shuffle),
 together with a small extern "C" wrapper, into a shared library loaded with
 ctypes. That checks the kernels' logic, not the GPU toolchain or the hardware.

@@ -22,7 +22,7 @@ import torch
 import mamext
 from mamext.reference import mam_linear_reference
 
-ISA_LEVELS = tuple(mamext._C.build_info.get("isa_levels", mamext._C.build_info["cpu_kernels"]))  # TODO(merge): build_info["isa_levels"], no fallback
+ISA_LEVELS = tuple(mamext._C.build_info["isa_levels"])
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 HAS_CUDA = torch.cuda.is_available() and bool(mamext._C.build_info["cuda"])
 DEVICES = ("cpu", pytest.param("cuda", marks=pytest.mark.skipif(

@@ -1,4 +1,4 @@
-"""CUDA kernels of the dense MAM operators (csrc/cuda/).
+"""CUDA kernels of the dense MAM operators (csrc/ops/cuda/).
 
 Everything that needs a GPU is skipped with a reason when there is none (or
 when mamext was built without CUDA). The build checks at the top run anywhere:
@@ -289,7 +289,7 @@ def test_mixed_devices_rejected():
 # ------------------------------------------- emulated on the CPU (no GPU) ---
 
 _CAPI = r"""
-#include "cuda/kernels.h"
+#include "ops/cuda/mam_linear_kernel.h"
 using namespace mamext::cuda;
 extern "C" int emu_forward(int dt, const void* x, const void* w, const void* b, void* out, int32_t* amax,
                            int32_t* amin, int64_t M, int64_t N, int64_t K) {
@@ -465,7 +465,7 @@ def test_emulated_backward_flags_bad_indices(emu, deterministic, bad):
 # ------------------------------------------------- the emulation itself ---
 
 _SELF_TEST_CAPI = r"""
-#include "cuda/common.cuh"
+#include "ops/cuda/common.cuh"
 namespace {
 constexpr int kT = 64;
 __global__ void reverse(int* out, bool barrier) {  // out[b][t] = the value thread 63 - t wrote

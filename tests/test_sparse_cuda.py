@@ -1,5 +1,5 @@
 """CUDA kernels of the packed sparse operator mamext::packed_linear
-(csrc/cuda/packed_mam_kernel.cu, glue csrc/cuda/packed_mam_ops.cpp).
+(csrc/ops/cuda/packed_linear_kernel.cu, glue csrc/ops/cuda/packed_linear_glue.cpp).
 
 The reference is the CPU operator (torch.ops.mamext.packed_linear on CPU
 tensors): on finite data the CUDA results must equal it bit for bit (float32,
@@ -89,7 +89,7 @@ def _cpu(x, values, indices, offsets, bias, scale, K, mam):
 # ------------------------------------------- emulated on the CPU (no GPU) ---
 
 _CAPI = r"""
-#include "cuda/packed_kernels.h"
+#include "ops/cuda/packed_linear_kernel.h"
 using namespace mamext::cuda;
 static PackedLaunchConfig config(int spb, int64_t npb, int64_t smem) {
   PackedLaunchConfig c;
@@ -175,7 +175,7 @@ class _Emulated(EmulatedKernels):
 
 @pytest.fixture(scope="module")
 def emu():
-    return _Emulated(build_emulation(["packed_mam_kernel.cu"], _CAPI, "mamext_packed_cuda_emulation"))
+    return _Emulated(build_emulation(["packed_linear_kernel.cu"], _CAPI, "mamext_packed_cuda_emulation"))
 
 
 def _emu_vs_cpu(emu, x, values, indices, offsets, bias, scale, K, mam, path="auto"):

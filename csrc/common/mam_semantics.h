@@ -48,6 +48,8 @@ MAMEXT_HD int32_t mamext_min_i32(int32_t best, int32_t p) { return p < best ? p 
 /* Index-tracking form: replace (best, at) by (p, k) only when strictly better. */
 MAMEXT_HD int mamext_wins_max_f32(float best, float p) { return p > best; }
 MAMEXT_HD int mamext_wins_min_f32(float best, float p) { return p < best; }
+MAMEXT_HD int mamext_wins_max_f64(double best, double p) { return p > best; }
+MAMEXT_HD int mamext_wins_min_f64(double best, double p) { return p < best; }
 
 /*
  * int8 rounding: round half to even of a float already scaled to [-127, 127],

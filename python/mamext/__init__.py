@@ -5,9 +5,10 @@ max plus min::
 
     y[..., n] = max_k(W[n, k] * x[..., k]) + min_k(W[n, k] * x[..., k]) + b[n]
 
-Importing this package loads the native extension (``mamext._C``), which
-registers the operators ``torch.ops.mamext.*``; :mod:`mamext.ops` adds their
-fake kernels and autograd formulas.
+Importing this package registers every operator ``torch.ops.mamext.*``
+completely: the native extension (``mamext._C``) brings the schemas and the
+CPU/CUDA, autograd and autocast kernels, :mod:`mamext.ops` the fake kernels
+(one module per operator).
 """
 
 from __future__ import annotations
@@ -15,20 +16,22 @@ from __future__ import annotations
 import torch  # noqa: F401  (loads libtorch before the extension)
 
 from . import _C
-from .ops import mam_linear
+from . import ops
+from .ops import mam_linear, packed_linear
 from . import nn
 from ._convert import convert
 
 __version__ = _C.build_info["version"]
 
-__all__ = ["mam_linear", "convert", "cpu_capability", "nn", "__version__"]
+__all__ = ["mam_linear", "packed_linear", "convert", "cpu_capability", "ops", "nn", "__version__"]
 
 
 def cpu_capability() -> str:
-    """The CPU kernel level in use: ``"avx512"``, ``"avx2"`` or ``"default"``.
+    """The CPU kernel level in use, one of ``_C.build_info["isa_levels"]``
+    (``"default"``, ``"avx2"``, ``"avx512"``).
 
     The best level the processor supports, capped by the environment variable
-    ``MAMEXT_CPU_CAPABILITY=default|avx2|avx512`` read at import time.
+    ``MAMEXT_CPU_CAPABILITY`` (one of those names) read at import time.
     """
     return _C.cpu_capability()
 

@@ -46,7 +46,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from . import _C  # noqa: F401  (registers the operators)
+from . import _C
+from . import ops  # noqa: F401  (registers the operators)
 from ._convert import _keep_off_fused_transformer_paths
 from .nn.modules import MAMLinear
 
@@ -54,46 +55,11 @@ __all__ = ["pack", "load_packed", "PackedMAMLinear", "PackedLinear", "PackedLaye
            "effective_weight", "packed_stats"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
-_INDEX_DTYPES = (torch.uint8, torch.int16, torch.int32)
-_INT8_SUM_MAX_TERMS = (2 ** 31 - 1) // (127 * 127)  # int32 sums of int8 products stay exact (csrc/packed_mam.h)
+_INT8_SUM_MAX_TERMS = _C.build_info["int8_sum_max_terms"]  # int32 sums of int8 products stay exact
 
 
-# --------------------------------------------------------------------------- operator registration
-
-def _check_op_args(input, values, indices, offsets, bias, weight_scale, in_features):
-    op = "packed_linear"
-    torch._check(input.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16),
-                 lambda: f"{op}: input must be float32, float64, float16 or bfloat16, got {input.dtype}")
-    torch._check(input.dim() >= 1, lambda: f"{op}: input must have at least 1 dimension, got a scalar")
-    torch._check(input.shape[-1] == in_features,
-                 lambda: f"{op}: input's last dimension ({input.shape[-1]}) must equal in_features "
-                         f"({in_features}); input shape {tuple(input.shape)}")
-    torch._check(values.dtype in (torch.float32, torch.float64, torch.int8),
-                 lambda: f"{op}: values must be float32, float64 or int8, got {values.dtype}")
-    torch._check(indices.dtype in _INDEX_DTYPES,
-                 lambda: f"{op}: indices must be uint8, int16 or int32, got {indices.dtype}")
-    torch._check(offsets.dim() == 1 and offsets.shape[0] >= 1,
-                 lambda: f"{op}: offsets must be 1-D with out_features + 1 entries")
-
-
-@torch.library.register_fake("mamext::packed_linear")
-def _packed_linear_fake(input, values, indices, offsets, bias, weight_scale, in_features, mam):
-    _check_op_args(input, values, indices, offsets, bias, weight_scale, in_features)
-    N = offsets.shape[0] - 1
-    if _column_major(input):  # the layout rule of the kernels (csrc/cpu/packed_mam_ops.cpp)
-        return input.new_empty((N, input.shape[0])).t()
-    return input.new_empty((*input.shape[:-1], N))
-
-
-def _column_major(t: torch.Tensor) -> bool:
-    """A 2-D tensor laid out as the transpose of a contiguous one (more than one row)."""
-    return t.dim() == 2 and t.shape[0] > 1 and t.stride(0) == 1 and t.stride(1) == t.shape[0]
-
-
+# The operator's fake kernel and wrapper: mamext/ops/packed_linear.py.
 _packed_linear = torch.ops.mamext.packed_linear.default
-
-# The autograd kernel (forward fine, backward raises: inference only) is in C++
-# (csrc/packed_mam.cpp): a Python one costs ~6 us per call under torch.no_grad().
 
 
 # --------------------------------------------------------------------------- helpers

@@ -1,0 +1,24 @@
+// Run-time choice of the CPU kernel level (ISA). The levels, lowest first, are
+// defined once in CMakeLists.txt (MAMEXT_ISA_LEVELS, passed to the compiler as
+// the string "default,avx2,avx512"); each operator's per-ISA kernel table is
+// picked by active_capability() in its ops/cpu/<op>_kernel.cpp.
+// No torch headers: the per-ISA kernel sources include this file.
+#pragma once
+
+namespace mamext::cpu {
+
+// Values index the MAMEXT_ISA_LEVELS list.
+enum class Capability : int { Default = 0, AVX2 = 1, AVX512 = 2 };
+
+// The best level the CPU supports.
+Capability detected_capability();
+// The level in use: detected_capability() capped by MAMEXT_CPU_CAPABILITY.
+Capability active_capability();
+// Force a level (tests, benchmarks); throws if the CPU cannot run it.
+void set_capability(Capability c);
+const char* capability_name(Capability c);
+Capability parse_capability(const char* name);
+// MAMEXT_ISA_LEVELS: the level names, lowest first, comma separated.
+const char* isa_levels();
+
+}  // namespace mamext::cpu

@@ -1,0 +1,169 @@
+// Autograd kernels of the dense MAM operators, registered once for every
+// backend (the Autograd key):
+//  - mam_linear_forward, reverse mode: gradients flow only through the two
+//    selected products, computed by mam_linear_backward from the saved
+//    argmax/argmin; the bias gradient is grad_output summed in the compute
+//    dtype. Forward mode (torch.func.jvp/jacfwd, torch.autograd.forward_ad)
+//    and every torch.func transform (which refuse C++ autograd nodes): the
+//    output is rewritten with differentiable ATen ops as the sum of the two
+//    selected products (indices from the forward kernel) plus the bias, which
+//    has the same value bit for bit; its tangent is the tangent of those two
+//    products plus the bias tangent, its gradient flows through the same two
+//    products as the backward kernel.
+//  - mam_linear_inference: reverse mode raises (it tracks no indices, see
+//    inference_only.h); forward mode runs as mam_linear_forward.
+//  - mam_linear_backward: not differentiable (no double backward).
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <array>
+#include <tuple>
+
+#include "common/compute_type.h"
+#include "ops/autograd/inference_only.h"
+
+namespace mamext {
+namespace {
+
+using OptTensor = std::optional<at::Tensor>;
+using ForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+ForwardResult forward_below_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("mamext::mam_linear_forward", "")
+                             .typed<ForwardResult(const at::Tensor&, const at::Tensor&, const OptTensor&)>();
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return op.call(input, weight, bias);
+}
+
+using BackwardSignature = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                             const at::Tensor&, const at::Tensor&, std::array<bool, 2>);
+
+const c10::TypedOperatorHandle<BackwardSignature>& backward_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("mamext::mam_linear_backward", "")
+                             .typed<BackwardSignature>();
+  return op;
+}
+
+class MamLinearFunction : public torch::autograd::Function<MamLinearFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
+                               const OptTensor& bias) {
+    auto [out, argmax, argmin] = forward_below_autograd(input, weight, bias);
+    ctx->save_for_backward({input, weight, argmax, argmin});
+    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    ctx->mark_non_differentiable({argmax, argmin});
+    return {out, argmax, argmin};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor& input = saved[0];
+    const at::Tensor& weight = saved[1];
+    const at::Tensor& grad_out = grads[0];
+    at::Tensor grad_input, grad_weight, grad_bias;
+    if (!grad_out.defined()) return {grad_input, grad_weight, grad_bias};
+    const bool need_input = ctx->needs_input_grad(0);
+    const bool need_weight = ctx->needs_input_grad(1);
+    const bool need_bias = ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2);
+    if (need_input || need_weight) {
+      auto [gx, gw] = backward_op().call(grad_out, input, weight, saved[2], saved[3], {need_input, need_weight});
+      if (need_input) grad_input = gx;
+      if (need_weight) grad_weight = gw;
+    }
+    if (need_bias) {
+      const auto dtype = grad_out.scalar_type();
+      const int64_t N = weight.size(0);  // reshape({-1, 0}) is ambiguous: give the row count
+      const int64_t rows = N == 0 ? 0 : grad_out.numel() / N;
+      grad_bias = grad_out.reshape({rows, N}).to(compute_type(dtype)).sum(0).to(dtype);
+    }
+    return {grad_input, grad_weight, grad_bias};
+  }
+};
+
+// (M, N): x[m, index[m, n]] * w[n, index[m, n]] for x (M, K), w (N, K).
+at::Tensor selected_products(const at::Tensor& x, const at::Tensor& w, const at::Tensor& index) {
+  const at::Tensor i = index.to(at::kLong);
+  return x.gather(1, i) * w.gather(1, i.t()).t();
+}
+
+// The forward written with differentiable ATen ops, given the kernel's indices.
+at::Tensor forward_from_indices(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias,
+                                const at::Tensor& argmax, const at::Tensor& argmin) {
+  const auto ct = compute_type(input.scalar_type());
+  const int64_t N = weight.size(0), K = weight.size(1);
+  const int64_t rows = input.numel() / K;
+  const at::Tensor x = input.reshape({rows, K}).to(ct);
+  const at::Tensor w = weight.to(ct);
+  at::Tensor out = selected_products(x, w, argmax.reshape({rows, N})) + selected_products(x, w, argmin.reshape({rows, N}));
+  if (bias.has_value() && bias->defined()) out = out + bias->to(ct);
+  std::vector<int64_t> sizes = input.sizes().vec();
+  sizes.back() = N;
+  return out.to(input.scalar_type()).reshape(sizes);
+}
+
+bool needs_differentiable_forward(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
+  return has_tangent(input) || has_tangent(weight) || has_tangent(bias) || in_functorch_transform();
+}
+
+ForwardResult mam_linear_forward_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
+  if (needs_differentiable_forward(input, weight, bias)) {
+    auto [out, argmax, argmin] = forward_below_autograd(input, weight, bias);
+    return {forward_from_indices(input, weight, bias, argmax, argmin), argmax, argmin};
+  }
+  variable_list outs = MamLinearFunction::apply(input, weight, bias);
+  return {outs[0], outs[1], outs[2]};
+}
+
+struct InferenceTag {
+  static at::Tensor call(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("mamext::mam_linear_inference", "")
+                               .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&)>();
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return op.call(input, weight, bias);
+  }
+  static const char* message() {
+    return "mamext::mam_linear_inference is not differentiable: it tracks no indices; use mamext.mam_linear or "
+           "torch.ops.mamext.mam_linear_forward";
+  }
+};
+
+at::Tensor mam_linear_inference_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
+  if (has_tangent(input) || has_tangent(weight) || has_tangent(bias))
+    return std::get<0>(mam_linear_forward_autograd(input, weight, bias));
+  return inference_only_autograd<InferenceTag>(input, weight, bias);
+}
+
+struct BackwardTag {
+  static variable_list call(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+                            const at::Tensor& argmax, const at::Tensor& argmin, std::array<bool, 2> mask) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [gx, gw] = backward_op().call(grad_output, input, weight, argmax, argmin, mask);
+    return {gx, gw};
+  }
+  static const char* message() {
+    return "mamext::mam_linear_backward is not differentiable: double backward through a MAM layer is not "
+           "supported";
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> mam_linear_backward_autograd(const at::Tensor& grad_output, const at::Tensor& input,
+                                                                const at::Tensor& weight, const at::Tensor& argmax,
+                                                                const at::Tensor& argmin, std::array<bool, 2> mask) {
+  variable_list grads = inference_only_autograd<BackwardTag>(grad_output, input, weight, argmax, argmin, mask);
+  return {grads[0], grads[1]};
+}
+
+}  // namespace
+}  // namespace mamext
+
+TORCH_LIBRARY_IMPL(mamext, Autograd, m) {
+  m.impl("mam_linear_forward", &mamext::mam_linear_forward_autograd);
+  m.impl("mam_linear_inference", &mamext::mam_linear_inference_autograd);
+  m.impl("mam_linear_backward", &mamext::mam_linear_backward_autograd);
+}
