@@ -14,6 +14,8 @@ from ._lower import lower
 from ._result import ExportResult, Sizes
 from ._runtime import RESERVED_STEMS, RUNTIME_HEADER, copy_runtime, runtime_files
 from ._source import header_text, source_text
+from ._to_c_int import to_c_int
+from ..quant import IntegerNetwork
 
 
 def to_c(model: nn.Module, out_dir: Union[str, os.PathLike], input_shape: Sequence[int],
@@ -27,7 +29,9 @@ def to_c(model: nn.Module, out_dir: Union[str, os.PathLike], input_shape: Sequen
             current directory, the empty path is refused).
         input_shape: the shape of one input sample, without the batch
             dimension, e.g. ``(784,)`` or ``(1, 28, 28)``: positive ints.
-        dtype: ``torch.float32`` or ``torch.int8``.
+        dtype: ``torch.float32`` or ``torch.int8``. A
+            :class:`mamext.quant.IntegerNetwork` always exports integer-only C
+            (``<name>_infer_int8``, see :mod:`mamext.quant`) with either value.
         name: C identifier prefix and file stem (not a C keyword, no leading
             underscore).
 
@@ -41,6 +45,8 @@ def to_c(model: nn.Module, out_dir: Union[str, os.PathLike], input_shape: Sequen
     shape = check_input_shape(input_shape)
     out_dir = check_out_dir(out_dir)
     runtime_files()  # fail before writing anything if the runtime is missing
+    if isinstance(model, IntegerNetwork):
+        return to_c_int(model, out_dir, shape, name)
 
     net = lower(model, shape, int8)
     sizes = Sizes.of(net, shape)
