@@ -25,11 +25,12 @@ INT32_MAX = 2 ** 31 - 1
 
 
 def quantize_multiplier(multiplier: float) -> Tuple[int, int]:
-    """``(m, r)`` with ``m`` in ``[2**30, 2**31)`` (0 for a negligible multiplier) and ``r`` in ``[1, 62]``.
+    """``(m, r)`` with ``m`` in ``[2**30, 2**31)`` and ``r`` in ``[1, 62]`` (tiny multipliers: see below).
 
     ``m * 2**-r`` is ``multiplier`` rounded to 31 significant bits (round half
-    to even). A multiplier below ``2**-62`` rounds to ``m = 0`` (the layer
-    output is then the output zero point); one of ``2**30`` or more is refused.
+    to even). Below ``2**-31`` the shift stops at 62 and ``m = round(multiplier
+    * 2**62)`` keeps fewer bits (0 below ``2**-63``: the layer output is then
+    the output zero point); a multiplier of ``2**30`` or more is refused.
     """
     if not (math.isfinite(multiplier) and multiplier > 0.0):
         raise ValueError(f"mamext.quant: requantisation multiplier must be positive and finite, got {multiplier!r}")

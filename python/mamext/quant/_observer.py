@@ -41,7 +41,8 @@ class MinMaxObserver:
         low, high = min(self.low, 0.0), max(self.high, 0.0)
         if not high > low:
             return 1.0, 0
-        scale = (high - low) / (QMAX - QMIN)
+        # a float32 value: the C header's float literal is then the exact scale
+        scale = float(torch.tensor((high - low) / (QMAX - QMIN), dtype=torch.float32))
         zero_point = int(round(QMIN - low / scale))
         return scale, max(QMIN, min(QMAX, zero_point))
 
