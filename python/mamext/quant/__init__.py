@@ -33,9 +33,10 @@ dequantises the int8 output; ``argmax`` of the int8 output equals ``argmax``
 of the dequantised one.
 """
 
+from ._evaluate import evaluate
 from ._fixed_point import quantize_multiplier, requantize
 from ._layers import IntClamp, IntLinear
 from ._network import IntegerNetwork
 from ._pack import pack_integer
 
-__all__ = ["pack_integer", "IntegerNetwork", "IntLinear", "IntClamp", "quantize_multiplier", "requantize"]
+__all__ = ["pack_integer", "evaluate", "IntegerNetwork", "IntLinear", "IntClamp", "quantize_multiplier", "requantize"]
