@@ -205,3 +205,13 @@ def test_no_float_in_cortex_m_object_code(tmp_path, cpu):
                                check=True).stdout.split()
     assert not [s for s in undefined if re.match(r"__aeabi_(f|d|i2f|i2d|ui2f|ui2d|l2f|l2d)", s)
                 or re.search(r"(sf|df)\d", s)]
+
+
+def test_errors(tmp_path):
+    q = pack_integer(_model(), [torch.randn(10, 1, 8, 8)])
+    with pytest.raises(ValueError, match="clashes with the runtime"):
+        export.to_c(q, tmp_path, (64,), name="mam_runtime_int")
+    with pytest.raises(ValueError, match="expects inputs with last dimension 64"):
+        export.to_c(q, tmp_path, (65,))
+    with pytest.raises(TypeError, match="dtype"):
+        export.to_c(q, tmp_path, (64,), torch.float16)

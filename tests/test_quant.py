@@ -225,3 +225,13 @@ def test_int_clamp_repr_and_save_load(tmp_path):
     codes = torch.randint(-128, 128, (10, 64), dtype=torch.int8)
     assert torch.equal(again.forward_int8(codes), q.forward_int8(codes))
     assert "MAM" in repr(q) and "zero_point=2" in repr(IntClamp(2))
+
+
+def test_forward_in_chunks_equals_one_pass(monkeypatch):
+    import mamext.quant._layers as layers_module
+    layer = adversarial_layer(True)
+    codes = torch.randint(-128, 128, (37, 6), dtype=torch.int8)
+    whole = layer(codes)
+    monkeypatch.setattr(layers_module, "_CHUNK_ELEMENTS", 50)     # 2 rows of 22 products per chunk
+    assert torch.equal(layer(codes), whole)
+    assert layer(codes[:0]).shape == (0, 7)

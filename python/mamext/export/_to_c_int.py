@@ -99,4 +99,5 @@ def to_c_int(model: IntegerNetwork, out_dir: Path, shape: Tuple[int, ...], name:
     runtime = _copy_runtime(out_dir)
     return ExportResult(source=source, header=header, main=main, input_size=input_size, output_size=net.size,
                         flash_bytes=flash, ram_bytes=ram, largest_activation_bytes=net.largest,
-                        layers=[f"{qual}: {desc}" for qual, desc in net.layers], runtime=runtime)
+                        layers=[f"{qual}: {desc}" for qual, desc in net.layers], runtime=runtime,
+                        element="int8 codes")

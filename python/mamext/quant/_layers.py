@@ -15,6 +15,8 @@ WEIGHT_QMAX = 127
 PRODUCT_BOUND = WEIGHT_QMAX * (QMAX - QMIN)
 # a MAC row keeps at most this many connections, so its int32 sum is exact
 SUM_MAX_TERMS = (INT32_MAX // 2) // PRODUCT_BOUND
+# the forward works on row chunks of at most this many products (int64) at a time
+_CHUNK_ELEMENTS = 1 << 22
 
 
 class IntLinear(nn.Module):
@@ -139,9 +141,14 @@ class IntLinear(nn.Module):
             raise ValueError(f"{type(self).__name__}: expected input of shape (*, {self.in_features}), "
                              f"got {tuple(codes.shape)}")
         flat = codes.reshape(-1, self.in_features)
-        y = requantize(self.accumulate(flat), self.multiplier[None, :], self.right_shift[None, :])
-        y = (y + self.output_zero_point).clamp(self.low, self.high).to(torch.int8)
+        rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(self.kept, self.out_features, 1))
+        outputs = [self._requantize(self.accumulate(chunk)) for chunk in flat.split(rows_per_chunk)]
+        y = torch.cat(outputs) if outputs else torch.empty(0, self.out_features, dtype=torch.int8)
         return y.reshape(*codes.shape[:-1], self.out_features)
+
+    def _requantize(self, acc: torch.Tensor) -> torch.Tensor:
+        y = requantize(acc, self.multiplier[None, :], self.right_shift[None, :])
+        return (y + self.output_zero_point).clamp(self.low, self.high).to(torch.int8)
 
     def extra_repr(self) -> str:
         kind = "MAM" if self.mam else "MAC"
