@@ -119,8 +119,8 @@ def test_int_layer_errors():
     with pytest.raises(ValueError, match="shape"):
         layer(torch.zeros(2, 5, dtype=torch.int8))
     with pytest.raises(ValueError, match="indices"):
-        IntLinear(3, 1, torch.tensor([1]), torch.tensor([3]), torch.tensor([1]), torch.zeros(1), torch.tensor([2 ** 30]),
-                  torch.tensor([31]), mam=True, input_zero_point=0, output_zero_point=0)
+        IntLinear(3, 1, torch.tensor([1]), torch.tensor([3]), torch.tensor([1]), torch.zeros(1),
+                  torch.tensor([2 ** 30]), torch.tensor([31]), mam=True, input_zero_point=0, output_zero_point=0)
     with pytest.raises(ValueError, match="counts"):
         IntLinear(3, 2, torch.tensor([1]), torch.tensor([0]), torch.tensor([1, 1]), torch.zeros(2),
                   torch.tensor([2 ** 30] * 2), torch.tensor([31] * 2), mam=True, input_zero_point=0,
