@@ -70,6 +70,8 @@ def test_int8_round_trip_is_bit_exact(tmp_path):
     want = q.forward_int8(codes.reshape(-1, 1, 8, 8))
     assert torch.equal(got, want)
     assert (want == 127).any() and (want == -128).any()
+    calls = re.findall(r"mamrt_q_\w+(?=\()", res.source.read_text())
+    assert calls == ["mamrt_q_mam_c8_u8", "mamrt_q_lin_bm", "mamrt_q_mam_bm", "mamrt_q_mam_c8_d8"]
     assert res.ram_bytes == 300 + 40  # two int8 activation buffers: 48 then 300, 40 then 10
     assert res.input_size == 64 and res.output_size == 10
 
@@ -122,24 +124,25 @@ def test_adversarial_rows_and_rows_activation(tmp_path):
     assert res.output_size == 12
 
 
-def test_delta_encoding_and_wide_counts(tmp_path):
+def test_every_encoding_round_trips(tmp_path):
     torch.manual_seed(4)
-    m = nn.Sequential(MAMLinear(700, 20), nn.ReLU(), nn.Linear(20, 400), nn.ReLU(),
-                      nn.Linear(400, 400), nn.ReLU(), MAMLinear(400, 5)).eval()
+    m = nn.Sequential(MAMLinear(3000, 20), nn.ReLU(), nn.Linear(20, 400), nn.ReLU(), MAMLinear(400, 5),
+                      nn.ReLU(), MAMLinear(5, 300), nn.ReLU(), nn.Linear(300, 7)).eval()
     with torch.no_grad():
-        m[0].weight[m[0].weight.abs() < 0.035] = 0   # ~3% kept, gaps over 255 columns: escapes
-        m[0].weight[3, 1:] = 0                        # first and last column only: a 699-column gap
-        m[0].weight[3, 699] = 0.5
+        m[0].weight[m[0].weight.abs() > 0.0006] = 0   # ~3% kept
+        m[0].weight[3, ::11] = 0.01                   # 273 kept in one row: uint16 counts
+        m[0].weight[5] = 0
+        m[0].weight[5, 0], m[0].weight[5, 2999] = 0.01, -0.01   # a 2999-column gap: escape bytes
         keep = torch.zeros(5, 400, dtype=torch.bool)
         keep[torch.arange(5), 300 + 20 * torch.arange(5)] = True
-        m[6].weight[~keep] = 0                        # one far column per row: int16 (2 B) ties deltas
-    q = pack_integer(m, [torch.randn(50, 700)])
-    res = export.to_c(q, tmp_path, (700,), torch.int8)
-    text = res.source.read_text()
-    assert "mamrt_q_mam_c8_d8" in text            # K = 700, sparse: uint8 deltas beat int16 indices
-    assert "mamrt_q_lin_c16_d8" in text           # 400 kept per row: uint16 counts; deltas of 1: 1 byte each
-    assert "mamrt_q_mam_c8_i16" in text
-    codes = torch.randint(-128, 128, (40, 700), dtype=torch.int8)
+        m[4].weight[~keep] = 0                        # one far column per row: int16 (2 B) ties deltas
+        m[8].weight[m[8].weight.abs() < 0.045] = 0    # ~20% kept, K = 300: a bitmap beats int16
+    q = pack_integer(m, [torch.randn(50, 3000)])
+    res = export.to_c(q, tmp_path, (3000,), torch.int8)
+    calls = re.findall(r"mamrt_q_\w+(?=\()", res.source.read_text())
+    assert calls == ["mamrt_q_mam_c16_d8", "mamrt_q_lin_bm", "mamrt_q_mam_c8_i16", "mamrt_q_mam_bm",
+                     "mamrt_q_lin_bm"]
+    codes = torch.cat([torch.randint(-128, 128, (40, 3000), dtype=torch.int8), q.quantize_input(torch.randn(20, 3000))])
     assert torch.equal(_run(_compile(res, tmp_path), codes), q.forward_int8(codes))
 
 
@@ -148,11 +151,16 @@ def test_choose_encoding():
     counts = torch.tensor([4, 0, 2])
     assert delta_stream(indices.tolist(), counts.tolist()) == [1, 255, 1, 0, 189, 4, 1]
     enc = choose_encoding(indices, counts, 701)
-    assert (enc.idx_name, enc.cnt_name, enc.nbytes) == ("d8", "c8", 7)
+    assert (enc.kernel_suffix, enc.nbytes) == ("c8_d8", 7 + 3)
     assert enc.csr_bytes == 6 * 2 + 4 * 4
     enc = choose_encoding(torch.tensor([1, 2]), torch.tensor([2]), 256)
-    assert (enc.idx_name, enc.idx_type) == ("u8", "uint8_t")   # a tie keeps absolute indices
-    assert choose_encoding(torch.zeros(70000, dtype=torch.int64), torch.tensor([70000]), 2).cnt_name == "c32"
+    assert (enc.kernel_suffix, enc.idx_type) == ("c8_u8", "uint8_t")
+    wide = choose_encoding(torch.arange(70000) * 14, torch.tensor([70000]), 10 ** 6)
+    assert (wide.kernel_suffix, wide.nbytes) == ("c32_d8", 70000 + 4)
+    # 3 of 4 connections kept in each of 4 rows: a 2-byte bitmap beats 12 indices and 4 counts
+    rows = torch.tensor([0, 1, 3, 1, 2, 3, 0, 2, 3, 0, 1, 2])
+    enc = choose_encoding(rows, torch.tensor([3, 3, 3, 3]), 4)
+    assert (enc.kernel_suffix, enc.idx_values, enc.nbytes) == ("bm", [0b11101011, 0b01111101], 2)
 
 
 def test_compacted_network_exports_bit_exact(tmp_path):

@@ -1,21 +1,25 @@
-"""Index encodings of the integer export: the cheapest exact layout of a layer's kept columns.
+"""Index encodings of the integer export: the cheapest exact layout of a layer's kept connections.
 
-Two encodings of the column index stream, chosen per layer by bytes:
+Three encodings, chosen per layer by bytes (on a tie, the one listed first:
+it decodes faster):
 
 * ``abs``: each connection's column as the smallest integer type holding
   ``in_features - 1`` (uint8, int16, int32), as the float export stores them;
 * ``d8``: uint8 column deltas: each neuron starts at column -1, a byte
   ``d`` in 1..255 advances ``d`` columns to the next kept connection, a byte
-  0 advances 255 columns and the next byte continues the same delta.
+  0 advances 255 columns and the next byte continues the same delta;
+* ``bm``: a bitmap of ``out_features * in_features`` bits, bit ``n * K + k``
+  (least significant bit first in each byte) set for a kept connection.
 
-Rows are described by per-neuron connection counts in the smallest type
-(uint8, uint16, int32) instead of int32 row offsets.
+``abs`` and ``d8`` describe the rows by per-neuron connection counts in the
+smallest type (uint8, uint16, int32) instead of int32 row offsets; the bitmap
+needs no counts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -27,18 +31,27 @@ _COUNT_TYPES = ((255, "uint8_t", "c8"), (65535, "uint16_t", "c16"), (2 ** 31 - 1
 
 @dataclass
 class IndexEncoding:
-    """The index stream and row counts of one layer, and what the CSR of the float export would take."""
+    """The index data of one layer, and what the int32-offset CSR of the float export would take."""
 
     idx_type: str
-    idx_name: str          # kernel suffix: u8, i16, i32 or d8
+    idx_name: str                  # u8, i16, i32, d8 or bm
     idx_values: List[int]
-    cnt_type: str
-    cnt_name: str          # kernel suffix: c8, c16 or c32
-    csr_bytes: int         # absolute indices + int32 row offsets (the float export's layout)
+    cnt_type: Optional[str]        # None for the bitmap
+    cnt_name: Optional[str]        # c8, c16 or c32
+    cnt_values: List[int]
+    csr_bytes: int                 # absolute indices + int32 row offsets
+
+    @property
+    def kernel_suffix(self) -> str:
+        return self.idx_name if self.cnt_name is None else f"{self.cnt_name}_{self.idx_name}"
 
     @property
     def nbytes(self) -> int:
-        return C_SIZEOF[self.idx_type] * max(len(self.idx_values), 1)
+        """Bytes of the index data and the counts (C arrays hold at least one element)."""
+        n = C_SIZEOF[self.idx_type] * max(len(self.idx_values), 1)
+        if self.cnt_type is not None:
+            n += C_SIZEOF[self.cnt_type] * max(len(self.cnt_values), 1)
+        return n
 
 
 def delta_stream(indices: List[int], counts: List[int]) -> List[int]:
@@ -57,13 +70,27 @@ def delta_stream(indices: List[int], counts: List[int]) -> List[int]:
     return out
 
 
+def bitmap_bytes(indices: torch.Tensor, counts: torch.Tensor, in_features: int) -> List[int]:
+    """The bitmap of the kept connections, least significant bit first."""
+    N = counts.numel()
+    rows = torch.repeat_interleave(torch.arange(N), counts.to(torch.int64))
+    bits = torch.zeros((N * in_features + 7) // 8 * 8, dtype=torch.int64)
+    bits[rows * in_features + indices.to(torch.int64)] = 1
+    weights = torch.tensor([1 << i for i in range(8)], dtype=torch.int64)
+    return (bits.reshape(-1, 8) * weights).sum(1).tolist()
+
+
 def choose_encoding(indices: torch.Tensor, counts: torch.Tensor, in_features: int) -> IndexEncoding:
-    """The cheaper of ``abs`` and ``d8`` for these columns (``abs`` on a tie: it decodes faster)."""
+    """The cheapest of ``abs``, ``d8`` and ``bm`` for these connections."""
     idx, cnt = indices.tolist(), counts.tolist()
     abs_type, abs_name = next((t, n) for bound, t, n in _ABS_TYPES if in_features <= bound)
     cnt_type, cnt_name = next((t, n) for bound, t, n in _COUNT_TYPES if max(cnt, default=0) <= bound)
     csr_bytes = C_SIZEOF[abs_type] * max(len(idx), 1) + 4 * (len(cnt) + 1)
-    deltas = delta_stream(idx, cnt)
-    if len(deltas) < C_SIZEOF[abs_type] * len(idx):
-        return IndexEncoding("uint8_t", "d8", deltas, cnt_type, cnt_name, csr_bytes)
-    return IndexEncoding(abs_type, abs_name, idx, cnt_type, cnt_name, csr_bytes)
+    candidates = [IndexEncoding(abs_type, abs_name, idx, cnt_type, cnt_name, cnt, csr_bytes)]
+    if in_features > 256:   # at most 256 inputs: uint8 indices, never beaten by deltas
+        candidates.append(IndexEncoding("uint8_t", "d8", delta_stream(idx, cnt), cnt_type, cnt_name, cnt, csr_bytes))
+    bitmap_size = (len(cnt) * in_features + 7) // 8
+    if bitmap_size < min(c.nbytes for c in candidates) and len(cnt) * in_features <= 2 ** 31 - 1:
+        candidates.append(IndexEncoding("uint8_t", "bm", bitmap_bytes(indices, counts, in_features), None, None,
+                                        [], csr_bytes))
+    return min(candidates, key=lambda c: c.nbytes)   # min keeps the first of equals

@@ -68,17 +68,19 @@ def _lower_linear(net: Network, prefix: str, qual: str, layer: IntLinear) -> Non
     src, dst, rows = net.current, net.spare_buffer(), net.size // K
     net.write(dst, (*net.shape[:-1], N), f"the output of layer '{qual}'")
     net.arrays += [CArray("int8_t", f"{prefix}_val", layer.values.tolist()),
-                   CArray(encoding.idx_type, f"{prefix}_idx", encoding.idx_values),
-                   CArray(encoding.cnt_type, f"{prefix}_cnt", layer.counts.tolist()),
-                   CArray("int32_t", f"{prefix}_bias", layer.bias.tolist()),
+                   CArray(encoding.idx_type, f"{prefix}_idx", encoding.idx_values)]
+    counts = ""
+    if encoding.cnt_type is not None:
+        net.arrays.append(CArray(encoding.cnt_type, f"{prefix}_cnt", encoding.cnt_values))
+        counts = f"{prefix}_cnt, "
+    net.arrays += [CArray("int32_t", f"{prefix}_bias", layer.bias.tolist()),
                    CArray("int32_t", f"{prefix}_mult", layer.multiplier.tolist()),
                    CArray("uint8_t", f"{prefix}_rsh", layer.right_shift.tolist())]
     kind = "mam" if layer.mam else "lin"
     net.statements.append(
-        f"    mamrt_q_{kind}_{encoding.cnt_name}_{encoding.idx_name}({src}, {dst}, {rows}, {K}, {N}, {prefix}_val, "
-        f"{prefix}_idx, {prefix}_cnt, {layer.candidate_width}, {prefix}_bias, {prefix}_mult, {prefix}_rsh, "
-        f"{layer.input_zero_point}, {layer.output_zero_point}, {layer.low}, {layer.high});")
-    index_bytes = encoding.nbytes + CArray(encoding.cnt_type, "", layer.counts.tolist()).nbytes
+        f"    mamrt_q_{kind}_{encoding.kernel_suffix}({src}, {dst}, {rows}, {K}, {N}, {prefix}_val, {prefix}_idx, "
+        f"{counts}{layer.candidate_width}, {prefix}_bias, {prefix}_mult, {prefix}_rsh, {layer.input_zero_point}, "
+        f"{layer.output_zero_point}, {layer.low}, {layer.high});")
+    layout = "bitmap" if encoding.cnt_type is None else f"indices {encoding.idx_name} + counts {encoding.cnt_name}"
     net.layers.append((qual, f"integer {'MAM' if layer.mam else 'MAC'} {K}->{N}, kept {layer.kept}/{K * N}, "
-                             f"indices {encoding.idx_name} + counts {encoding.cnt_name}: {index_bytes} B "
-                             f"(int32-offset CSR: {encoding.csr_bytes} B)"))
+                             f"{layout}: {encoding.nbytes} B (int32-offset CSR: {encoding.csr_bytes} B)"))

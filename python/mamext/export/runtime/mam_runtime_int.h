@@ -23,6 +23,7 @@
  *   mamrt_q_{mam,lin}_c{8,16,32}_d8            uint8_t column deltas: each neuron starts
  *       at column -1; a byte d in 1..255 advances d columns to the next connection,
  *       a byte 0 advances 255 columns and the next byte continues the same delta.
+ *   mamrt_q_{mam,lin}_bm                       a bitmap of the kept connections, no counts
  *   mamrt_q_clamp                             a ReLU on codes: max(x, zero point)
  */
 #ifndef MAMRTQ_TEMPLATE
@@ -53,6 +54,61 @@ static inline void mamrt_q_clamp(const int8_t *x, int8_t *y, int32_t size, int32
 {
     int32_t i;
     for (i = 0; i < size; ++i) y[i] = (int8_t)(x[i] < zp ? zp : x[i]);
+}
+
+/*
+ * Bitmap layers: bit n * K + k of bits (least significant bit first in each
+ * byte) is set when neuron n keeps input k; the kept weights follow in order.
+ * A neuron with fewer than `width` kept connections has the candidate 0.
+ */
+static inline void mamrt_q_mam_bm(const int8_t *x, int8_t *y, int32_t rows, int32_t K, int32_t N,
+                                  const int8_t *val, const uint8_t *bits, int32_t width, const int32_t *bias,
+                                  const int32_t *mult, const uint8_t *rsh, int32_t x_zp, int32_t y_zp, int32_t low,
+                                  int32_t high)
+{
+    int32_t r, n, k, j, b;
+    for (r = 0; r < rows; ++r) {
+        const int8_t *xr = x + r * K;
+        j = 0;
+        b = 0;
+        for (n = 0; n < N; ++n) {
+            int32_t mx = 0, mn = 0, seen = 0;
+            for (k = 0; k < K; ++k, ++b) {
+                if ((bits[b >> 3] >> (b & 7)) & 1) {
+                    const int32_t p = (int32_t)val[j++] * ((int32_t)xr[k] - x_zp);
+                    mx = seen ? mamext_max_i32(mx, p) : p;
+                    mn = seen ? mamext_min_i32(mn, p) : p;
+                    ++seen;
+                }
+            }
+            if (seen < width) {
+                mx = mamext_max_i32(mx, 0);
+                mn = mamext_min_i32(mn, 0);
+            }
+            y[r * N + n] = mamrt_q_requantize(mx + mn + bias[n], mult[n], rsh[n], y_zp, low, high);
+        }
+    }
+}
+
+static inline void mamrt_q_lin_bm(const int8_t *x, int8_t *y, int32_t rows, int32_t K, int32_t N,
+                                  const int8_t *val, const uint8_t *bits, int32_t width, const int32_t *bias,
+                                  const int32_t *mult, const uint8_t *rsh, int32_t x_zp, int32_t y_zp, int32_t low,
+                                  int32_t high)
+{
+    int32_t r, n, k, j, b;
+    (void)width;
+    for (r = 0; r < rows; ++r) {
+        const int8_t *xr = x + r * K;
+        j = 0;
+        b = 0;
+        for (n = 0; n < N; ++n) {
+            int32_t acc = bias[n];
+            for (k = 0; k < K; ++k, ++b) {
+                if ((bits[b >> 3] >> (b & 7)) & 1) acc += (int32_t)val[j++] * ((int32_t)xr[k] - x_zp);
+            }
+            y[r * N + n] = mamrt_q_requantize(acc, mult[n], rsh[n], y_zp, low, high);
+        }
+    }
 }
 
 #define MAMRTQ_TEMPLATE
