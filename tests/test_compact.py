@@ -143,3 +143,21 @@ def test_errors():
         compact(sparse.pack(nn.Sequential(nn.Linear(4, 2)), torch.int8))
     with pytest.raises(ValueError, match="unsupported module"):
         compact(nn.Sequential(nn.Conv1d(1, 1, 1)))
+
+
+@pytest.mark.parametrize("integer", [False, True])
+def test_a_layer_keeps_one_neuron(integer):
+    # nothing of the first layer is read: one neuron stays (C has no empty layers)
+    w1 = torch.tensor([[1.0, 2.0], [0.5, -1.0], [0.0, 0.0]])
+    w2 = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    m = _layers(w1, torch.tensor([0.1, 0.2, 0.3]), w2, torch.tensor([0.2, -0.1]), second_mam=False)
+    x = torch.randn(20, 2)
+    model = pack_integer(m, [x]) if integer else m
+    small, report = compact(model)
+    assert report.neurons_after == [1, 2]
+    if integer:
+        codes = torch.randint(-128, 128, (50, 2), dtype=torch.int8)
+        assert torch.equal(small.forward_int8(codes), model.forward_int8(codes))
+    else:
+        with torch.no_grad():
+            assert torch.equal(small(x), m(x))

@@ -146,7 +146,7 @@ def _keep_zero_candidates(weight: torch.Tensor, drop: torch.Tensor) -> torch.Ten
 
 
 def _removable_int(a: _Layer, b: _Layer):
-    """Neurons of integer layer ``a`` to remove, and the int32 constants to add to ``b``'s bias (MAC)."""
+    """Neurons of integer layer ``a`` to remove, and (MAC ``b``) the constant products (N_b, N_a) of each."""
     unread = ~(b.weight != 0).any(0)
     code = _dead_codes(a)
     if a.clamp_after is not None:
@@ -155,8 +155,7 @@ def _removable_int(a: _Layer, b: _Layer):
     dead = a.dead()
     if b.mam:
         return unread | (dead & ~(products != 0).any(0)), None
-    drop = unread | dead
-    return drop, (products * drop[None, :]).sum(1)
+    return unread | dead, products
 
 
 def _dead_codes(layer: _Layer) -> torch.Tensor:
@@ -166,14 +165,14 @@ def _dead_codes(layer: _Layer) -> torch.Tensor:
     return (y + module.output_zero_point).clamp(module.low, module.high)
 
 
-def _fold(b: _Layer, folded: Optional[torch.Tensor]) -> int:
-    """Add the removed constants to an integer MAC layer's bias; the number of non-zero ones."""
-    if folded is None:
+def _fold(b: _Layer, constants: Optional[torch.Tensor]) -> int:
+    """Add the removed constant products (N_b, N_a) to an integer MAC layer's bias; how many were non-zero."""
+    if constants is None:
         return 0
-    b.bias = b.bias + folded
+    b.bias = b.bias + constants.sum(1)
     if bool((b.bias.abs() > INT32_MAX).any()):   # cannot happen for a network built by pack_integer
         raise ValueError(f"{_WHERE}: folding constants into '{b.name}' overflows its int32 bias")
-    return int((folded != 0).sum())
+    return int((constants != 0).sum())
 
 
 def _compact_layers(layers: List[_Layer], rule) -> Tuple[List[List[int]], int]:
@@ -185,9 +184,11 @@ def _compact_layers(layers: List[_Layer], rule) -> Tuple[List[List[int]], int]:
         for a, b in zip(layers, layers[1:]):
             if not a.adjacent_next:
                 continue
-            drop, folded = rule(a, b)
+            drop, constants = rule(a, b)
+            if bool(drop.all()):      # keep one neuron: C has no empty layers
+                drop[0] = False
             if bool(drop.any()):
-                folds += _fold(b, folded)
+                folds += _fold(b, None if constants is None else constants * drop[None, :])
                 removed[layers.index(a)] += a.rows[drop].tolist()
                 a.remove_rows(drop)
                 b.weight = b.weight[:, ~drop]
