@@ -91,7 +91,7 @@ class CompactionReport:
 
 # --------------------------------------------------------------------------- the layers as matrices
 
-@dataclass
+@dataclass(eq=False)
 class _Layer:
     """One linear layer as compaction sees it: a dense weight (0: not kept) and per-neuron data."""
 
@@ -181,7 +181,7 @@ def _compact_layers(layers: List[_Layer], rule) -> Tuple[List[List[int]], int]:
     folds, changed = 0, True
     while changed:
         changed = False
-        for a, b in zip(layers, layers[1:]):
+        for position, (a, b) in enumerate(zip(layers, layers[1:])):
             if not a.adjacent_next:
                 continue
             drop, constants = rule(a, b)
@@ -189,7 +189,7 @@ def _compact_layers(layers: List[_Layer], rule) -> Tuple[List[List[int]], int]:
                 drop[0] = False
             if bool(drop.any()):
                 folds += _fold(b, None if constants is None else constants * drop[None, :])
-                removed[layers.index(a)] += a.rows[drop].tolist()
+                removed[position] += a.rows[drop].tolist()
                 a.remove_rows(drop)
                 b.weight = b.weight[:, ~drop]
                 changed = True
