@@ -223,3 +223,36 @@ def test_errors(tmp_path):
         export.to_c(q, tmp_path, (65,))
     with pytest.raises(TypeError, match="dtype"):
         export.to_c(q, tmp_path, (64,), torch.float16)
+
+
+def test_index_encodings_option(tmp_path):
+    m = _model()
+    q = pack_integer(m, [torch.randn(30, 1, 8, 8)])
+    codes = _codes(q, torch.randn(10, 1, 8, 8))
+    want = q.forward_int8(codes.reshape(-1, 1, 8, 8))
+    expected = {("index", "delta"): ["mamrt_q_mam_c8_u8", "mamrt_q_lin_c8_u8", "mamrt_q_mam_c8_u8",
+                                     "mamrt_q_mam_c8_d8"],
+                ("delta",): ["mamrt_q_mam_c8_d8", "mamrt_q_lin_c8_d8", "mamrt_q_mam_c8_d8", "mamrt_q_mam_c8_d8"],
+                ("bitmap",): ["mamrt_q_mam_bm", "mamrt_q_lin_bm", "mamrt_q_mam_bm", "mamrt_q_mam_bm"]}
+    sizes = {}
+    for encodings, calls in expected.items():
+        folder = tmp_path / "_".join(encodings)
+        res = export.to_c(q, folder, (1, 8, 8), torch.int8, index_encodings=encodings)
+        assert re.findall(r"mamrt_q_\w+(?=\()", res.source.read_text()) == calls
+        assert torch.equal(_run(_compile(res, folder), codes), want)
+        sizes[encodings] = res.flash_bytes
+    assert export.to_c(q, tmp_path / "all", (64,)).flash_bytes <= min(sizes.values())
+
+
+def test_index_encodings_errors(tmp_path):
+    q = pack_integer(nn.Linear(4, 2), [torch.randn(5, 4)])
+    with pytest.raises(ValueError, match="at least one of"):
+        export.to_c(q, tmp_path, (4,), index_encodings=["bitmaps"])
+    with pytest.raises(ValueError, match="at least one of"):
+        export.to_c(q, tmp_path, (4,), index_encodings=[])
+    with pytest.raises(TypeError, match="collection"):
+        export.to_c(q, tmp_path, (4,), index_encodings="bitmap")
+    with pytest.raises(ValueError, match="integer networks"):
+        export.to_c(nn.Linear(4, 2), tmp_path, (4,), index_encodings=["index"])
+    with pytest.raises(ValueError, match="too large for a bitmap"):
+        choose_encoding(torch.tensor([0]), torch.tensor([1, 0, 0]), 10 ** 9, frozenset({"bitmap"}))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import FrozenSet, Tuple
 
 import torch
 from torch import nn
@@ -17,13 +17,13 @@ from ._network import Network
 _WHERE = "mamext.export.to_c"
 
 
-def lower_int(model: IntegerNetwork, shape: Tuple[int, ...]) -> Network:
+def lower_int(model: IntegerNetwork, shape: Tuple[int, ...], encodings: FrozenSet[str]) -> Network:
     """Arrays and statements of the integer network; the activation buffers hold int8 codes."""
     net = Network(shape=shape, int8=True, largest=math.prod(shape))
     for index, (name, layer) in enumerate(model.layers.named_children()):
         qual = f"layers.{name}"
         if isinstance(layer, IntLinear):
-            _lower_linear(net, f"L{index}", qual, layer)
+            _lower_linear(net, f"L{index}", qual, layer, encodings)
         elif isinstance(layer, IntClamp):
             _lower_clamp(net, qual, layer)
         elif isinstance(layer, nn.Flatten):
@@ -55,7 +55,7 @@ def _lower_clamp(net: Network, qual: str, layer: IntClamp) -> None:
     net.layers.append((qual, f"ReLU (clamp at zero point {layer.zero_point})"))
 
 
-def _lower_linear(net: Network, prefix: str, qual: str, layer: IntLinear) -> None:
+def _lower_linear(net: Network, prefix: str, qual: str, layer: IntLinear, encodings: FrozenSet[str]) -> None:
     K, N = layer.in_features, layer.out_features
     if K <= 0 or N <= 0:
         raise ValueError(f"{_WHERE}: layer '{qual}' has in_features={K}, out_features={N}; the exported C "
@@ -64,7 +64,7 @@ def _lower_linear(net: Network, prefix: str, qual: str, layer: IntLinear) -> Non
         raise ValueError(f"{_WHERE}: layer '{qual}' expects inputs with last dimension {K}, but gets "
                          f"activations of shape {net.shape} (input_shape wrong?)")
     check_c_size(layer.kept, f"the kept connections of layer '{qual}'")
-    encoding = choose_encoding(layer.indices, layer.counts, K)
+    encoding = choose_encoding(layer.indices, layer.counts, K, encodings)
     src, dst, rows = net.current, net.spare_buffer(), net.size // K
     net.write(dst, (*net.shape[:-1], N), f"the output of layer '{qual}'")
     net.arrays += [CArray("int8_t", f"{prefix}_val", layer.values.tolist()),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 from pathlib import Path
-from typing import List, Tuple
+from typing import FrozenSet, List, Tuple
 
 from ..quant import IntegerNetwork
 from ._c_text import c_float, comment_text
@@ -85,9 +85,10 @@ def _copy_runtime(out_dir: Path) -> List[Path]:
     return copies
 
 
-def to_c_int(model: IntegerNetwork, out_dir: Path, shape: Tuple[int, ...], name: str) -> ExportResult:
+def to_c_int(model: IntegerNetwork, out_dir: Path, shape: Tuple[int, ...], name: str,
+             encodings: FrozenSet[str]) -> ExportResult:
     """Write the integer network's C (arguments already checked by :func:`to_c`)."""
-    net = lower_int(model, shape)
+    net = lower_int(model, shape, encodings)
     input_size = math.prod(shape)
     flash = sum(array.nbytes for array in net.arrays)
     ram = sum(net.buffers.values())
