@@ -256,3 +256,17 @@ def test_index_encodings_errors(tmp_path):
         export.to_c(nn.Linear(4, 2), tmp_path, (4,), index_encodings=["index"])
     with pytest.raises(ValueError, match="too large for a bitmap"):
         choose_encoding(torch.tensor([0]), torch.tensor([1, 0, 0]), 10 ** 9, frozenset({"bitmap"}))
+
+
+def test_standalone_relu_identity_dropout_round_trip(tmp_path):
+    torch.manual_seed(7)
+    m = nn.Sequential(nn.Identity(), nn.ReLU(), nn.Dropout(0.5), MAMLinear(6, 5), nn.ReLU(), nn.Flatten(),
+                      nn.ReLU(), nn.Linear(10, 3)).eval()
+    x = torch.randn(40, 2, 6)
+    q = pack_integer(m, [x])
+    res = export.to_c(q, tmp_path, (2, 6), torch.int8)
+    text = res.source.read_text()
+    # the ReLU on the input and the one after the Flatten are clamps; the one after MAMLinear is fused
+    assert text.count("mamrt_q_clamp(") == 2
+    codes = torch.cat([q.quantize_input(x).reshape(40, 12), torch.randint(-128, 128, (40, 12), dtype=torch.int8)])
+    assert torch.equal(_run(_compile(res, tmp_path), codes), q.forward_int8(codes.reshape(-1, 2, 6)).reshape(-1, 3))

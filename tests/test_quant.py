@@ -235,3 +235,15 @@ def test_forward_in_chunks_equals_one_pass(monkeypatch):
     monkeypatch.setattr(layers_module, "_CHUNK_ELEMENTS", 50)     # 2 rows of 22 products per chunk
     assert torch.equal(layer(codes), whole)
     assert layer(codes[:0]).shape == (0, 7)
+
+
+def test_bias_clamp_and_infinite_inputs():
+    # a bias far beyond int32 at the accumulator's scale is clamped so that acc + bias fits int32
+    layer = IntLinear.from_float(torch.tensor([[1.0, 0.0]]), torch.tensor([1e6]), mam=True, input_scale=1e-6,
+                                 input_zero_point=0, output_scale=1e-8, output_zero_point=0, relu=False)
+    assert int(layer.bias[0]) == 2 ** 31 - 1 - 2 * 127 * 255
+    codes = [[127, 5], [-128, 0]]
+    assert layer(torch.tensor(codes, dtype=torch.int8)).tolist() == reference_layer(layer, codes) == [[127], [127]]
+    q = pack_integer(nn.Linear(2, 1), [torch.randn(10, 2)])
+    codes = q.quantize_input(torch.tensor([[math.inf, -math.inf]]))
+    assert codes.tolist() == [[127, -128]]
