@@ -6,8 +6,9 @@
 * a float network (``nn.Sequential``, nested allowed, of ``MAMLinear`` /
   ``nn.Linear`` (dense, pruned with masks or zeros, or float-packed),
   ``nn.ReLU``, ``nn.Flatten``, ``nn.Identity``, ``nn.Dropout``): the result is
-  an ``nn.Sequential`` of the same modules with smaller dense weights (pruned
-  connections as zeros, ready for :func:`mamext.sparse.pack` or export);
+  a copy (same names and nesting) whose linear layers have smaller dense
+  weights (pruned connections as zeros, ready for :func:`mamext.sparse.pack`
+  or export);
 * a :class:`mamext.quant.IntegerNetwork`: the result is a smaller integer
   network whose ``forward_int8`` equals the original's bit for bit.
 
@@ -213,8 +214,8 @@ def _float_layers(steps) -> List[_Layer]:
                 raise ValueError(f"{_WHERE}: MAMLinear '{name}' still blends in the MAC layer (beta="
                                  f"{float(module.beta):g}); finish the transition (beta=0) first")
             weight, mam = effective_weight(module), isinstance(module, MAMLinear)
-        bias = None if module.bias is None else module.bias.detach().clone()
-        layer = _Layer(name, weight.detach().clone(), bias, mam, module)
+        bias = None if module.bias is None else module.bias.detach().cpu().clone()
+        layer = _Layer(name, weight.detach().cpu().clone(), bias, mam, module)
         between = []
         for _, _, kind_after in steps[position + 1:]:
             if kind_after == "linear":
@@ -244,10 +245,23 @@ def _compact_float(model: nn.Module):
     before = [(lay.weight.shape[0], int((lay.weight != 0).sum())) for lay in layers]
     with torch.no_grad():
         removed, folds = _compact_layers(layers, _removable_float)
-    by_name = {lay.name: lay for lay in layers}
-    modules = [_float_module(by_name[name]) if kind == "linear" else copy.deepcopy(module)
-               for name, module, kind in steps]
-    return nn.Sequential(*modules).eval(), layers, before, removed, folds
+    smaller = _copy_with(model, {id(lay.module): _float_module(lay) for lay in layers}).cpu().eval()
+    return smaller, layers, before, removed, folds
+
+
+def _copy_with(model: nn.Module, replacements: dict) -> nn.Module:
+    """A deep copy of ``model`` (names and nesting kept) with the modules in ``replacements`` swapped in.
+
+    Pruned modules are never copied themselves (their ``weight`` is a non-leaf
+    tensor, which deepcopy refuses); other non-leaf tensors are copied detached.
+    """
+    memo = dict(replacements)
+    for module in model.modules():
+        if id(module) not in memo:
+            for value in vars(module).values():
+                if isinstance(value, torch.Tensor) and not value.is_leaf:
+                    memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(model, memo)
 
 
 # --------------------------------------------------------------------------- integer networks
@@ -299,9 +313,11 @@ def _compact_int(model: IntegerNetwork):
 def compact(model: nn.Module) -> Tuple[nn.Module, CompactionReport]:
     """The smaller equivalent network and what was removed (see :mod:`mamext.compact`).
 
-    ``model`` is left unchanged. Float networks come back as an ``nn.Sequential``
-    of dense layers (pruned connections as zeros) in eval mode; an
-    :class:`~mamext.quant.IntegerNetwork` comes back as a smaller one.
+    ``model`` is left unchanged. A float network comes back as a copy (same
+    names and nesting, on the CPU, in eval mode) whose linear layers are new ``MAMLinear`` /
+    ``nn.Linear`` modules with smaller dense weights (pruned connections as
+    zeros, no pruning masks); an :class:`~mamext.quant.IntegerNetwork` comes
+    back as a smaller one.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"{_WHERE}: model must be an nn.Module, got {type(model).__name__}")
