@@ -25,7 +25,13 @@ per-sample input scale, integer products, the same final float scaling).
 Weights, biases and scales must be finite; every array must fit int32_t
 indexing.
 
-Bit-exactness needs IEEE single precision without excess precision
+A :class:`mamext.quant.IntegerNetwork` (from :func:`mamext.quant.pack_integer`)
+exports integer-only C instead: ``void <name>_infer_int8(const int8_t *input,
+int8_t *output)``, the input and output scales and zero points as macros in
+``<name>.h``, the runtime ``mam_runtime_int.h`` (no floating point anywhere),
+bit for bit equal to the network's ``forward_int8`` (docs/quantization.md).
+
+Bit-exactness of the float paths needs IEEE single precision without excess precision
 (``FLT_EVAL_METHOD == 0``: any x86-64 or ARM hard-float target) and no
 contraction of ``a * b + c`` into an FMA: compile with ``-std=c99`` (GCC then
 does not contract) or pass ``-ffp-contract=off``; never ``-ffast-math``.

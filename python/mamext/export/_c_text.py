@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import List, Sequence, Union
 
 # bytes per element of each C type the export writes
-C_SIZEOF = {"float": 4, "int8_t": 1, "uint8_t": 1, "int16_t": 2, "int32_t": 4}
+C_SIZEOF = {"float": 4, "int8_t": 1, "uint8_t": 1, "int16_t": 2, "uint16_t": 2, "int32_t": 4}
 
 
 def c_float(value: float) -> str:

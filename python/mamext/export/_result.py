@@ -45,11 +45,12 @@ class ExportResult:
     largest_activation_bytes: int   # largest single activation (input, hidden or output), float32
     layers: List[str] = field(default_factory=list)
     runtime: List[Path] = field(default_factory=list)  # runtime headers copied beside the network
+    element: str = "floats"         # what the input and output hold ("int8 codes": integer-only export)
 
     def __str__(self) -> str:
         lines = [f"C export: {self.source.name}, {self.header.name}, {self.main.name}",
                  f"  runtime: {', '.join(p.name for p in self.runtime) or '(none)'}",
-                 f"  input {self.input_size} floats -> output {self.output_size} floats",
+                 f"  input {self.input_size} {self.element} -> output {self.output_size} {self.element}",
                  f"  flash (constant data): {self.flash_bytes} bytes",
                  f"  RAM (static buffers): {self.ram_bytes} bytes; "
                  f"largest activation {self.largest_activation_bytes} bytes"]

@@ -21,7 +21,8 @@ _PACKAGE_FILES = ("mam_runtime.h", "mam_runtime_csr.h")
 SEMANTICS_HEADER = "mam_semantics.h"
 
 # lower-case file stems and include-guard stems of the runtime headers: a network's name must avoid them
-RESERVED_STEMS = frozenset({"mam_runtime", "mam_runtime_csr", "mam_semantics", "mamext_mam_semantics"})
+RESERVED_STEMS = frozenset({"mam_runtime", "mam_runtime_csr", "mam_runtime_int", "mam_semantics",
+                            "mamext_mam_semantics"})
 
 
 def semantics_header() -> Path:

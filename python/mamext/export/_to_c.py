@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence, Union
+from typing import Iterable, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from ._args import check_dtype, check_input_shape, check_model, check_name, check_out_dir
 from ._harness import harness_text
+from ._index_encoding import check_encodings
 from ._lower import lower
 from ._result import ExportResult, Sizes
 from ._runtime import RESERVED_STEMS, RUNTIME_HEADER, copy_runtime, runtime_files
 from ._source import header_text, source_text
+from ._to_c_int import to_c_int
+from ..quant import IntegerNetwork
 
 
 def to_c(model: nn.Module, out_dir: Union[str, os.PathLike], input_shape: Sequence[int],
-         dtype: torch.dtype = torch.float32, *, name: str = "mamnet") -> ExportResult:
+         dtype: torch.dtype = torch.float32, *, name: str = "mamnet",
+         index_encodings: Optional[Iterable[str]] = None) -> ExportResult:
     """Write ``<name>.c``, ``<name>.h``, ``<name>_main.c`` and the runtime implementing ``model``'s inference.
 
     Args:
@@ -27,9 +31,15 @@ def to_c(model: nn.Module, out_dir: Union[str, os.PathLike], input_shape: Sequen
             current directory, the empty path is refused).
         input_shape: the shape of one input sample, without the batch
             dimension, e.g. ``(784,)`` or ``(1, 28, 28)``: positive ints.
-        dtype: ``torch.float32`` or ``torch.int8``.
+        dtype: ``torch.float32`` or ``torch.int8``. A
+            :class:`mamext.quant.IntegerNetwork` always exports integer-only C
+            (``<name>_infer_int8``, see :mod:`mamext.quant`) with either value.
         name: C identifier prefix and file stem (not a C keyword, no leading
             underscore).
+        index_encodings: integer networks only: the index encodings each
+            layer may use, among ``"index"``, ``"delta"``, ``"bitmap"``
+            (default: all; the cheapest in bytes wins, see
+            docs/quantization.md).
 
     Returns:
         :class:`ExportResult` with the paths, the bytes of constant data
@@ -41,6 +51,11 @@ def to_c(model: nn.Module, out_dir: Union[str, os.PathLike], input_shape: Sequen
     shape = check_input_shape(input_shape)
     out_dir = check_out_dir(out_dir)
     runtime_files()  # fail before writing anything if the runtime is missing
+    if isinstance(model, IntegerNetwork):
+        return to_c_int(model, out_dir, shape, name, check_encodings(index_encodings))
+    if index_encodings is not None:
+        raise ValueError("mamext.export.to_c: index_encodings applies to integer networks (mamext.quant."
+                         "pack_integer) only")
 
     net = lower(model, shape, int8)
     sizes = Sizes.of(net, shape)

@@ -1,0 +1,334 @@
+"""Compaction: remove the neurons and connections of a pruned network that cannot influence its output.
+
+:func:`compact` returns a smaller network computing the same outputs and a
+:class:`CompactionReport` of what it removed. It works on
+
+* a float network (``nn.Sequential``, nested allowed, of ``MAMLinear`` /
+  ``nn.Linear`` (dense, pruned with masks or zeros, or float-packed),
+  ``nn.ReLU``, ``nn.Flatten``, ``nn.Identity``, ``nn.Dropout``): the result is
+  a copy (same names and nesting) whose linear layers have smaller dense
+  weights (pruned connections as zeros, ready for :func:`mamext.sparse.pack`
+  or export);
+* a :class:`mamext.quant.IntegerNetwork`: the result is a smaller integer
+  network whose ``forward_int8`` equals the original's bit for bit.
+
+Two linear layers are *adjacent* when only ReLU, Identity or Dropout (integer:
+ReLU clamps) sit between them. In each adjacent pair (``A`` then ``B``):
+
+* a neuron of ``A`` that no kept connection of ``B`` reads is removed (its row
+  in ``A``, its column in ``B``);
+* a *dead* neuron of ``A`` (no kept connection: its output is the constant
+  ``c``, the activation of its bias) is removed when its constant products in
+  ``B`` can be accounted for exactly: for an integer MAC ``B`` always (the
+  integer constant ``w_q * (c_q - zero_point)`` is added to ``B``'s int32 bias:
+  integer addition is exact); for an integer MAM ``B`` when every product is 0
+  (it is then the zero candidate ``B``'s neuron keeps, since ``candidate_width``
+  stays the width the layer was pruned at); for a float ``B`` when ``c == 0``
+  (folding a non-zero ``c * w`` into a float bias changes the rounding, so such
+  a neuron is kept as it is).
+
+For a float MAM ``B`` a removed column is one zero product fewer for each of
+``B``'s neurons: a column is only removed while every neuron of ``B`` keeps
+another zero weight (its zero candidate). Removal repeats until nothing
+changes. The network's inputs and outputs are never removed: the first
+layer's unread inputs are only counted (packed layers skip them anyway).
+
+Exactness: the integer network is bit for bit identical. The float network is
+identical on finite inputs up to the sign of a zero output (removing a ``+-0``
+product or term can flip the sign of a zero result); an inf or NaN input on a
+removed connection no longer produces NaN.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .nn.modules import MAMLinear
+from .quant import IntClamp, IntegerNetwork, IntLinear
+from .quant._fixed_point import INT32_MAX, requantize
+from .sparse import PackedLayer, effective_weight
+
+__all__ = ["compact", "CompactionReport"]
+
+_WHERE = "mamext.compact.compact"
+
+
+@dataclass
+class CompactionReport:
+    """What :func:`compact` removed, per linear layer (by its position among the linear layers)."""
+
+    layer_names: List[str]
+    neurons_before: List[int]
+    neurons_after: List[int]
+    kept_before: List[int]
+    kept_after: List[int]
+    removed_neurons: List[List[int]]                     # original indices, per layer
+    dead_neurons_kept: List[List[int]] = field(default_factory=list)  # dead, kept for exactness
+    folded_constants: int = 0                             # int32 constants added to a MAC bias
+    unread_inputs: int = 0                                # inputs of the first layer nobody reads
+
+    @property
+    def neurons_removed(self) -> int:
+        return sum(len(r) for r in self.removed_neurons)
+
+    def __str__(self) -> str:
+        lines = [f"compaction: removed {self.neurons_removed} neurons, "
+                 f"{sum(self.kept_before) - sum(self.kept_after)} connections; "
+                 f"{self.unread_inputs} network inputs are read by no kept connection"]
+        for i, name in enumerate(self.layer_names):
+            lines.append(f"  {name}: neurons {self.neurons_before[i]} -> {self.neurons_after[i]}, kept "
+                         f"{self.kept_before[i]} -> {self.kept_after[i]}"
+                         + (f", dead neurons kept: {len(self.dead_neurons_kept[i])}"
+                            if self.dead_neurons_kept[i] else ""))
+        if self.folded_constants:
+            lines.append(f"  {self.folded_constants} constant products folded into MAC biases")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the layers as matrices
+
+@dataclass(eq=False)
+class _Layer:
+    """One linear layer as compaction sees it: a dense weight (0: not kept) and per-neuron data."""
+
+    name: str
+    weight: torch.Tensor                  # (N, K): float weights, or int64 codes
+    bias: Optional[torch.Tensor]          # (N,) float, or int64 (integer layers)
+    mam: bool
+    module: nn.Module                     # the layer it came from
+    adjacent_next: bool = False           # only element-wise layers until the next linear layer
+    relu_after: bool = False              # float: a ReLU among those layers
+    clamp_after: Optional[int] = None     # integer: a standalone ReLU clamp among those layers
+    rows: torch.Tensor = None             # original indices of the neurons still present
+    per_row: dict = field(default_factory=dict)   # other per-neuron tensors (integer requantisation)
+
+    def __post_init__(self):
+        self.rows = torch.arange(self.weight.shape[0])
+
+    def dead(self) -> torch.Tensor:
+        return ~(self.weight != 0).any(1)
+
+    def remove_rows(self, drop: torch.Tensor) -> None:
+        keep = ~drop
+        self.weight, self.rows = self.weight[keep], self.rows[keep]
+        self.bias = None if self.bias is None else self.bias[keep]
+        self.per_row = {key: value[keep] for key, value in self.per_row.items()}
+
+
+# --------------------------------------------------------------------------- the removal rules
+
+def _removable_float(a: _Layer, b: _Layer):
+    """Neurons of float layer ``a`` whose columns in ``b`` hold only products that are exactly 0."""
+    unread = ~(b.weight != 0).any(0)
+    constant = torch.zeros(a.weight.shape[0], dtype=a.weight.dtype) if a.bias is None else a.bias.clone()
+    if a.relu_after:
+        constant = constant.clamp(min=0)
+    drop = unread | (a.dead() & (constant == 0))
+    if b.mam:
+        drop = _keep_zero_candidates(b.weight, drop)
+    return drop, None
+
+
+def _keep_zero_candidates(weight: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+    """Un-drop columns until every row of a float MAM layer keeps a zero weight among the kept columns.
+
+    Every dropped column contributes a zero product to every row, so keeping
+    any one of them restores the zero candidate of every row lacking one.
+    """
+    drop = drop.clone()
+    while bool(drop.any()) and bool((~(weight[:, ~drop] == 0).any(1)).any()):
+        drop[int(drop.nonzero()[0])] = False
+    return drop
+
+
+def _removable_int(a: _Layer, b: _Layer):
+    """Neurons of integer layer ``a`` to remove, and (MAC ``b``) the constant products (N_b, N_a) of each."""
+    unread = ~(b.weight != 0).any(0)
+    code = _dead_codes(a)
+    if a.clamp_after is not None:
+        code = code.clamp(min=a.clamp_after)
+    products = b.weight * (code - b.module.input_zero_point)[None, :]          # (N_b, N_a)
+    dead = a.dead()
+    if b.mam:
+        return unread | (dead & ~(products != 0).any(0)), None
+    return unread | dead, products
+
+
+def _dead_codes(layer: _Layer) -> torch.Tensor:
+    """The int8 output code of each neuron when all its products are 0: its requantised bias."""
+    module = layer.module
+    y = requantize(layer.bias, layer.per_row["multiplier"], layer.per_row["right_shift"])
+    return (y + module.output_zero_point).clamp(module.low, module.high)
+
+
+def _fold(b: _Layer, constants: Optional[torch.Tensor]) -> int:
+    """Add the removed constant products (N_b, N_a) to an integer MAC layer's bias; how many were non-zero."""
+    if constants is None:
+        return 0
+    b.bias = b.bias + constants.sum(1)
+    if bool((b.bias.abs() > INT32_MAX).any()):   # cannot happen for a network built by pack_integer
+        raise ValueError(f"{_WHERE}: folding constants into '{b.name}' overflows its int32 bias")
+    return int((constants != 0).sum())
+
+
+def _compact_layers(layers: List[_Layer], rule) -> Tuple[List[List[int]], int]:
+    """Apply ``rule`` to every adjacent pair until nothing changes: removed original indices, folds."""
+    removed: List[List[int]] = [[] for _ in layers]
+    folds, changed = 0, True
+    while changed:
+        changed = False
+        for position, (a, b) in enumerate(zip(layers, layers[1:])):
+            if not a.adjacent_next:
+                continue
+            drop, constants = rule(a, b)
+            if bool(drop.all()):      # keep one neuron: C has no empty layers
+                drop[0] = False
+            if bool(drop.any()):
+                folds += _fold(b, None if constants is None else constants * drop[None, :])
+                removed[position] += a.rows[drop].tolist()
+                a.remove_rows(drop)
+                b.weight = b.weight[:, ~drop]
+                changed = True
+    return [sorted(r) for r in removed], folds
+
+
+# --------------------------------------------------------------------------- float networks
+
+def _float_layers(steps) -> List[_Layer]:
+    layers: List[_Layer] = []
+    for position, (name, module, kind) in enumerate(steps):
+        if kind != "linear":
+            continue
+        if isinstance(module, PackedLayer):
+            if module.is_int8:
+                raise ValueError(f"{_WHERE}: layer '{name}' is packed as int8; compact the float model, or the "
+                                 "IntegerNetwork of mamext.quant.pack_integer")
+            weight, mam = module.to_dense_weight(), module.mam
+        else:
+            if isinstance(module, MAMLinear) and bool(module.beta.item() != 0):
+                raise ValueError(f"{_WHERE}: MAMLinear '{name}' still blends in the MAC layer (beta="
+                                 f"{float(module.beta):g}); finish the transition (beta=0) first")
+            weight, mam = effective_weight(module), isinstance(module, MAMLinear)
+        bias = None if module.bias is None else module.bias.detach().cpu().clone()
+        layer = _Layer(name, weight.detach().cpu().clone(), bias, mam, module)
+        between = []
+        for _, _, kind_after in steps[position + 1:]:
+            if kind_after == "linear":
+                layer.adjacent_next = all(k in ("relu", "noop") for k in between)
+                break
+            between.append(kind_after)
+        layer.relu_after = "relu" in between
+        layers.append(layer)
+    return layers
+
+
+def _float_module(layer: _Layer) -> nn.Module:
+    N, K = layer.weight.shape
+    cls = MAMLinear if layer.mam else nn.Linear
+    module = cls(K, N, bias=layer.bias is not None, dtype=layer.weight.dtype)
+    with torch.no_grad():
+        module.weight.copy_(layer.weight)
+        if layer.bias is not None:
+            module.bias.copy_(layer.bias)
+    return module.eval()
+
+
+def _compact_float(model: nn.Module):
+    from .quant._pack import _steps
+    steps = _steps(model)
+    layers = _float_layers(steps)
+    before = [(lay.weight.shape[0], int((lay.weight != 0).sum())) for lay in layers]
+    with torch.no_grad():
+        removed, folds = _compact_layers(layers, _removable_float)
+    smaller = _copy_with(model, {id(lay.module): _float_module(lay) for lay in layers}).cpu().eval()
+    return smaller, layers, before, removed, folds
+
+
+def _copy_with(model: nn.Module, replacements: dict) -> nn.Module:
+    """A deep copy of ``model`` (names and nesting kept) with the modules in ``replacements`` swapped in.
+
+    Pruned modules are never copied themselves (their ``weight`` is a non-leaf
+    tensor, which deepcopy refuses); other non-leaf tensors are copied detached.
+    """
+    memo = dict(replacements)
+    for module in model.modules():
+        if id(module) not in memo:
+            for value in vars(module).values():
+                if isinstance(value, torch.Tensor) and not value.is_leaf:
+                    memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(model, memo)
+
+
+# --------------------------------------------------------------------------- integer networks
+
+def _int_layers(model: IntegerNetwork) -> List[_Layer]:
+    layers: List[_Layer] = []
+    previous: Optional[_Layer] = None
+    for name, module in model.layers.named_children():
+        if isinstance(module, IntLinear):
+            layer = _Layer(f"layers.{name}", module.dense_codes(), module.bias.to(torch.int64), module.mam, module,
+                           per_row={"multiplier": module.multiplier.to(torch.int64),
+                                    "right_shift": module.right_shift.to(torch.int64)})
+            if previous is not None:
+                previous.adjacent_next = True
+            layers.append(layer)
+            previous = layer
+        elif isinstance(module, IntClamp) and previous is not None:
+            previous.clamp_after = module.zero_point
+        else:
+            previous = None
+    return layers
+
+
+def _int_module(layer: _Layer) -> IntLinear:
+    old: IntLinear = layer.module
+    keep = layer.weight != 0
+    counts = keep.sum(1)
+    weight_scale = None if old.weight_scale is None else old.weight_scale[layer.rows]
+    return IntLinear(layer.weight.shape[1], layer.weight.shape[0], layer.weight[keep], keep.nonzero()[:, 1], counts,
+                     layer.bias, layer.per_row["multiplier"], layer.per_row["right_shift"], mam=old.mam,
+                     input_zero_point=old.input_zero_point, output_zero_point=old.output_zero_point, low=old.low,
+                     high=old.high, candidate_width=old.candidate_width, input_scale=old.input_scale,
+                     output_scale=old.output_scale, weight_scale=weight_scale)
+
+
+def _compact_int(model: IntegerNetwork):
+    layers = _int_layers(model)
+    before = [(lay.weight.shape[0], int((lay.weight != 0).sum())) for lay in layers]
+    removed, folds = _compact_layers(layers, _removable_int)
+    by_module = {id(lay.module): lay for lay in layers}
+    modules = [_int_module(by_module[id(m)]) if id(m) in by_module else copy.deepcopy(m) for m in model.layers]
+    out = IntegerNetwork(modules, input_scale=model.input_scale, input_zero_point=model.input_zero_point,
+                         output_scale=model.output_scale, output_zero_point=model.output_zero_point)
+    return out, layers, before, removed, folds
+
+
+# --------------------------------------------------------------------------- API
+
+def compact(model: nn.Module) -> Tuple[nn.Module, CompactionReport]:
+    """The smaller equivalent network and what was removed (see :mod:`mamext.compact`).
+
+    ``model`` is left unchanged. A float network comes back as a copy (same
+    names and nesting, on the CPU, in eval mode) whose linear layers are new ``MAMLinear`` /
+    ``nn.Linear`` modules with smaller dense weights (pruned connections as
+    zeros, no pruning masks); an :class:`~mamext.quant.IntegerNetwork` comes
+    back as a smaller one.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{_WHERE}: model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(model, IntegerNetwork):
+        out, layers, before, removed, folds = _compact_int(model)
+    else:
+        out, layers, before, removed, folds = _compact_float(model)
+    report = CompactionReport(
+        layer_names=[lay.name for lay in layers], neurons_before=[b[0] for b in before],
+        neurons_after=[lay.weight.shape[0] for lay in layers], kept_before=[b[1] for b in before],
+        kept_after=[int((lay.weight != 0).sum()) for lay in layers], removed_neurons=removed,
+        dead_neurons_kept=[lay.rows[lay.dead()].tolist() for lay in layers], folded_constants=folds,
+        unread_inputs=int((~(layers[0].weight != 0).any(0)).sum()) if layers else 0)
+    return out, report
