@@ -51,7 +51,7 @@ from . import ops  # noqa: F401  (registers the operators)
 from ._convert import _keep_off_fused_transformer_paths
 from .nn.modules import MAMLinear
 
-__all__ = ["pack", "load_packed", "PackedMAMLinear", "PackedLinear", "PackedLayer", "index_dtype",
+__all__ = ["pack", "compact", "load_packed", "PackedMAMLinear", "PackedLinear", "PackedLayer", "index_dtype",
            "effective_weight", "packed_stats"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
@@ -338,7 +338,8 @@ def _pack_one(module: nn.Module, dtype: torch.dtype, pack_dense: bool, name: str
     return PackedLinear.from_module(module, dtype, name=name)
 
 
-def pack(model: nn.Module, dtype: torch.dtype = torch.float32, *, pack_dense: Optional[bool] = None) -> nn.Module:
+def pack(model: nn.Module, dtype: torch.dtype = torch.float32, *, pack_dense: Optional[bool] = None,
+         calibration=None) -> nn.Module:
     """Return a copy of ``model`` whose pruned ``MAMLinear`` and ``nn.Linear`` layers are packed.
 
     A layer is pruned when its effective weight (``weight_orig * weight_mask``
@@ -352,9 +353,23 @@ def pack(model: nn.Module, dtype: torch.dtype = torch.float32, *, pack_dense: Op
         pack_dense: also pack layers without any zero weight. Default: False for
             float (the dense kernel is faster there), True for int8 (every layer
             quantised, as in the C export).
+        calibration: with ``dtype=torch.int8``, an iterable of input batches (or
+            of (input, target) pairs): the whole inference becomes integer-only
+            with static activation scales (:func:`mamext.quant.pack_integer`,
+            docs/quantization.md). Without it, int8 layers quantise each
+            sample's input at run time and scale the output in float.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"mamext.sparse.pack: model must be an nn.Module, got {type(model).__name__}")
+    if calibration is not None:
+        if dtype != torch.int8:
+            raise ValueError(f"mamext.sparse.pack: calibration= needs dtype=torch.int8, got {dtype}")
+        if pack_dense is not None:
+            raise ValueError("mamext.sparse.pack: pack_dense= does not apply to the integer-only path "
+                             "(calibration=): every layer is packed")
+        from .quant import pack_integer
+
+        return pack_integer(model, calibration)
     if dtype not in (*_FLOAT_DTYPES, torch.int8):
         raise TypeError(f"mamext.sparse.pack: dtype must be torch.float32, torch.float64 or torch.int8, got {dtype}")
     if pack_dense is None:
@@ -421,6 +436,14 @@ def load_packed(model: nn.Module, state_dict: dict) -> nn.Module:
         out = _copy_replacing(model, empty_packed)
     out.load_state_dict(state_dict)
     return out
+
+
+def compact(model: nn.Module):
+    """The smaller equivalent of a pruned ``model`` and what was removed:
+    :func:`mamext.compact.compact` (returns ``(model, report)``)."""
+    from .compact import compact as _compact
+
+    return _compact(model)
 
 
 def packed_stats(model: nn.Module) -> dict:
