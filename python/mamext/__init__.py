@@ -40,6 +40,6 @@ cpu_capability()
 def __getattr__(name):  # lazily import the heavier optional submodules
     import importlib
 
-    if name in {"prune", "sparse", "export", "experiment", "reference"}:
+    if name in {"prune", "sparse", "export", "experiment", "reference", "mcu"}:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'mamext' has no attribute {name!r}")
