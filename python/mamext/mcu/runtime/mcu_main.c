@@ -34,6 +34,10 @@
 #define SYSTICK_MASK 0xFFFFFFu
 #define TIMING_TICKS_MAX 0x400000u /* a quarter of the 24-bit range */
 
+#define IN_FILE "mcu_in.bin"
+#define OUT_FILE "mcu_out.bin"
+#define STATS_FILE "mcu_stats.bin"
+
 #define EXIT_OPEN 2
 #define EXIT_TRUNCATED 3
 #define EXIT_WRITE 4
@@ -102,9 +106,9 @@ int main(void)
     uint32_t max_repeats, stack[2];
     int32_t got;
     int status = 0;
-    const int32_t in = mcu_sh_open("mcu_in.bin", MCU_SH_MODE_RB);
-    const int32_t out = mcu_sh_open("mcu_out.bin", MCU_SH_MODE_WB);
-    const int32_t stats = mcu_sh_open("mcu_stats.bin", MCU_SH_MODE_WB);
+    const int32_t in = mcu_sh_open(IN_FILE, sizeof IN_FILE - 1, MCU_SH_MODE_RB);
+    const int32_t out = mcu_sh_open(OUT_FILE, sizeof OUT_FILE - 1, MCU_SH_MODE_WB);
+    const int32_t stats = mcu_sh_open(STATS_FILE, sizeof STATS_FILE - 1, MCU_SH_MODE_WB);
     if (in < 0 || out < 0 || stats < 0) return EXIT_OPEN;
     if (read_full(in, &max_repeats, sizeof max_repeats) != (int32_t)sizeof max_repeats) return EXIT_TRUNCATED;
     systick_start();

@@ -16,16 +16,9 @@ static int32_t semihost_call(int32_t operation, const void *block)
     return r0;
 }
 
-static uint32_t string_length(const char *text)
+int32_t mcu_sh_open(const char *path, uint32_t length, int32_t mode)
 {
-    uint32_t n = 0;
-    while (text[n] != '\0') ++n;
-    return n;
-}
-
-int32_t mcu_sh_open(const char *path, int32_t mode)
-{
-    const uint32_t block[3] = {(uint32_t)path, (uint32_t)mode, string_length(path)};
+    const uint32_t block[3] = {(uint32_t)path, (uint32_t)mode, length};
     return semihost_call(SYS_OPEN, block);
 }
 

@@ -14,8 +14,9 @@
 #define MCU_SH_MODE_RB 1
 #define MCU_SH_MODE_WB 5
 
-/* Opens a host file (path relative to the emulator's working directory); a handle, or -1. */
-int32_t mcu_sh_open(const char *path, int32_t mode);
+/* Opens a host file (path relative to the emulator's working directory; length bytes, no terminator
+ * counted, but path must end with one); a handle, or -1. */
+int32_t mcu_sh_open(const char *path, uint32_t length, int32_t mode);
 
 /* Reads up to len bytes; returns the number of bytes read (0 at end of file, -1 on error). */
 int32_t mcu_sh_read(int32_t handle, void *buf, uint32_t len);
