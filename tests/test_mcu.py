@@ -211,6 +211,24 @@ def test_soft_float_refused_on_cortex_m3(tools, tmp_path):
         compile_firmware(tmp_path, ["halver.c"], io, TARGETS["cortex-m3"], "halver.elf")
 
 
+def test_image_larger_than_the_board_is_sized_but_not_run(tools, tmp_path):
+    """fit sizes networks beyond the emulated board's 4 MiB of flash; build refuses to link them."""
+    (tmp_path / "big.h").write_text("#include <stdint.h>\nvoid big_infer_int8(const int8_t *input, int8_t *output);\n")
+    (tmp_path / "big.c").write_text('#include "big.h"\nstatic const int8_t table[5 << 20] = {1};\n'
+                                    "void big_infer_int8(const int8_t *input, int8_t *output) "
+                                    "{ output[0] = table[(uint8_t)input[0]]; }\n")
+    io = NetworkIO(header="big.h", infer="big_infer_int8", input_dtype=torch.int8, output_dtype=torch.int8,
+                   input_size=1, output_size=1)
+    target = TARGETS["cortex-m4"]
+    with pytest.raises(mcu.FirmwareBuildError, match="FLASH"):
+        compile_firmware(tmp_path, ["big.c"], io, target, "big.elf")
+    compiled = compile_firmware(tmp_path, ["big.c"], io, target, "big.elf", sizing_only=True)
+    assert compiled.sizes.text > 5 << 20
+    firmware = Firmware(compiled, target, io, (1,), network=None, reference=None)
+    with pytest.raises(RuntimeError, match="linked for sizing only"):
+        firmware.run(torch.zeros(1, dtype=torch.int8))
+
+
 # --------------------------------------------------------------------------- fit
 
 def _labelled(model, n=256, batch=64):

@@ -87,7 +87,8 @@ def _integer_network(model: nn.Module, out_dir: Path, shape, calibration, name: 
 
 def build_firmware(model: nn.Module, out_dir, input_shape, *, target: str, dtype: torch.dtype,
                    calibration, name: str, measure: bool) -> Firmware:
-    """:func:`build`; ``measure=False`` skips the emulator (no stack measurement, ``ram_bytes`` unavailable)."""
+    """:func:`build`; ``measure=False`` only sizes the firmware: no emulator run (``ram_bytes`` unavailable,
+    ``ram_bound_bytes`` is), linked for an address map larger than the board's, so ``run`` is refused."""
     spec = get_target(target)
     dtype = _check_dtype(dtype)
     name = _check_name(name)
@@ -106,7 +107,7 @@ def build_firmware(model: nn.Module, out_dir, input_shape, *, target: str, dtype
         network = _float_io_network(model, out_dir, shape, dtype, name)
     else:
         network = _integer_network(model, out_dir, shape, calibration, name)
-    compiled = compile_firmware(out_dir, [f"{name}.c"], network.io, spec, f"{name}.elf")
+    compiled = compile_firmware(out_dir, [f"{name}.c"], network.io, spec, f"{name}.elf", sizing_only=not measure)
     firmware = Firmware(compiled, spec, network.io, shape, network.export, network.reference,
                         encode=network.encode, decode=network.decode)
     if measure:

@@ -45,6 +45,7 @@ class Firmware:
         self.network, self.reference, self.command = network, reference, compiled.command
         self.input_shape = input_shape
         self._target, self._io, self._encode, self._decode = target, io, encode, decode
+        self._runnable = compiled.runnable
 
     @property
     def flash_bytes(self) -> int:
@@ -106,6 +107,9 @@ class Firmware:
         """
         if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 100_000:
             raise ValueError(f"mamext.mcu: Firmware.run: repeats must be an int in [1, 100000], got {repeats!r}")
+        if not self._runnable:
+            raise RuntimeError("mamext.mcu: Firmware.run: this firmware was linked for sizing only (as "
+                               "mamext.mcu.fit does); build it with mamext.mcu.build to run it")
         samples, single = self._samples(inputs)
         result = emulate(self.elf, self._target, self._io, samples, repeats, timeout)
         self._record_stack(result.stack_bytes, result.stack_reserved_bytes)
