@@ -13,11 +13,14 @@ not cycles: QEMU models neither pipelines, caches nor flash wait states).
 "flash" is the whole firmware image (text + data: the layer's constants,
 its code and the firmware's ~1.6 KB harness).
 
-float32 keeps float weights and activations; int8 is the C export's
-``dtype=torch.int8`` (int8 weights and products, per-sample input
-quantisation and output scaling in float): its "dense" MAC layer is packed
-with every connection kept, as that export packs every layer. cortex-m3
-needs the integer-only network and is skipped until ``build`` supports it.
+Variants: "float32" keeps float weights and activations; "int8" is the C
+export's ``dtype=torch.int8`` without calibration (int8 weights and
+products, per-sample input quantisation and output scaling in float); its
+"dense" MAC layer is packed with every connection kept, as that export packs
+every layer. "int8 integer-only" is ``build(..., dtype=torch.int8,
+calibration=...)`` (calibrated on random samples), the only variant a core
+without FPU (cortex-m3) runs; it is reported as skipped while ``build``
+raises ``NotImplementedError`` for it.
 
     PYTHONPATH=python python benchmarks/bench_mcu.py [--out benchmarks/mcu_results.md]
 """
@@ -38,8 +41,9 @@ from mamext.prune import prune_model
 
 SHAPES = ((784, 64), (256, 128), (128, 10))
 FRACTIONS = (0.01, 0.1)
-TARGETS = ("cortex-m4", "cortex-m7")
-DTYPES = (torch.float32, torch.int8)
+TARGETS = ("cortex-m3", "cortex-m4", "cortex-m7")
+# (name, dtype, calibrated)
+VARIANTS = (("float32", torch.float32, False), ("int8", torch.int8, False), ("int8 integer-only", torch.int8, True))
 SAMPLES, REPEATS = 4, 20
 
 
@@ -52,10 +56,12 @@ def _layer(kind: str, K: int, N: int, fraction: float, seed: int) -> nn.Module:
     return model.eval()
 
 
-def _measure(model: nn.Module, K: int, target: str, dtype: torch.dtype, work: Path) -> tuple:
-    """(instructions per inference, firmware flash bytes, kept connections) of one single-layer network."""
-    firmware = mcu.build(model, work, (K,), target=target, dtype=dtype)
+def _measure(model: nn.Module, K: int, target: str, variant: tuple, work: Path) -> tuple:
+    """(instructions per inference, firmware flash bytes) of one single-layer network."""
+    _, dtype, calibrated = variant
     x = torch.randn(SAMPLES, K, generator=torch.Generator().manual_seed(7))
+    calibration = [torch.randn(64, K, generator=torch.Generator().manual_seed(8))] if calibrated else None
+    firmware = mcu.build(model, work, (K,), target=target, dtype=dtype, calibration=calibration)
     _, instructions = firmware.run(x, repeats=REPEATS)
     return instructions, firmware.flash_bytes
 
@@ -66,35 +72,49 @@ def _versions() -> str:
     return f"{qemu}; {gcc}"
 
 
-def run(targets, shapes, fractions, dtypes) -> list:
+def _rows(target: str, variant: tuple, shapes, fractions, work: Path) -> list:
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench_mcu_") as tmp:
-        work = Path(tmp)
-        for target in targets:
-            for dtype in dtypes:
-                for K, N in shapes:
-                    dense, dense_flash = _measure(_layer("mac", K, N, 1.0, 0), K, target, dtype, work / "dense")
-                    for fraction in fractions:
-                        mam, mam_flash = _measure(_layer("mam", K, N, fraction, 0), K, target, dtype, work / "mam")
-                        mac, mac_flash = _measure(_layer("mac", K, N, fraction, 0), K, target, dtype, work / "mac")
-                        kept = max(1, round(fraction * K * N))
-                        rows.append(dict(target=target, dtype=str(dtype).replace("torch.", ""), shape=f"{K}x{N}",
-                                         kept=f"{kept} ({100 * fraction:g}%)", mam=mam, mac=mac, dense=dense,
-                                         mam_flash=mam_flash, mac_flash=mac_flash, dense_flash=dense_flash))
-                        print(rows[-1], flush=True)
+    for K, N in shapes:
+        dense, dense_flash = _measure(_layer("mac", K, N, 1.0, 0), K, target, variant, work / "dense")
+        for fraction in fractions:
+            mam, mam_flash = _measure(_layer("mam", K, N, fraction, 0), K, target, variant, work / "mam")
+            mac, mac_flash = _measure(_layer("mac", K, N, fraction, 0), K, target, variant, work / "mac")
+            kept = max(1, round(fraction * K * N))
+            rows.append(dict(target=target, dtype=variant[0], shape=f"{K}x{N}",
+                             kept=f"{kept} ({100 * fraction:g}%)", mam=mam, mac=mac, dense=dense,
+                             mam_flash=mam_flash, mac_flash=mac_flash, dense_flash=dense_flash))
+            print(rows[-1], flush=True)
     return rows
 
 
-def markdown(rows, versions: str) -> str:
+def run(targets, shapes, fractions) -> tuple:
+    """(table rows, notes on the variants skipped)."""
+    rows, skipped = [], []
+    with tempfile.TemporaryDirectory(prefix="bench_mcu_") as tmp:
+        for target in targets:
+            has_fpu = mcu.TARGETS[target].has_fpu
+            for variant in VARIANTS:
+                if not has_fpu and not variant[2]:
+                    continue
+                try:
+                    rows += _rows(target, variant, shapes, fractions, Path(tmp))
+                except NotImplementedError as e:
+                    skipped.append(f"{target}, {variant[0]}: skipped ({e})")
+                    print(skipped[-1], flush=True)
+    return rows, skipped
+
+
+def markdown(rows, skipped, versions: str) -> str:
     lines = [f"Emulator and compiler: {versions}. Figures are instructions executed per inference under "
              "`-icount shift=0` (SysTick), not cycles; flash is the whole firmware (text + data).", "",
-             "| target | dtype | layer K x N | kept | MAM packed instr | MAC packed instr | MAC dense instr | "
+             "| target | variant | layer K x N | kept | MAM packed instr | MAC packed instr | MAC dense instr | "
              "MAM / MAC packed | MAM / MAC dense | MAM flash B | MAC packed flash B | MAC dense flash B |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['target']} | {r['dtype']} | {r['shape']} | {r['kept']} | {r['mam']:.0f} | "
                      f"{r['mac']:.0f} | {r['dense']:.0f} | {r['mam'] / r['mac']:.2f} | {r['mam'] / r['dense']:.3f} | "
                      f"{r['mam_flash']} | {r['mac_flash']} | {r['dense_flash']} |")
+    lines += [""] + [f"- {note}" for note in skipped] if skipped else []
     return "\n".join(lines) + "\n"
 
 
@@ -103,8 +123,8 @@ def main():
     parser.add_argument("--out", help="also write the markdown table to this file")
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=sorted(mcu.TARGETS))
     args = parser.parse_args()
-    rows = run(args.targets, SHAPES, FRACTIONS, DTYPES)
-    table = markdown(rows, _versions())
+    rows, skipped = run(args.targets, SHAPES, FRACTIONS)
+    table = markdown(rows, skipped, _versions())
     print(table)
     if args.out:
         Path(args.out).write_text(table)

@@ -259,7 +259,8 @@ def test_fit_takes_the_most_accurate_when_everything_fits(roomy_fit, dense_model
     flash = [row.flash_bytes for row in roomy_fit.table]
     assert flash[0] > flash[1] > flash[2]
     assert "| 1 | 800/800 |" in roomy_fit.markdown() and "chosen" in roomy_fit.markdown()
-    assert not any(isinstance(m, PackedLayer) for m in dense_model.modules())  # the input is untouched
+    # the input model is untouched: not pruned, not packed
+    assert not any(isinstance(m, PackedLayer) or hasattr(m, "weight_mask") for m in dense_model.modules())
 
 
 def test_fit_respects_the_budget(roomy_fit, dense_model, tmp_path):

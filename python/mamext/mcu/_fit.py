@@ -117,7 +117,8 @@ def _try(model, fraction, batches, shape, work: Path, options: dict) -> tuple:
     firmware = build_firmware(candidate, work / f"kept_{fraction:g}", shape, target=options["target"],
                               dtype=options["dtype"], calibration=options["calibration"], name="mamnet",
                               measure=False)
-    packed = pack(candidate, options["dtype"])
+    # int8: the firmware's reference is the packed model its C reproduces (calibrated on the integer path)
+    packed = firmware.reference if options["dtype"] == torch.int8 else pack(candidate, torch.float32)
     counts = remaining(candidate)
     ram = firmware.ram_bound_bytes
     fits = firmware.flash_bytes <= options["flash_bytes"] and ram is not None and ram <= options["ram_bytes"]
