@@ -16,6 +16,7 @@ from torch import nn
 import mamext
 import mamext.mcu as mcu
 from mamext.mcu._compile import compile_firmware
+from mamext.mcu._elf import symbol_names
 from mamext.mcu._firmware import Firmware
 from mamext.mcu._io import NetworkIO
 from mamext.mcu._targets import RAM_LENGTH, TARGETS
@@ -227,6 +228,43 @@ def test_image_larger_than_the_board_is_sized_but_not_run(tools, tmp_path):
     firmware = Firmware(compiled, target, io, (1,), network=None, reference=None)
     with pytest.raises(RuntimeError, match="linked for sizing only"):
         firmware.run(torch.zeros(1, dtype=torch.int8))
+
+
+# --------------------------------------------------------------------------- integer-only int8 (mamext.quant)
+
+@pytest.fixture(scope="module")
+def quant():
+    return pytest.importorskip("mamext.quant", reason="the integer-only path (mamext.quant) is not in this tree")
+
+
+@pytest.mark.parametrize("target", ["cortex-m3", "cortex-m4", "cortex-m7"])
+def test_integer_only_firmware_bit_exact(tools, quant, target, tmp_path):
+    model = _mlp()
+    calibration = [torch.randn(64, 20, generator=torch.Generator().manual_seed(5))]
+    firmware = mcu.build(model, tmp_path, (20,), target=target, dtype=torch.int8, calibration=calibration)
+    integer = firmware.reference
+    assert isinstance(integer, quant.IntegerNetwork)
+    x = _inputs()
+    x[5] = 1e3  # saturates the input codes
+    out, instructions = firmware.run(x)
+    with torch.no_grad():
+        assert torch.equal(out, integer(x))
+        codes = integer.quantize_input(x)
+        out_from_codes, _ = firmware.run(codes, repeats=1)
+        assert torch.equal(out_from_codes, integer.dequantize_output(integer.forward_int8(codes)))
+    assert instructions > 100 and firmware.ram_bytes == sum(_berkeley_size(firmware.elf)[1:]) + firmware.stack_bytes
+    assert not [n for n in symbol_names(firmware.elf) if n.startswith("__aeabi_f") or n.startswith("__aeabi_d")]
+    # an IntegerNetwork itself takes the integer path without calibration
+    again = mcu.build(integer, tmp_path / "again", (20,), target=target)
+    assert torch.equal(again.run(x, repeats=1)[0], out)
+
+
+def test_integer_only_fit_on_cortex_m3(tools, quant, dense_model):
+    data = _labelled(dense_model)
+    result = mcu.fit(dense_model, data, flash_bytes=10 ** 6, ram_bytes=10 ** 6, target="cortex-m3",
+                     fractions=(0.5, 0.1), calibration=[batch[0] for batch in data])
+    assert isinstance(result.model, quant.IntegerNetwork) and result.fraction in (0.5, 0.1)
+    assert result.accuracy == max(row.accuracy for row in result.table)
 
 
 # --------------------------------------------------------------------------- fit

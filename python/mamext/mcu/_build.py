@@ -67,22 +67,47 @@ def _float_io_network(model: nn.Module, out_dir: Path, shape, dtype: torch.dtype
     return ExportedNetwork(export=export, io=io, reference=reference)
 
 
-def _integer_network(model: nn.Module, out_dir: Path, shape, calibration, name: str) -> ExportedNetwork:
-    """The integer-only network: static calibration, int8 samples, ``<name>_infer_int8``.
+def _integer_module():
+    """:mod:`mamext.quant` (the integer-only int8 networks), or None where this installation lacks it."""
+    try:
+        from .. import quant
+    except ImportError:
+        return None
+    return quant if hasattr(quant, "pack_integer") and hasattr(quant, "IntegerNetwork") else None
 
-    Contract once ``mamext.sparse.pack(model, torch.int8, calibration=...)``
-    and the integer C API exist: pack with the calibration data, export that
-    packed model with ``to_c(packed, out_dir, shape, torch.int8, name=name)``,
-    and return ``NetworkIO(header=f"{name}.h", infer=f"{name}_infer_int8",
-    input_dtype=torch.int8, output_dtype=torch.int8, ...)`` with ``reference``
-    the packed model, ``encode`` mapping float input samples to the int8
-    samples the packed model computes with (its static input scale and zero
-    point) and ``decode`` mapping the int8 outputs to what the packed model's
-    forward returns.
+
+def _is_integer_network(model) -> bool:
+    quant = _integer_module()
+    return quant is not None and isinstance(model, quant.IntegerNetwork)
+
+
+def _integer_codes(integer: nn.Module) -> Codec:
+    """Host side of the firmware's int8 input: float samples quantised with the static input scale; codes as given."""
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        return x if x.dtype == torch.int8 else integer.quantize_input(x)
+    return encode
+
+
+def _integer_network(model: nn.Module, out_dir: Path, shape, calibration, name: str) -> ExportedNetwork:
+    """The integer-only network (``mamext.quant``): int8 codes in and out of ``<name>_infer_int8``.
+
+    ``model`` is calibrated with ``mamext.quant.pack_integer(model,
+    calibration)`` unless it is an ``IntegerNetwork`` already. The firmware
+    runs int8 codes; :meth:`Firmware.run` quantises float inputs with the
+    static input scale and zero point and dequantises the outputs, so its
+    outputs equal the ``IntegerNetwork``'s forward bit for bit.
     """
-    raise NotImplementedError(f"{_WHERE}: calibration= (the integer-only int8 network) needs "
-                              "mamext.sparse.pack(..., calibration=...) and the C export's <name>_infer_int8, "
-                              "which this installation does not have yet")
+    quant = _integer_module()
+    if quant is None:
+        raise NotImplementedError(f"{_WHERE}: calibration= (the integer-only int8 network) needs mamext.quant "
+                                  "(pack_integer and the C export's <name>_infer_int8), which this installation "
+                                  "does not have")
+    integer = model if isinstance(model, quant.IntegerNetwork) else quant.pack_integer(model, calibration)
+    export = to_c(integer, out_dir, shape, torch.int8, name=name)
+    io = NetworkIO(header=f"{name}.h", infer=f"{name}_infer_int8", input_dtype=torch.int8,
+                   output_dtype=torch.int8, input_size=export.input_size, output_size=export.output_size)
+    return ExportedNetwork(export=export, io=io, reference=integer, encode=_integer_codes(integer),
+                           decode=integer.dequantize_output)
 
 
 def build_firmware(model: nn.Module, out_dir, input_shape, *, target: str, dtype: torch.dtype,
@@ -96,17 +121,18 @@ def build_firmware(model: nn.Module, out_dir, input_shape, *, target: str, dtype
     out_dir = check_out_dir(out_dir)
     if not isinstance(model, nn.Module):
         raise TypeError(f"{_WHERE}: model must be an nn.Module, got {type(model).__name__}")
-    if calibration is None:
-        _refuse_float_on(spec, dtype)
-    elif dtype != torch.int8:
+    integer = calibration is not None or _is_integer_network(model)
+    if calibration is not None and dtype != torch.int8:
         raise ValueError(f"{_WHERE}: calibration= applies to dtype=torch.int8 only, got dtype={dtype}")
+    if not integer:
+        _refuse_float_on(spec, dtype)
     Compiler.find()
     if measure:
         find_qemu()
-    if calibration is None:
-        network = _float_io_network(model, out_dir, shape, dtype, name)
-    else:
+    if integer:
         network = _integer_network(model, out_dir, shape, calibration, name)
+    else:
+        network = _float_io_network(model, out_dir, shape, dtype, name)
     compiled = compile_firmware(out_dir, [f"{name}.c"], network.io, spec, f"{name}.elf", sizing_only=not measure)
     firmware = Firmware(compiled, spec, network.io, shape, network.export, network.reference,
                         encode=network.encode, decode=network.decode)
@@ -128,7 +154,12 @@ def build(model: nn.Module, out_dir: Union[str, os.PathLike], input_shape: Seque
             ``"cortex-m4"`` (single-precision FPU) or ``"cortex-m7"``.
         dtype: ``torch.float32`` or ``torch.int8`` (the default; every layer
             quantised like ``mamext.sparse.pack(model, torch.int8)``).
-        calibration: data for the integer-only int8 network (static scales).
+        calibration: data for the integer-only int8 network (an iterable of
+            input batches or ``(input, target)`` pairs): the model is
+            calibrated with ``mamext.quant.pack_integer`` and the firmware runs
+            ``<name>_infer_int8`` with integer arithmetic only (the one path
+            for ``"cortex-m3"``). A ``mamext.quant.IntegerNetwork`` given as
+            ``model`` takes that path without ``calibration``.
         name: C identifier prefix and file stem of the network.
 
     Returns:
