@@ -103,6 +103,13 @@ def test_instruction_counts(firmwares):
     assert mean == float(counts[0])
 
 
+def test_tick_length_is_checked():
+    from mamext.mcu._qemu import EmulationError, _check_tick_length
+    _check_tick_length(5000, TARGETS["cortex-m4"])  # 200000 instructions in 5000 ticks: 40 per tick
+    with pytest.raises(EmulationError, match="a SysTick tick lasted 50.00 instructions, not 40"):
+        _check_tick_length(4000, TARGETS["cortex-m4"])
+
+
 def test_single_sample_and_bad_inputs(firmwares):
     model, built = firmwares
     firmware = built[("cortex-m7", torch.int8)]

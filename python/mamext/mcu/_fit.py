@@ -167,7 +167,8 @@ def fit(model: nn.Module, data, *, flash_bytes: int, ram_bytes: int, target: str
     if not isinstance(model, nn.Module):
         raise TypeError(f"{_WHERE}: model must be an nn.Module, got {type(model).__name__}")
     options = dict(flash_bytes=_check_budget(flash_bytes, "flash_bytes"),
-                   ram_bytes=_check_budget(ram_bytes, "ram_bytes"), target=get_target(target).name, score=score, dtype=dtype, calibration=calibration, loss_fn=loss_fn)
+                   ram_bytes=_check_budget(ram_bytes, "ram_bytes"), target=get_target(target).name,
+                   score=score, dtype=dtype, calibration=calibration, loss_fn=loss_fn)
     if isinstance(score, str):
         get_score(score, _WHERE)
     fractions = _check_fractions(fractions)

@@ -25,6 +25,8 @@ _NUMPY = {torch.float32: np.dtype("<f4"), torch.int8: np.dtype("i1")}
 _EXIT_MEANING = {2: "a host file could not be opened", 3: "it read a truncated sample",
                  4: "a host file could not be written", 127: "the core took a fault (an exception)"}
 _RECORD_WORDS = 3  # per sample: repeats, ticks of the inferences, ticks of the empty calls
+_TRAILER_WORDS = 3  # stack high-water mark, stack size, ticks of the calibration loop
+_CALIBRATION_INSTRUCTIONS = 2 * 100_000  # CALIBRATION_LOOPS iterations of subs + bne (runtime/mcu_main.c)
 
 
 class EmulationError(RuntimeError):
@@ -71,10 +73,20 @@ def emulate(elf: Path, target: Target, io: NetworkIO, samples: torch.Tensor, rep
                                  f"{(done.stderr or done.stdout).strip()}")
         outputs = np.fromfile(work / "mcu_out.bin", dtype=_NUMPY[io.output_dtype])
         stats = np.fromfile(work / "mcu_stats.bin", dtype="<u4")
-    if outputs.size != count * io.output_size or stats.size != count * _RECORD_WORDS + 2:
+    if outputs.size != count * io.output_size or stats.size != count * _RECORD_WORDS + _TRAILER_WORDS:
         raise EmulationError(f"mamext.mcu: the {target.name} firmware wrote {outputs.size} outputs and "
                              f"{stats.size} statistics words for {count} samples; expected "
-                             f"{count * io.output_size} and {count * _RECORD_WORDS + 2}")
+                             f"{count * io.output_size} and {count * _RECORD_WORDS + _TRAILER_WORDS}")
+    _check_tick_length(int(stats[-1]), target)
     return Emulation(outputs=torch.from_numpy(outputs.copy()).reshape(count, io.output_size),
                      instructions=_instructions(stats, count),
-                     stack_bytes=int(stats[-2]), stack_reserved_bytes=int(stats[-1]))
+                     stack_bytes=int(stats[-3]), stack_reserved_bytes=int(stats[-2]))
+
+
+def _check_tick_length(calibration_ticks: int, target: Target) -> None:
+    """The instruction counts assume INSTRUCTIONS_PER_TICK; refuse an emulator whose SysTick runs otherwise."""
+    measured = _CALIBRATION_INSTRUCTIONS / max(calibration_ticks, 1)
+    if abs(measured - INSTRUCTIONS_PER_TICK) > 0.5:
+        raise EmulationError(f"mamext.mcu: under {target.machine} a SysTick tick lasted {measured:.2f} "
+                             f"instructions, not {INSTRUCTIONS_PER_TICK}; this qemu-system-arm clocks the board "
+                             "differently, so its instruction counts would be wrong")

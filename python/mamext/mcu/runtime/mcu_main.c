@@ -13,7 +13,9 @@
  *   mcu_stats.bin  per sample: uint32 repeats, ticks of `repeats` inferences,
  *                  ticks of `repeats` calls of an empty function of the same
  *                  signature; at the end: uint32 stack high-water mark and
- *                  stack size in bytes (written).
+ *                  stack size in bytes, and the ticks of CALIBRATION_LOOPS
+ *                  iterations of a two-instruction loop (written), by which
+ *                  the host checks how many instructions a tick lasts.
  * Each sample's outputs come from its first inference; the timed repeats run
  * afterwards on the same input. SysTick runs from the processor clock and
  * counts down 24 bits: repeats are capped so that one timing stays well
@@ -33,6 +35,7 @@
 #define SYST_CVR (*(volatile uint32_t *)0xE000E018u)
 #define SYSTICK_MASK 0xFFFFFFu
 #define TIMING_TICKS_MAX 0x400000u /* a quarter of the 24-bit range */
+#define CALIBRATION_LOOPS 100000u
 
 #define IN_FILE "mcu_in.bin"
 #define OUT_FILE "mcu_out.bin"
@@ -72,6 +75,15 @@ __attribute__((noinline)) static uint32_t ticks_of(volatile infer_fn fn, uint32_
     return (start - SYST_CVR) & SYSTICK_MASK;
 }
 
+/* Ticks of exactly 2 * CALIBRATION_LOOPS instructions (subs, bne), give or take the two SysTick reads. */
+__attribute__((noinline)) static uint32_t calibration_ticks(void)
+{
+    uint32_t loops = CALIBRATION_LOOPS;
+    const uint32_t start = SYST_CVR;
+    __asm__ volatile("1:\n\tsubs %0, %0, #1\n\tbne 1b" : "+r"(loops) : : "cc");
+    return (start - SYST_CVR) & SYSTICK_MASK;
+}
+
 static int32_t read_full(int32_t handle, void *buf, uint32_t len)
 {
     uint8_t *bytes = (uint8_t *)buf;
@@ -103,7 +115,7 @@ static int run_sample(int32_t out, int32_t stats, uint32_t max_repeats)
 
 int main(void)
 {
-    uint32_t max_repeats, stack[2];
+    uint32_t max_repeats, trailer[3];
     int32_t got;
     int status = 0;
     const int32_t in = mcu_sh_open(IN_FILE, sizeof IN_FILE - 1, MCU_SH_MODE_RB);
@@ -117,9 +129,10 @@ int main(void)
         if (got == 0) break;
         status = got == (int32_t)sizeof sample_in ? run_sample(out, stats, max_repeats) : EXIT_TRUNCATED;
     }
-    stack[0] = mcu_stack_high_water();
-    stack[1] = mcu_stack_size();
-    if (status == 0 && mcu_sh_write(stats, stack, sizeof stack) != 0) status = EXIT_WRITE;
+    trailer[0] = mcu_stack_high_water();
+    trailer[1] = mcu_stack_size();
+    trailer[2] = calibration_ticks();
+    if (status == 0 && mcu_sh_write(stats, trailer, sizeof trailer) != 0) status = EXIT_WRITE;
     mcu_sh_close(in);
     mcu_sh_close(out);
     mcu_sh_close(stats);
