@@ -10,6 +10,12 @@ Cortex-M4, AN500 Cortex-M7), exchanging samples and outputs through
 semihosting host files, and counts the instructions of one inference with
 SysTick under ``-icount shift=0`` (executed instructions, not cycles).
 
+Networks: float32, today's int8 export (``dtype=torch.int8``: int8 weights,
+float input quantisation and output scaling, so an FPU is needed), and the
+integer-only int8 network (``dtype=torch.int8, calibration=data``, through
+``mamext.quant.pack_integer`` and ``<name>_infer_int8``), the only kind the
+Cortex-M3 (no FPU) runs.
+
 :func:`fit` prunes a model at several fractions and returns the most accurate
 packed network whose firmware fits a flash and RAM budget.
 
