@@ -328,6 +328,19 @@ def test_fit_int8_and_impossible_budget(tools, dense_model):
         mcu.fit(dense_model, data, flash_bytes=100, ram_bytes=10 ** 6, fractions=(0.2, 0.01))
 
 
+@pytest.mark.parametrize("calibrated", [False, True], ids=["float32", "integer-only"])
+def test_fit_compacts(tools, dense_model, calibrated):
+    pytest.importorskip("mamext.compact", reason="compaction (mamext.compact) is not in this tree")
+    data = _labelled(dense_model)
+    options = dict(flash_bytes=10 ** 6, ram_bytes=10 ** 6, fractions=(0.2,))
+    options.update(dict(calibration=[b[0] for b in data]) if calibrated else dict(dtype=torch.float32))
+    compacted = mcu.fit(dense_model, data, compact=True, **options)
+    plain = mcu.fit(dense_model, data, compact=False, **options)
+    assert compacted.table[0].neurons_removed > 0 and plain.table[0].neurons_removed is None
+    assert compacted.flash_bytes < plain.flash_bytes
+    assert compacted.accuracy == plain.accuracy  # compaction is exact
+
+
 def test_fit_argument_errors(dense_model):
     data = _labelled(dense_model, n=8)
     with pytest.raises(ValueError, match="flash_bytes must be a positive int"):

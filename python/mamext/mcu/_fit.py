@@ -1,4 +1,4 @@
-""":func:`fit`: the most accurate pruned, packed network whose firmware fits a flash and RAM budget."""
+""":func:`fit`: the most accurate pruned, compacted, packed network whose firmware fits a flash and RAM budget."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from torch import nn
 from ..prune import get_score, prune_model, remaining
 from ..prune.ranking import check_fraction
 from ..sparse import pack
-from ._build import build_firmware
+from ._build import _integer_module, build_firmware
 from ._targets import get_target
 
 _WHERE = "mamext.mcu.fit"
@@ -33,6 +33,7 @@ class FitRow:
     ram_bytes: Optional[int]   # data + bss + the static stack bound (no emulator run)
     accuracy: float
     fits: bool
+    neurons_removed: Optional[int] = None  # by compaction (None: not compacted)
 
 
 @dataclass
@@ -47,12 +48,13 @@ class FitResult:
     table: List[FitRow] = field(default_factory=list)
 
     def markdown(self) -> str:
-        lines = ["| fraction kept | connections | flash (B) | RAM bound (B) | accuracy | fits |",
-                 "|---:|---:|---:|---:|---:|:---:|"]
+        lines = ["| fraction kept | connections | neurons removed | flash (B) | RAM bound (B) | accuracy | fits |",
+                 "|---:|---:|---:|---:|---:|---:|:---:|"]
         for row in self.table:
             ram = "-" if row.ram_bytes is None else str(row.ram_bytes)
             mark = "chosen" if row.fraction == self.fraction else ("yes" if row.fits else "no")
-            lines.append(f"| {row.fraction:g} | {row.kept}/{row.total} | {row.flash_bytes} | {ram} | "
+            removed = "-" if row.neurons_removed is None else str(row.neurons_removed)
+            lines.append(f"| {row.fraction:g} | {row.kept}/{row.total} | {removed} | {row.flash_bytes} | {ram} | "
                          f"{100 * row.accuracy:.2f}% | {mark} |")
         return "\n".join(lines)
 
@@ -110,20 +112,54 @@ def _copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+def _compactor(option):
+    """:func:`mamext.compact.compact` when compaction is on (``None``: when installed), else None."""
+    try:
+        from ..compact import compact
+    except ImportError:
+        compact = None
+    if option is None or not option:
+        return compact if option is None else None
+    if compact is None:
+        raise NotImplementedError(f"{_WHERE}: compact=True needs mamext.compact, which this installation lacks")
+    return compact
+
+
+def _network(candidate: nn.Module, options: dict) -> tuple:
+    """The network the firmware runs: calibrated (integer path) and compacted when asked; (network, neurons removed).
+
+    A compaction that empties a whole layer (every neuron removed, its
+    constants folded forward) leaves a layer the C export cannot express:
+    that candidate stays uncompacted.
+    """
+    network = candidate
+    if options["calibration"] is not None:
+        quant = _integer_module()
+        if quant is None:
+            raise NotImplementedError(f"{_WHERE}: calibration= needs mamext.quant, which this installation lacks")
+        network = quant.pack_integer(candidate, options["calibration"])
+    if options["compact"] is None:
+        return network, None
+    smaller, report = options["compact"](network)
+    if min(report.neurons_after, default=1) == 0:
+        return network, None
+    return smaller, report.neurons_removed
+
+
 def _try(model, fraction, batches, shape, work: Path, options: dict) -> tuple:
     """Prune a copy to ``fraction``, build its firmware (sizes only) and measure its accuracy."""
     candidate = _copy(model)
     prune_model(candidate, fraction, score=options["score"], data=batches, loss_fn=options["loss_fn"])
-    firmware = build_firmware(candidate, work / f"kept_{fraction:g}", shape, target=options["target"],
-                              dtype=options["dtype"], calibration=options["calibration"], name="mamnet",
-                              measure=False)
-    # int8: the firmware's reference is the packed model its C reproduces (calibrated on the integer path)
-    packed = firmware.reference if options["dtype"] == torch.int8 else pack(candidate, torch.float32)
     counts = remaining(candidate)
+    network, removed = _network(candidate, options)
+    firmware = build_firmware(network, work / f"kept_{fraction:g}", shape, target=options["target"],
+                              dtype=options["dtype"], calibration=None, name="mamnet", measure=False)
+    # int8: the firmware's reference is the model its C reproduces (the IntegerNetwork on the integer path)
+    packed = firmware.reference if options["dtype"] == torch.int8 else pack(network, torch.float32)
     ram = firmware.ram_bound_bytes
     fits = firmware.flash_bytes <= options["flash_bytes"] and ram is not None and ram <= options["ram_bytes"]
     row = FitRow(fraction=fraction, kept=counts["kept"], total=counts["total"], flash_bytes=firmware.flash_bytes,
-                 ram_bytes=ram, accuracy=_accuracy(packed, batches), fits=fits)
+                 ram_bytes=ram, accuracy=_accuracy(packed, batches), fits=fits, neurons_removed=removed)
     return row, packed
 
 
@@ -139,9 +175,9 @@ def _nothing_fits(table: List[FitRow], options: dict) -> ValueError:
 
 def fit(model: nn.Module, data, *, flash_bytes: int, ram_bytes: int, target: str = "cortex-m4",
         score: str = "magnitude", fractions: Sequence[float] = DEFAULT_FRACTIONS,
-        dtype: torch.dtype = torch.int8, calibration=None, input_shape: Optional[Sequence[int]] = None,
-        loss_fn=None) -> FitResult:
-    """The most accurate pruned, packed ``model`` whose firmware fits ``flash_bytes`` and ``ram_bytes``.
+        dtype: torch.dtype = torch.int8, calibration=None, compact: Optional[bool] = None,
+        input_shape: Optional[Sequence[int]] = None, loss_fn=None) -> FitResult:
+    """The most accurate pruned (compacted) packed ``model`` whose firmware fits ``flash_bytes`` and ``ram_bytes``.
 
     For each fraction of connections to keep, a copy of ``model`` is pruned
     with :func:`mamext.prune.prune_model` (``score``, one of
@@ -155,7 +191,12 @@ def fit(model: nn.Module, data, *, flash_bytes: int, ram_bytes: int, target: str
 
     Args:
         input_shape: one sample's shape; default: the first batch's inputs without the batch dimension.
-        dtype, calibration: as in :func:`mamext.mcu.build`.
+        dtype, calibration: as in :func:`mamext.mcu.build` (with ``calibration``
+            each pruned copy is calibrated with ``mamext.quant.pack_integer``).
+        compact: remove what cannot influence the output
+            (:func:`mamext.compact.compact`) before sizing; default: when
+            ``mamext.compact`` is installed. ``FitRow.neurons_removed`` says
+            how many neurons it removed.
 
     Returns:
         :class:`FitResult` with the chosen packed ``model``, its fraction,
@@ -168,7 +209,9 @@ def fit(model: nn.Module, data, *, flash_bytes: int, ram_bytes: int, target: str
         raise TypeError(f"{_WHERE}: model must be an nn.Module, got {type(model).__name__}")
     options = dict(flash_bytes=_check_budget(flash_bytes, "flash_bytes"),
                    ram_bytes=_check_budget(ram_bytes, "ram_bytes"), target=get_target(target).name,
-                   score=score, dtype=dtype, calibration=calibration, loss_fn=loss_fn)
+                   score=score, dtype=dtype, calibration=calibration, loss_fn=loss_fn, compact=_compactor(compact))
+    if calibration is not None and dtype != torch.int8:
+        raise ValueError(f"{_WHERE}: calibration= applies to dtype=torch.int8 only, got dtype={dtype}")
     if isinstance(score, str):
         get_score(score, _WHERE)
     fractions = _check_fractions(fractions)
