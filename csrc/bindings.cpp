@@ -16,7 +16,7 @@ namespace py = pybind11;
 PYBIND11_MODULE(_C, m) {
   m.doc() = "mamext native extension: MAM operators (registered in torch.ops.mamext) and build info";
   m.def("cpu_capability", [] { return std::string(mamext::cpu::capability_name(mamext::cpu::active_capability())); },
-        "The CPU kernel level in use: 'avx512', 'avx2' or 'default'.");
+        "The CPU kernel level in use: 'avx512', 'avx2' or 'default' on x86-64, 'neon' or 'default' on aarch64.");
   m.def("detected_cpu_capability",
         [] { return std::string(mamext::cpu::capability_name(mamext::cpu::detected_capability())); },
         "The best kernel level this CPU supports.");
@@ -43,6 +43,12 @@ PYBIND11_MODULE(_C, m) {
 #else
   info["openmp"] = false;
 #endif
+#if defined(__x86_64__) || defined(_M_X64)
   info["cpu_kernels"] = py::make_tuple("default", "avx2", "avx512");
+#elif defined(__aarch64__)
+  info["cpu_kernels"] = py::make_tuple("default", "neon");
+#else
+  info["cpu_kernels"] = py::make_tuple("default");
+#endif
   m.attr("build_info") = info;
 }

@@ -1,6 +1,8 @@
-// Run-time ISA selection for the CPU kernels: cpuid (through the compiler's
+// Run-time ISA selection for the CPU kernels, capped by MAMEXT_CPU_CAPABILITY.
+// x86-64: default|avx2|avx512 from cpuid (through the compiler's
 // __builtin_cpu_supports, which also checks that the OS saves the wide
-// registers), capped by MAMEXT_CPU_CAPABILITY=default|avx2|avx512.
+// registers). aarch64: default|neon; Advanced SIMD is part of the base
+// architecture, so neon is always available. Other architectures: default.
 #include "cpu/kernels.h"
 
 #include <atomic>
@@ -15,6 +17,7 @@ const char* capability_name(Capability c) {
   switch (c) {
     case Capability::AVX512: return "avx512";
     case Capability::AVX2: return "avx2";
+    case Capability::NEON: return "neon";
     default: return "default";
   }
 }
@@ -22,11 +25,22 @@ const char* capability_name(Capability c) {
 Capability parse_capability(const char* name) {
   std::string s(name);
   for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+#if defined(__x86_64__) || defined(_M_X64)
   if (s == "avx512") return Capability::AVX512;
   if (s == "avx2") return Capability::AVX2;
   if (s == "default") return Capability::Default;
   throw std::invalid_argument("mamext: unknown CPU capability '" + std::string(name) +
                               "' (expected default, avx2 or avx512)");
+#elif defined(__aarch64__)
+  if (s == "neon") return Capability::NEON;
+  if (s == "default") return Capability::Default;
+  throw std::invalid_argument("mamext: unknown CPU capability '" + std::string(name) +
+                              "' (expected default or neon on aarch64)");
+#else
+  if (s == "default") return Capability::Default;
+  throw std::invalid_argument("mamext: unknown CPU capability '" + std::string(name) +
+                              "' (expected default: this architecture has only the portable kernels)");
+#endif
 }
 
 Capability detected_capability() {
@@ -43,6 +57,8 @@ Capability detected_capability() {
     return Capability::Default;
   }();
   return detected;
+#elif defined(__aarch64__)
+  return Capability::NEON;
 #else
   return Capability::Default;
 #endif
@@ -80,6 +96,8 @@ const KernelTable& kernels() {
 #if defined(__x86_64__) || defined(_M_X64)
     case Capability::AVX512: return avx512::kernel_table();
     case Capability::AVX2: return avx2::kernel_table();
+#elif defined(__aarch64__)
+    case Capability::NEON: return neon::kernel_table();
 #endif
     default: return default_isa::kernel_table();
   }

@@ -11,7 +11,9 @@
 
 namespace mamext::cpu {
 
-enum class Capability : int { Default = 0, AVX2 = 1, AVX512 = 2 };
+// Levels are ordered within one architecture: x86-64 Default < AVX2 < AVX512,
+// aarch64 Default < NEON.
+enum class Capability : int { Default = 0, AVX2 = 1, AVX512 = 2, NEON = 3 };
 
 // Dense MAM forward over rows [m0, m1) of x against one packed weight panel
 // holding neurons [n0, n0 + panel_width) (zero padded past N).
@@ -73,6 +75,7 @@ struct KernelTable {
 namespace default_isa { const KernelTable& kernel_table(); }
 namespace avx2 { const KernelTable& kernel_table(); }
 namespace avx512 { const KernelTable& kernel_table(); }
+namespace neon { const KernelTable& kernel_table(); }
 
 // The table in use: the best the CPU supports, capped by MAMEXT_CPU_CAPABILITY.
 const KernelTable& kernels();

@@ -39,6 +39,11 @@ constexpr Capability kCapability = Capability::AVX512;
 template <> struct Tiling<float> { static constexpr int MR = 3, NR = 2; };
 template <> struct Tiling<double> { static constexpr int MR = 3, NR = 2; };
 constexpr Capability kCapability = Capability::AVX2;
+#elif defined(MAMEXT_ISA_NEON)
+// 32 registers: 2 * MR * NR accumulators + NR weight vectors + a broadcast.
+template <> struct Tiling<float> { static constexpr int MR = 4, NR = 3; };
+template <> struct Tiling<double> { static constexpr int MR = 4, NR = 3; };
+constexpr Capability kCapability = Capability::NEON;
 #else
 template <> struct Tiling<float> { static constexpr int MR = 2, NR = 2; };
 template <> struct Tiling<double> { static constexpr int MR = 2, NR = 2; };

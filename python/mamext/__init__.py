@@ -25,10 +25,13 @@ __all__ = ["mam_linear", "convert", "cpu_capability", "nn", "__version__"]
 
 
 def cpu_capability() -> str:
-    """The CPU kernel level in use: ``"avx512"``, ``"avx2"`` or ``"default"``.
+    """The CPU kernel level in use: ``"avx512"``, ``"avx2"`` or ``"default"``
+    on x86-64, ``"neon"`` or ``"default"`` on aarch64, ``"default"`` elsewhere
+    (the levels of this build: ``mamext._C.build_info["cpu_kernels"]``).
 
     The best level the processor supports, capped by the environment variable
-    ``MAMEXT_CPU_CAPABILITY=default|avx2|avx512`` read at import time.
+    ``MAMEXT_CPU_CAPABILITY`` (``default|avx2|avx512`` on x86-64,
+    ``default|neon`` on aarch64) read at import time.
     """
     return _C.cpu_capability()
 
