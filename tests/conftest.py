@@ -7,7 +7,9 @@ import torch
 
 import mamext
 
-_LEVELS = ["default", "avx2", "avx512"]
+# The kernel levels of this build, lowest first (x86-64: default, avx2, avx512;
+# aarch64: default, neon).
+_LEVELS = list(mamext._C.build_info["cpu_kernels"])
 
 
 def available_isas():
