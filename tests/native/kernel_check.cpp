@@ -37,7 +37,16 @@ int main(int argc, char** argv) {
   g_rng.seed(argc > 1 ? std::stoull(argv[1]) : 20240601ull);
   const auto isas = linked_isas();
   std::printf("ISAs checked:");
-  for (const auto& isa : isas) std::printf(" %s", isa.name);
+  for (const auto& isa : isas) {
+    std::printf(" %s", isa.name);
+    const std::string name = isa.name;
+    const auto want = name == "neon"     ? cpu::Capability::NEON
+                      : name == "avx2"   ? cpu::Capability::AVX2
+                      : name == "avx512" ? cpu::Capability::AVX512
+                                         : cpu::Capability::Default;
+    expect_true(name + " tables report their level",
+                isa.dense->capability == want && isa.packed->capability == want);
+  }
   std::printf("\n");
   check_dense_all(isas);
   check_packed_all(isas);
