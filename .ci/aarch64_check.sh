@@ -55,7 +55,11 @@ torch_wheel_dir() {
     mkdir -p "$cache"
     "$python" -m pip download --disable-pip-version-check -q "torch==$version" --platform manylinux_2_28_aarch64 \
       --only-binary=:all: --no-deps -d "$cache/dl" >&2
-    unzip -q "$cache"/dl/torch-*.whl 'torch/include/*' 'torch/share/*' 'torch/lib/*' -d "$cache/wheel"
+    "$python" - "$cache"/dl/torch-*.whl "$cache/wheel" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    wheel.extractall(sys.argv[2], [n for n in wheel.namelist() if n.startswith(("torch/include/", "torch/share/", "torch/lib/"))])
+PY
     rm -rf "$cache/dl"
     touch "$cache/unpacked"
   fi
@@ -70,16 +74,17 @@ cross_build() {
   local build=${MAMEXT_AARCH64_BUILD_DIR:-build/aarch64-ext}
   local soabi; soabi=$("$python" -c "import sys; print(f'cpython-{sys.version_info[0]}{sys.version_info[1]}-aarch64-linux-gnu')")
   local generator=()
-  if [ ! -f "$build/CMakeCache.txt" ] && command -v ninja >/dev/null 2>&1; then generator=(-G Ninja); fi
+  if command -v ninja >/dev/null 2>&1; then generator=(-G Ninja); fi
   stamp "configure ($torch_dir)"
+  # --fresh: cached library paths from another wheel location never survive.
   # Python headers: the host's (same version); pybind11 needs nothing else and
   # the module leaves libpython unresolved, as every extension module does.
-  cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
+  cmake --fresh -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_TOOLCHAIN_FILE="$repo/cmake/aarch64-toolchain.cmake" \
     -DCMAKE_PROJECT_INCLUDE="$repo/cmake/aarch64-cross-torch.cmake" \
     -DTorch_DIR="$torch_dir/share/cmake/Torch" \
     -Dpybind11_DIR="$("$python" -c 'import pybind11; print(pybind11.get_cmake_dir())')" \
-    -DPython_EXECUTABLE="$(command -v "$python")" \
+    -DPython_EXECUTABLE="$("$python" -c 'import sys; print(sys.executable)')" \
     -DPython_INCLUDE_DIR="$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
     -DPYTHON_MODULE_EXTENSION=".$soabi.so" \
     -DMAMEXT_WITH_CUDA=0 -DSKBUILD_PROJECT_VERSION=0.0.0-aarch64-check >/dev/null
@@ -88,8 +93,8 @@ cross_build() {
   cmake --build "$build" -j "${JOBS:-2}" >/dev/null
   stamp "built in $(( $(date +%s) - t0 ))s"
   local so; so=$(ls "$build"/_C*.so)
-  file -L "$so"
-  file -L "$so" | grep -q "ARM aarch64" || { echo "aarch64 build: $so is not an aarch64 object" >&2; exit 1; }
+  aarch64-linux-gnu-readelf -h "$so" | grep -E "Class|Type|Machine"
+  aarch64-linux-gnu-readelf -h "$so" | grep -q "Machine:.*AArch64" || { echo "aarch64 build: $so is not an aarch64 object" >&2; exit 1; }
   # The module is stripped: the kernel tables are checked in the per-ISA
   # objects that were linked into it (one object library per ISA).
   local objects; objects=$(find "$build/CMakeFiles" -name '*.o' -path '*neon*')
