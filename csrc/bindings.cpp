@@ -18,7 +18,8 @@ namespace py = pybind11;
 PYBIND11_MODULE(_C, m) {
   m.doc() = "mamext native extension: MAM operators (registered in torch.ops.mamext) and build info";
   m.def("cpu_capability", [] { return std::string(mamext::cpu::capability_name(mamext::cpu::active_capability())); },
-        "The CPU kernel level in use (one of build_info['isa_levels']).");
+        "The CPU kernel level in use (one of build_info['isa_levels']: default, avx2, avx512 on x86-64; "
+        "default, neon on aarch64).");
   m.def("detected_cpu_capability",
         [] { return std::string(mamext::cpu::capability_name(mamext::cpu::detected_capability())); },
         "The best kernel level this CPU supports.");

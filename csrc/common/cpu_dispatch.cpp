@@ -1,6 +1,8 @@
-// Run-time ISA selection for the CPU kernels: cpuid (through the compiler's
+// Run-time ISA selection for the CPU kernels, capped by MAMEXT_CPU_CAPABILITY.
+// x86-64: default|avx2|avx512 from cpuid (through the compiler's
 // __builtin_cpu_supports, which also checks that the OS saves the wide
-// registers), capped by MAMEXT_CPU_CAPABILITY=default|avx2|avx512.
+// registers). aarch64: default|neon; Advanced SIMD is part of the base
+// architecture, so neon is always available. Other architectures: default.
 #include "common/cpu_dispatch.h"
 
 #include <atomic>
@@ -16,8 +18,6 @@
 
 namespace mamext::cpu {
 namespace {
-
-constexpr int kLevels = static_cast<int>(Capability::AVX512) + 1;
 
 const std::vector<std::string>& level_names() {
   static const std::vector<std::string> names = [] {
@@ -68,6 +68,8 @@ Capability detected_capability() {
     return Capability::Default;
   }();
   return detected;
+#elif defined(__aarch64__)
+  return Capability::NEON;
 #else
   return Capability::Default;
 #endif

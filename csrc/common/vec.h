@@ -1,7 +1,8 @@
 // Minimal SIMD layer for the per-ISA kernels. Exactly one of
-// MAMEXT_ISA_AVX512 / MAMEXT_ISA_AVX2 / MAMEXT_ISA_DEFAULT_ISA is defined by
-// the build for each compilation of an ops/cpu/simd/*_simd.cpp file. Everything lives in
-// mamext::cpu::MAMEXT_ISA so the three compilations never share a symbol.
+// MAMEXT_ISA_AVX512 / MAMEXT_ISA_AVX2 / MAMEXT_ISA_NEON / MAMEXT_ISA_DEFAULT_ISA
+// is defined by the build for each compilation of an ops/cpu/simd/*_simd.cpp file (the ISA
+// list per architecture: cmake/isa.cmake). Everything lives in
+// mamext::cpu::MAMEXT_ISA so the compilations never share a symbol.
 //
 // Semantics the kernels rely on:
 //   max(a, b) / min(a, b) follow x86 MAXPS/MINPS on every ISA: the result is a
@@ -17,6 +18,9 @@
 #include <cstring>
 #if defined(MAMEXT_ISA_AVX512) || defined(MAMEXT_ISA_AVX2)
 #include <immintrin.h>
+#endif
+#if defined(MAMEXT_ISA_NEON)
+#include <arm_neon.h>
 #endif
 
 namespace mamext::cpu::MAMEXT_ISA {
@@ -239,6 +243,150 @@ struct Vec<int32_t> {
   static R add(R a, R b) { return _mm256_add_epi32(a, b); }
   static R max(R a, R b) { return _mm256_max_epi32(a, b); }
   static R min(R a, R b) { return _mm256_min_epi32(a, b); }
+};
+
+#elif defined(MAMEXT_ISA_NEON)
+// ---- AArch64 Advanced SIMD (NEON, 128-bit) ----
+// FMAX/FMIN do not follow the rule above (FMAX(+0, -0) is +0 in either order,
+// and a NaN operand gives NaN), so max/min are a compare and a bit select:
+// a where a > b (a < b), else b -- exactly MAXPS/MINPS for every input.
+
+// The lanes whose bit is set in m (bit l -> lane l), as an all-ones mask.
+inline uint32x4_t lane_mask4(uint32_t m) {
+  const uint32x4_t bits = {1u, 2u, 4u, 8u};
+  return vtstq_u32(vdupq_n_u32(m), bits);
+}
+// Bit l set where lane l of the all-ones/all-zeros mask is set.
+inline uint32_t mask_bits4(uint32x4_t m) {
+  const uint32x4_t bits = {1u, 2u, 4u, 8u};
+  return vaddvq_u32(vandq_u32(m, bits));
+}
+inline uint32_t mask_bits2(uint64x2_t m) {
+  const uint64x2_t bits = {1u, 2u};
+  return static_cast<uint32_t>(vaddvq_u64(vandq_u64(m, bits)));
+}
+// A 4x4 float tile s (stride lds) transposed into registers o[4] (o[j] =
+// column j of s).
+inline void transpose4x4_regs(const float* s, int64_t lds, float32x4_t o[4]) {
+  const float32x4_t r0 = vld1q_f32(s), r1 = vld1q_f32(s + lds);
+  const float32x4_t r2 = vld1q_f32(s + 2 * lds), r3 = vld1q_f32(s + 3 * lds);
+  const float64x2_t t0 = vreinterpretq_f64_f32(vtrn1q_f32(r0, r1));
+  const float64x2_t t1 = vreinterpretq_f64_f32(vtrn2q_f32(r0, r1));
+  const float64x2_t t2 = vreinterpretq_f64_f32(vtrn1q_f32(r2, r3));
+  const float64x2_t t3 = vreinterpretq_f64_f32(vtrn2q_f32(r2, r3));
+  o[0] = vreinterpretq_f32_f64(vtrn1q_f64(t0, t2));
+  o[1] = vreinterpretq_f32_f64(vtrn1q_f64(t1, t3));
+  o[2] = vreinterpretq_f32_f64(vtrn2q_f64(t0, t2));
+  o[3] = vreinterpretq_f32_f64(vtrn2q_f64(t1, t3));
+}
+// dst[j * ldd + i] = src[i * lds + j] for i < 8, j < 4 (two stacked 4x4 tiles).
+inline void transpose8x4_ps(const float* s, int64_t lds, float* d, int64_t ldd) {
+  float32x4_t a[4], b[4];
+  transpose4x4_regs(s, lds, a);
+  transpose4x4_regs(s + 4 * lds, lds, b);
+  for (int j = 0; j < 4; ++j) {
+    vst1q_f32(d + j * ldd, a[j]);
+    vst1q_f32(d + j * ldd + 4, b[j]);
+  }
+}
+// dst[j * ldd + i] = src[i * lds + j] for i < 4, j < 2 (two stacked 2x2 tiles).
+inline void transpose4x2_pd(const double* s, int64_t lds, double* d, int64_t ldd) {
+  const float64x2_t r0 = vld1q_f64(s), r1 = vld1q_f64(s + lds);
+  const float64x2_t r2 = vld1q_f64(s + 2 * lds), r3 = vld1q_f64(s + 3 * lds);
+  vst1q_f64(d, vtrn1q_f64(r0, r1));
+  vst1q_f64(d + 2, vtrn1q_f64(r2, r3));
+  vst1q_f64(d + ldd, vtrn2q_f64(r0, r1));
+  vst1q_f64(d + ldd + 2, vtrn2q_f64(r2, r3));
+}
+
+template <>
+struct Vec<float> {
+  using R = float32x4_t;
+  static constexpr int L = 4;
+  static R load(const float* p) { return vld1q_f32(p); }
+  static R load_n(const float* p, int n) {
+    float t[L] = {};
+    std::memcpy(t, p, sizeof(float) * n);
+    return vld1q_f32(t);
+  }
+  static void store(float* p, R v) { vst1q_f32(p, v); }
+  static void store_n(float* p, R v, int n) {
+    float t[L];
+    vst1q_f32(t, v);
+    std::memcpy(p, t, sizeof(float) * n);
+  }
+  static R bcast(float v) { return vdupq_n_f32(v); }
+  static R zero() { return vdupq_n_f32(0.0f); }
+  static R mul(R a, R b) { return vmulq_f32(a, b); }
+  static R add(R a, R b) { return vaddq_f32(a, b); }
+  static R max(R a, R b) { return vbslq_f32(vcgtq_f32(a, b), a, b); }
+  static R min(R a, R b) { return vbslq_f32(vcltq_f32(a, b), a, b); }
+  static uint32_t eq(R a, R b) { return mask_bits4(vceqq_f32(a, b)); }
+  static uint32_t neq(R a, R b) { return mask_bits4(vceqq_f32(a, b)) ^ 0xFu; }
+  static void store_index(int32_t* p, uint32_t m, int32_t value) {
+    vst1q_s32(p, vbslq_s32(lane_mask4(m), vdupq_n_s32(value), vld1q_s32(p)));
+  }
+  // Tile transposes (packed sparse kernels): two stacked TT x TT tiles,
+  // dst[j*ldd+i] = src[i*lds+j] for i < 2TT, j < TT.
+  static constexpr int TT = 4;
+  static void transpose_tile2(const float* s, int64_t lds, float* d, int64_t ldd) { transpose8x4_ps(s, lds, d, ldd); }
+};
+
+template <>
+struct Vec<double> {
+  using R = float64x2_t;
+  static constexpr int L = 2;
+  static R load(const double* p) { return vld1q_f64(p); }
+  static R load_n(const double* p, int n) {
+    double t[L] = {};
+    std::memcpy(t, p, sizeof(double) * n);
+    return vld1q_f64(t);
+  }
+  static void store(double* p, R v) { vst1q_f64(p, v); }
+  static void store_n(double* p, R v, int n) {
+    double t[L];
+    vst1q_f64(t, v);
+    std::memcpy(p, t, sizeof(double) * n);
+  }
+  static R bcast(double v) { return vdupq_n_f64(v); }
+  static R zero() { return vdupq_n_f64(0.0); }
+  static R mul(R a, R b) { return vmulq_f64(a, b); }
+  static R add(R a, R b) { return vaddq_f64(a, b); }
+  static R max(R a, R b) { return vbslq_f64(vcgtq_f64(a, b), a, b); }
+  static R min(R a, R b) { return vbslq_f64(vcltq_f64(a, b), a, b); }
+  static uint32_t eq(R a, R b) { return mask_bits2(vceqq_f64(a, b)); }
+  static uint32_t neq(R a, R b) { return mask_bits2(vceqq_f64(a, b)) ^ 0x3u; }
+  static void store_index(int32_t* p, uint32_t m, int32_t value) {
+    if (m & 1u) p[0] = value;
+    if (m & 2u) p[1] = value;
+  }
+  static constexpr int TT = 2;
+  static void transpose_tile2(const double* s, int64_t lds, double* d, int64_t ldd) { transpose4x2_pd(s, lds, d, ldd); }
+};
+
+// int32 lanes (packed int8 kernels): exact integer products, max, min, sums.
+template <>
+struct Vec<int32_t> {
+  using R = int32x4_t;
+  static constexpr int L = 4;
+  static R load(const int32_t* p) { return vld1q_s32(p); }
+  static R load_n(const int32_t* p, int n) {
+    int32_t t[L] = {};
+    std::memcpy(t, p, sizeof(int32_t) * n);
+    return vld1q_s32(t);
+  }
+  static void store(int32_t* p, R v) { vst1q_s32(p, v); }
+  static void store_n(int32_t* p, R v, int n) {
+    int32_t t[L];
+    vst1q_s32(t, v);
+    std::memcpy(p, t, sizeof(int32_t) * n);
+  }
+  static R bcast(int32_t v) { return vdupq_n_s32(v); }
+  static R zero() { return vdupq_n_s32(0); }
+  static R mul(R a, R b) { return vmulq_s32(a, b); }
+  static R add(R a, R b) { return vaddq_s32(a, b); }
+  static R max(R a, R b) { return vmaxq_s32(a, b); }
+  static R min(R a, R b) { return vminq_s32(a, b); }
 };
 
 #else  // portable baseline: fixed-size arrays the compiler maps to SSE2

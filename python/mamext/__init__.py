@@ -27,11 +27,13 @@ __all__ = ["mam_linear", "packed_linear", "convert", "cpu_capability", "ops", "n
 
 
 def cpu_capability() -> str:
-    """The CPU kernel level in use, one of ``_C.build_info["isa_levels"]``
-    (``"default"``, ``"avx2"``, ``"avx512"``).
+    """The CPU kernel level in use: ``"avx512"``, ``"avx2"`` or ``"default"``
+    on x86-64, ``"neon"`` or ``"default"`` on aarch64, ``"default"`` elsewhere
+    (the levels of this build: ``mamext._C.build_info["isa_levels"]``).
 
     The best level the processor supports, capped by the environment variable
-    ``MAMEXT_CPU_CAPABILITY`` (one of those names) read at import time.
+    ``MAMEXT_CPU_CAPABILITY`` (``default|avx2|avx512`` on x86-64,
+    ``default|neon`` on aarch64) read at import time.
     """
     return _C.cpu_capability()
 

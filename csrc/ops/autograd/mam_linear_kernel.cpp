@@ -77,9 +77,11 @@ class MamLinearFunction : public torch::autograd::Function<MamLinearFunction> {
     }
     if (need_bias) {
       const auto dtype = grad_out.scalar_type();
-      const int64_t N = weight.size(0);  // reshape({-1, 0}) is ambiguous: give the row count
-      const int64_t rows = N == 0 ? 0 : grad_out.numel() / N;
-      grad_bias = grad_out.reshape({rows, N}).to(compute_type(dtype)).sum(0).to(dtype);
+      const c10::SymInt N = weight.sym_size(0);
+      if (TORCH_GUARD_SIZE_OBLIVIOUS(N.sym_eq(0)))  // no neurons: reshape({-1, 0}) would be ambiguous
+        grad_bias = at::zeros({0}, grad_out.options());
+      else
+        grad_bias = grad_out.reshape_symint({-1, N}).to(compute_type(dtype)).sum(0).to(dtype);
     }
     return {grad_input, grad_weight, grad_bias};
   }
@@ -96,8 +98,8 @@ at::Tensor forward_from_indices(const at::Tensor& input, const at::Tensor& weigh
                                 const at::Tensor& argmax, const at::Tensor& argmin) {
   const auto ct = compute_type(input.scalar_type());
   const int64_t N = weight.size(0), K = weight.size(1);
-  const int64_t rows = input.numel() / K;
-  const at::Tensor x = input.reshape({rows, K}).to(ct);
+  const at::Tensor x = input.reshape({-1, K}).to(ct);  // K > 0: never ambiguous
+  const int64_t rows = x.size(0);
   const at::Tensor w = weight.to(ct);
   at::Tensor out = selected_products(x, w, argmax.reshape({rows, N})) + selected_products(x, w, argmin.reshape({rows, N}));
   if (bias.has_value() && bias->defined()) out = out + bias->to(ct);

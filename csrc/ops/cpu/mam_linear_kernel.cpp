@@ -22,6 +22,8 @@ const KernelTable& kernels() {
 #if defined(__x86_64__) || defined(_M_X64)
     case Capability::AVX512: return avx512::kernel_table();
     case Capability::AVX2: return avx2::kernel_table();
+#elif defined(__aarch64__)
+    case Capability::NEON: return neon::kernel_table();
 #endif
     default: return default_isa::kernel_table();
   }

@@ -22,6 +22,8 @@ const PackedKernelTable& packed_kernels() {
 #if defined(__x86_64__) || defined(_M_X64)
     case Capability::AVX512: return avx512::packed_kernel_table();
     case Capability::AVX2: return avx2::packed_kernel_table();
+#elif defined(__aarch64__)
+    case Capability::NEON: return neon::packed_kernel_table();
 #endif
     default: return default_isa::packed_kernel_table();
   }

@@ -40,6 +40,14 @@ constexpr Capability kCapability = Capability::AVX512;
 template <> struct Tiling<float> { static constexpr int MR = 3, NR = 2; };
 template <> struct Tiling<double> { static constexpr int MR = 3, NR = 2; };
 constexpr Capability kCapability = Capability::AVX2;
+#elif defined(MAMEXT_ISA_NEON)
+// 32 registers: 2 * MR * NR accumulators, NR weight vectors, the inputs and
+// a product and a compare mask per max/min step (compare + select, see vec.h).
+// The tiles below are the largest GCC keeps free of spills (4 x 3 spills for
+// both types, 3 x 3 for double).
+template <> struct Tiling<float> { static constexpr int MR = 3, NR = 3; };
+template <> struct Tiling<double> { static constexpr int MR = 4, NR = 2; };
+constexpr Capability kCapability = Capability::NEON;
 #else
 template <> struct Tiling<float> { static constexpr int MR = 2, NR = 2; };
 template <> struct Tiling<double> { static constexpr int MR = 2, NR = 2; };

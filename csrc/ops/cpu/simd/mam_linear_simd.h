@@ -84,6 +84,7 @@ struct KernelTable {
 namespace default_isa { const KernelTable& kernel_table(); }
 namespace avx2 { const KernelTable& kernel_table(); }
 namespace avx512 { const KernelTable& kernel_table(); }
+namespace neon { const KernelTable& kernel_table(); }
 
 // The table for cpu::active_capability() (defined in ops/cpu/mam_linear_kernel.cpp).
 const KernelTable& kernels();

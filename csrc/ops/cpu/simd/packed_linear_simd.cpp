@@ -35,6 +35,8 @@ namespace {
 constexpr Capability kCapability = Capability::AVX512;
 #elif defined(MAMEXT_ISA_AVX2)
 constexpr Capability kCapability = Capability::AVX2;
+#elif defined(MAMEXT_ISA_NEON)
+constexpr Capability kCapability = Capability::NEON;
 #else
 constexpr Capability kCapability = Capability::Default;
 #endif
@@ -515,6 +517,8 @@ inline Vec<float>::R to_float(Vec<int32_t>::R a) {
   return _mm512_cvtepi32_ps(a);
 #elif defined(MAMEXT_ISA_AVX2)
   return _mm256_cvtepi32_ps(a);
+#elif defined(MAMEXT_ISA_NEON)
+  return vcvtq_f32_s32(a);
 #else
   Vec<float>::R r;
   for (int l = 0; l < Vec<float>::L; ++l) r.v[l] = static_cast<float>(a.v[l]);

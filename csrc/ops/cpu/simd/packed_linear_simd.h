@@ -108,6 +108,7 @@ struct PackedKernelTable {
 namespace default_isa { const PackedKernelTable& packed_kernel_table(); }
 namespace avx2 { const PackedKernelTable& packed_kernel_table(); }
 namespace avx512 { const PackedKernelTable& packed_kernel_table(); }
+namespace neon { const PackedKernelTable& packed_kernel_table(); }
 
 // The table for cpu::active_capability() (defined in packed_linear_glue.cpp).
 const PackedKernelTable& packed_kernels();
