@@ -55,17 +55,31 @@ DenseRef<T> dense_reference(const std::vector<T>& x, const std::vector<T>& w, co
 }
 
 // The packed-panel forward as the operator glue drives it: one panel per
-// panel_width neurons, rows split at a row_block multiple.
+// panel_width neurons, rows split at a row_block multiple; a K longer than
+// k_block in blocks, the running state carried per group of rows.
 template <typename T>
 void run_panels(const cpu::DenseKernels<T>& kt, const std::vector<T>& x, const std::vector<T>& w, const T* bias,
                 int64_t M, int64_t N, int64_t K, T* out, int32_t* amax, int32_t* amin) {
   const int64_t P = kt.panel_width;
-  std::vector<T> panel(K * P);
+  const int64_t kc = K < kt.k_block ? K : kt.k_block;
+  const int64_t group = kt.row_block * cpu::kBlockedRowTiles;
+  std::vector<T> panel(kc * P), state(2 * group * P);
+  std::vector<int32_t> blocks(2 * group * P);
   const int64_t split = M > kt.row_block ? kt.row_block : M;
   for (int64_t n0 = 0; n0 < N; n0 += P) {
-    kt.pack(w.data(), N, K, n0, panel.data());
-    kt.forward(x.data(), panel.data(), w.data(), bias, out, amax, amin, 0, split, n0, N, K);
-    kt.forward(x.data(), panel.data(), w.data(), bias, out, amax, amin, split, M, n0, N, K);
+    if (kc == K) {
+      kt.pack(w.data(), N, K, n0, 0, K, panel.data());
+      kt.forward(x.data(), panel.data(), w.data(), bias, out, amax, amin, 0, split, n0, N, K, 0, K, nullptr, nullptr);
+      kt.forward(x.data(), panel.data(), w.data(), bias, out, amax, amin, split, M, n0, N, K, 0, K, nullptr, nullptr);
+      continue;
+    }
+    for (int64_t g0 = 0; g0 < M; g0 += group)
+      for (int64_t k0 = 0; k0 < K; k0 += kc) {
+        const int64_t k1 = k0 + kc < K ? k0 + kc : K;
+        kt.pack(w.data(), N, K, n0, k0, k1, panel.data());
+        kt.forward(x.data(), panel.data(), w.data(), bias, out, amax, amin, g0, g0 + group < M ? g0 + group : M, n0,
+                   N, K, k0, k1, state.data(), blocks.data());
+      }
   }
 }
 

@@ -28,6 +28,11 @@ case "$target" in
     exit 2
     ;;
 esac
-cmake -S "$root/tests/native" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release "${configure[@]}" >/dev/null
-cmake --build "$build" -j "${JOBS:-2}" >/dev/null
+mkdir -p "$build"
+log="$build/build.log"  # quiet on success, the whole log on failure (ninja reports errors on stdout)
+if ! { cmake -S "$root/tests/native" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release "${configure[@]}" &&
+       cmake --build "$build" -j "${JOBS:-2}"; } >"$log" 2>&1; then
+  cat "$log" >&2
+  exit 1
+fi
 exec "${run[@]}" "$build/kernel_check" ${3:+"$3"}
