@@ -532,7 +532,7 @@ def test_lottery_ticket_rounds_rewind_and_nested_masks():
         if prev_kept is None:
             prev_kept = torch.ones_like(kept)
         assert not torch.any(kept & ~prev_kept)  # pruned connections stay pruned
-        # kept = the largest trained magnitudes among the previously kept
+        # kept = the largest trained magnitudes among the earlier kept
         t = torch.cat([trained[n].abs().flatten() for n in ("0", "2", "4")])
         assert t[prev_kept & ~kept].max() <= t[kept].min()
         prev_kept = kept

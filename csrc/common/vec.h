@@ -31,9 +31,8 @@ struct Vec;
 // ---- Tile transposes shared by the AVX2 and AVX-512 builds (256-bit AVX) ----
 // 256-bit on purpose: in-lane ymm shuffles issue on two ports (p1, p5) of
 // recent Intel cores, zmm shuffles on one (p5), and loading half rows with
-// vinsertf128 replaces the lane-crossing stage. Measured on the benchmark
-// machine for 1 MiB in L1: 16.7 us (this), 21.9 us (unpack + permute2f128
-// 8x8), 33.5 us (zmm 16x16).
+// vinsertf128 replaces the lane-crossing stage (the alternatives, unpack +
+// permute2f128 8x8 and zmm 16x16, are compared in benchmarks/README.md).
 //
 // The core: an 8x8 float tile s (stride lds) transposed into registers o[8]
 // (o[j] = column j of s).
@@ -61,7 +60,7 @@ inline void transpose8x8_regs(const float* s, int64_t lds, __m256 o[8]) {
 // j < 8: each destination row (16 floats, one
 // 64-byte line when aligned) is written by two adjacent stores, so a line
 // outside L1 is fetched once and completed at once (writing the halves in
-// separate passes measured 2.6x slower on strided output).
+// separate passes would fetch every strided line twice).
 inline void transpose16x8_ps(const float* s, int64_t lds, float* d, int64_t ldd) {
   __m256 a[8], b[8];
   transpose8x8_regs(s, lds, a);

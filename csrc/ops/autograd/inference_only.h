@@ -1,7 +1,8 @@
 // Autograd kernels of inference-only operators (mam_linear_inference,
 // packed_linear), in C++ rather than torch.library.register_autograd: a Python
-// autograd kernel costs about 6 us per call under torch.no_grad(), more than a
-// whole packed layer at high sparsity. When no gradient is wanted, the call
+// autograd kernel adds a Python call to every layer call, even under
+// torch.no_grad(), which at high sparsity costs more than the packed layer
+// itself (benchmarks/README.md). When no gradient is wanted, the call
 // goes straight below autograd; otherwise the forward runs and is recorded,
 // and its backward raises Tag::message(). An input carrying a forward-mode
 // tangent (torch.func.jvp, torch.autograd.forward_ad) raises it at once: a

@@ -264,8 +264,8 @@ void run_float_cols(const at::Tensor& xt, const at::Tensor& values, const void* 
   });
   if (!finite.load()) return fallback();
   // Neurons split across threads, each thread writing whole rows of out_t
-  // (splitting the samples instead interleaves the threads' stores within
-  // every row and measured no faster on 2 threads than on 1).
+  // (splitting the samples instead would interleave the threads' stores
+  // within every row, so they would contend for the same cache lines).
   const int64_t pw = kt.tile_batch;
   const auto tile = kt.tile_cols[mi][ik];
   at::parallel_for(0, N, kt.tile_neurons, [&](int64_t n0, int64_t n1) {

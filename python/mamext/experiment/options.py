@@ -23,7 +23,7 @@ class UsageError(ValueError):
 
 
 #: Default recipe; chosen so that a default run takes well under 10 minutes on
-#: 2 CPU cores (see the README for the measured time).
+#: 2 CPU cores (docs/experiment.md gives the measured time).
 DEFAULTS = dict(epochs=15, transition_epochs=5, score_samples=10000, iterative_epochs=None, iterative_min=1.0)
 
 #: ``--quick`` (a smoke run of well under a minute): on the IDX data sets a
