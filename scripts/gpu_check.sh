@@ -16,7 +16,8 @@
 #                the helper scripts byte-compiled; builds and runs nothing.
 # Environment: PYTHON, OUT, JOBS (default: all cores), TORCH_CUDA_ARCH_LIST
 # (default: the device's compute capability, else 9.0),
-# MAMEXT_GPU_CHECK_BUDGET (seconds for all stages, default 450).
+# MAMEXT_GPU_CHECK_BUDGET (seconds for all stages, default 450),
+# MAMEXT_GPU_CHECK_BUILD_TIMEOUT (the build stage's cap, default 240).
 #
 # Every stage runs under `timeout` with at most its own cap and what is left of
 # the budget; a failing or hanging stage is recorded and the next one runs.
@@ -28,7 +29,7 @@ case "${1:-}" in
   "") ;;
   --no-gpu) mode=no-gpu ;;
   --self-test) mode=self-test ;;
-  -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
   *) echo "gpu_check: unknown option '$1' (use --no-gpu, --self-test or nothing)" >&2; exit 2 ;;
 esac
 
@@ -47,12 +48,13 @@ cuda_venv=${XDG_CACHE_HOME:-$HOME/.cache}/mamext/venv-cuda-torch2.14.1/bin/pytho
 if [ -n "${PYTHON:-}" ]; then py=$PYTHON
 elif [ "$mode" = no-gpu ] && [ -x "$cuda_venv" ]; then py=$cuda_venv
 else py=$(command -v python3 || command -v python); fi
+export PATH="$(dirname "$py"):$PATH"  # a venv's cmake (>= 3.26) and ninja first
 
 # Stage table: name | cap (s) | needs (build, gpu) | command (a function below).
 # Order is priority: when the budget runs short, the last ones are skipped.
 STAGES=(
   "env|20|-|st_env"
-  "build|240|-|st_build"
+  "build|${MAMEXT_GPU_CHECK_BUILD_TIMEOUT:-240}|-|st_build"
   "tests_cuda|120|gpu|st_tests_cuda"
   "sanitize_memcheck|60|gpu|st_sanitize memcheck"
   "bench_dense|70|gpu|st_bench_dense"
@@ -86,15 +88,14 @@ device_arch() {
 st_build() {
   local arch=${TORCH_CUDA_ARCH_LIST:-$(device_arch)}
   local cmake_bin
-  cmake_bin=$(dirname "$py")/cmake
-  [ -x "$cmake_bin" ] || cmake_bin=cmake
+  cmake_bin=$(command -v cmake)
   echo "TORCH_CUDA_ARCH_LIST=$arch, $jobs jobs, $cmake_bin, $py"
   local s=$SECONDS
   "$cmake_bin" -S "$repo" -B "$work/cmake" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMAMEXT_WITH_CUDA=1 \
     -DTORCH_CUDA_ARCH_LIST="$arch" -DPython_EXECUTABLE="$py" -DSKBUILD_PROJECT_VERSION=0.1.0-gpucheck || return 1
   echo "configure: $((SECONDS - s)) s"
   s=$SECONDS
-  PATH="$(dirname "$py"):$PATH" "$cmake_bin" --build "$work/cmake" -j "$jobs" 2>&1 | tee "$logs/build_compile.log" | tail -n 30
+  "$cmake_bin" --build "$work/cmake" -j "$jobs" 2>&1 | tee "$logs/build_compile.log" | tail -n 30
   local rc=${PIPESTATUS[0]}
   echo "compile: $((SECONDS - s)) s (rc $rc)"
   [ "$rc" = 0 ] || return "$rc"
