@@ -485,7 +485,7 @@ def test_gpu_input_above_2_31_elements():
     gx, _ = torch.ops.mamext.mam_linear_backward(gout, x, w, amax, amin, [True, False])
     rgx, _ = torch.ops.mamext.mam_linear_backward(gout[rows].cpu(), x[rows].cpu(), w.cpu(), cpu[1], cpu[2],
                                                   [True, False])
-    _bitwise(gx[rows].cpu(), rgx)
+    torch.testing.assert_close(gx[rows].cpu(), rgx)  # the atomic backward's order varies
 
 
 @needs_gpu
