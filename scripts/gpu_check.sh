@@ -74,7 +74,7 @@ st_env() {
   nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv 2>&1 || true
   command -v nvcc >/dev/null && nvcc --version | tail -n 2
   command -v cmake >/dev/null && cmake --version | head -n 1
-  command -v compute-sanitizer >/dev/null && compute-sanitizer --version | head -n 2
+  find_sanitizer >/dev/null && "$(find_sanitizer)" --version | head -n 2
   "$py" -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| CUDA', torch.version.cuda, '| GPUs', torch.cuda.device_count())"
 }
 
@@ -119,10 +119,22 @@ st_tests_device_param() {
   run_py -m pytest "${pytest_args[@]}" tests -k "cuda and not emulated" \
     --ignore=tests/test_cuda.py --ignore=tests/test_sparse_cuda.py --ignore=tests/test_cuda_readiness.py
 }
+find_sanitizer() {  # PATH, the toolkit of $CUDA_HOME / $CUDA_PATH / nvcc, /usr/local/cuda
+  local nvcc_dir="" d
+  command -v nvcc >/dev/null && nvcc_dir=$(dirname "$(readlink -f "$(command -v nvcc)")")
+  command -v compute-sanitizer && return
+  for d in "${CUDA_HOME:-}/bin" "${CUDA_PATH:-}/bin" "$nvcc_dir" "$nvcc_dir/../compute-sanitizer" /usr/local/cuda/bin \
+      /usr/local/cuda/compute-sanitizer; do
+    [ -x "$d/compute-sanitizer" ] && { echo "$d/compute-sanitizer"; return; }
+  done
+  return 1
+}
 st_sanitize() {
-  local tool=$1
-  command -v compute-sanitizer >/dev/null || { echo "compute-sanitizer not found"; return 3; }
-  PYTHONPATH="$pkg" compute-sanitizer --tool "$tool" --error-exitcode 9 --print-limit 30 \
+  local tool=$1 sanitizer
+  sanitizer=$(find_sanitizer) || { echo "compute-sanitizer not found (PATH, \$CUDA_HOME, /usr/local/cuda)"; return 3; }
+  # no caching allocator: every tensor is its own allocation, so memcheck sees
+  # an access past a tensor's end
+  PYTHONPATH="$pkg" PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$sanitizer" --tool "$tool" --error-exitcode 9 --print-limit 30 \
     "$py" scripts/gpu/sanitize_cases.py all
 }
 st_bench_dense() {
