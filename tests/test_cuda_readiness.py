@@ -579,3 +579,73 @@ def test_tsan_forward_is_race_free_and_catches_a_deleted_barrier(tmp_path):
     assert clean.returncode == 0 and "ThreadSanitizer" not in clean.stderr, clean.stderr[-3000:]
     mutant = _tsan_run(tmp_path, source.replace(_LOOP_BARRIER, "    if (has_next) store_tile(buf ^ 1);\n"))
     assert "WARNING: ThreadSanitizer: data race" in mutant.stderr, mutant.stderr[-3000:]
+
+
+# ------------------------------------------------- the checks' cache (CPU) ---
+
+_CACHE_SRC = r"""
+#include <torch/extension.h>
+#include "cuda/content_cache.h"
+static mamext::cuda::ContentCache<int>& cache() {
+  static mamext::cuda::ContentCache<int> c(3);
+  return c;
+}
+void insert(at::Tensor a, at::Tensor b, int64_t tag, int64_t value) { cache().insert({a, b}, tag, int(value)); }
+int64_t find(at::Tensor a, at::Tensor b, int64_t tag) {
+  const auto v = cache().find({a, b}, tag);
+  return v ? *v : -1;
+}
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("insert", &insert);
+  m.def("find", &find);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def content_cache(tmp_path_factory):
+    from torch.utils import cpp_extension
+    if not cpp_extension.is_ninja_available():
+        pytest.skip("torch.utils.cpp_extension needs ninja")
+    csrc = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "csrc")
+    return cpp_extension.load_inline("mamext_content_cache_test", _CACHE_SRC, extra_include_paths=[csrc],
+                                     extra_cflags=["-std=c++20", "-O1"],
+                                     build_directory=str(tmp_path_factory.mktemp("content_cache")))
+
+
+def test_content_cache_follows_versions_and_storages(content_cache):
+    """What lets the backward skip its index check and the packed op its validation: an entry lives while
+    its tensors are unchanged (same storage, data pointer, size, version) and no longer."""
+    c = content_cache
+    a, b = torch.arange(12, dtype=torch.int32).view(3, 4), torch.zeros(3, 4, dtype=torch.int32)
+    c.insert(a, b, 4, 7)
+    assert c.find(a, b, 4) == 7
+    assert c.find(a.view(12), b.view(-1), 4) == 7  # views: same storage, data, size and version counter
+    assert c.find(a, b, 5) == -1  # another tag (K)
+    assert c.find(b, a, 4) == -1  # order matters
+    assert c.find(a[1:], b, 4) == -1  # another data pointer
+    assert c.find(a.clone(), b, 4) == -1  # another storage
+    a[0, 0] = 3  # in-place write: version bump
+    assert c.find(a, b, 4) == -1
+    c.insert(a, b, 4, 8)
+    assert c.find(a, b, 4) == 8
+    with torch.no_grad():
+        b.add_(1)
+    assert c.find(a, b, 4) == -1
+    # a freed tensor's entry cannot match a new tensor, even one at the same address
+    x, y = torch.zeros(1000, dtype=torch.int32), torch.zeros(1000, dtype=torch.int32)
+    c.insert(x, y, 1, 9)
+    ptr = x.data_ptr()
+    del x
+    reused = [torch.zeros(1000, dtype=torch.int32) for _ in range(8)]
+    assert all(c.find(r, y, 1) == -1 for r in reused), [r.data_ptr() == ptr for r in reused]
+    # inference tensors have no version counter: never cached
+    with torch.inference_mode():
+        i, j = torch.ones(3), torch.ones(3)
+        c.insert(i, j, 1, 1)
+        assert c.find(i, j, 1) == -1
+    # capacity (3 here): the oldest entries go first
+    ts = [(torch.ones(2), torch.ones(2)) for _ in range(4)]
+    for n, (p, q) in enumerate(ts):
+        c.insert(p, q, 0, n)
+    assert c.find(*ts[0], 0) == -1 and [c.find(*t, 0) for t in ts[1:]] == [1, 2, 3]
