@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # First run on a GPU, in one go: build mamext with CUDA for this device's
 # architecture only, run the CUDA tests, run compute-sanitizer on tiny cases,
-# run the dense and packed benchmarks at the issue shapes, and write one
+# run the dense and packed benchmarks at 4096^3 and 256x4096x1024, and write one
 # report ($OUT/gpu_report.md when $OUT is set, else ./gpu_report.md).
 # Documented in docs/gpu_check.md.
 #

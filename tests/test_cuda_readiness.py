@@ -7,7 +7,10 @@ next to the SM count, and the CPU emulation reports a one-SM device, so the
 tests force the split) and the small-M tile, checked against the reference and
 the CPU kernels bit for bit, with ties and signed zeros across slice
 boundaries, NaN in a later slice and all-negative products; the heuristic
-itself; the deterministic gather backward against the CPU kernel.
+itself; the deterministic gather backward against the CPU kernel. The cache
+that lets the glue skip repeated checks (csrc/cuda/content_cache.h), on CPU
+tensors. With MAMEXT_TSAN=1, a ThreadSanitizer build of the emulated forward,
+which must be clean and must catch a deleted barrier.
 
 GPU (skipped without one): offset views reaching the kernels misaligned,
 CUDA graph capture of the dense backward and the packed op, a tensor above
@@ -132,7 +135,7 @@ def _check(emu, x, w, b=None, slices=1):
 
 def test_emulated_split_heuristic(emu):
     """Split only when the tiles leave at least half the SMs idle; one wave of blocks; slices >= 128 k."""
-    # the issue's shape on an H100/H200 (132 SMs): 16 inference tiles, 32 tiles with indices
+    # 256 x 4096 x 1024 on an H100/H200 (132 SMs): 16 inference tiles, 32 tiles with indices
     assert emu.k_slices(256, 1024, 4096, track=False, sms=132) == 8
     assert emu.k_slices(256, 1024, 4096, track=True, sms=132) == 4
     assert emu.k_slices(4096, 4096, 4096, track=False, sms=132) == 1  # 1024 tiles
