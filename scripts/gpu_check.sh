@@ -55,10 +55,10 @@ export PATH="$(dirname "$py"):$PATH"  # a venv's cmake (>= 3.26) and ninja first
 STAGES=(
   "env|20|-|st_env"
   "build|${MAMEXT_GPU_CHECK_BUILD_TIMEOUT:-240}|-|st_build"
-  "tests_cuda|120|gpu|st_tests_cuda"
+  "tests_cuda|180|gpu|st_tests_cuda"
   "sanitize_memcheck|60|gpu|st_sanitize memcheck"
-  "bench_dense|70|gpu|st_bench_dense"
-  "bench_packed|50|gpu|st_bench_packed"
+  "bench_dense|60|gpu|st_bench_dense"
+  "bench_packed|45|gpu|st_bench_packed"
   "sanitize_racecheck|45|gpu|st_sanitize racecheck"
   "sanitize_synccheck|30|gpu|st_sanitize synccheck"
   "sanitize_initcheck|30|gpu|st_sanitize initcheck"
