@@ -8,7 +8,11 @@
 #     find nvcc or the CUDA torch is an error, never a silent CPU-only build);
 #  3. imported from outside the source tree: build_info["cuda"] must be True and
 #     the CUDA kernels must be registered for the CUDA dispatch key;
-#  4. the test suite run against that build (the CPU tests; the CUDA tests skip
+#  4. no register spills or local memory in any kernel: cmake/cuda.cmake passes
+#     -Xptxas=-warn-spills,-warn-lmem-usage, and any such ptxas warning in the
+#     build log fails the check;
+#  5. the first-GPU script's self-test (scripts/gpu_check.sh --self-test);
+#  6. the test suite run against that build (the CPU tests; the CUDA tests skip
 #     with a reason when no GPU is present).
 # Self-contained and idempotent; run from anywhere (it cd's to the repo root).
 # Environment:
@@ -16,7 +20,7 @@
 #                           reused across runs when healthy)
 #   MAMEXT_CUDA_TORCH       torch version (default 2.14.1)
 #   MAMEXT_CUDA_BUILD_DIR   scikit-build-core build dir (default build/cuda-check)
-#   TORCH_CUDA_ARCH_LIST    default "8.0;9.0+PTX" (set by cmake/cuda.cmake)
+#   TORCH_CUDA_ARCH_LIST    default "7.5;8.0;9.0+PTX" (set by cmake/cuda.cmake)
 #   JOBS                    parallel compile jobs (default 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,6 +81,17 @@ if ! PATH="$venv/bin:$PATH" MAMEXT_WITH_CUDA=1 CMAKE_BUILD_PARALLEL_LEVEL="${JOB
   exit 1
 fi
 grep -E "mamext: CUDA|Added CUDA NVCC flags|Successfully installed" "$log" || true
+
+stamp "register spills / local memory (ptxas warnings)"
+if grep -iE "ptxas warning.*(spill|local memory)" "$log"; then
+  echo "cuda build check: a kernel spills registers or uses local memory (ptxas warnings above; full log: $log)" >&2
+  exit 1
+fi
+grep -qs -- "-warn-spills,-warn-lmem-usage" "$build_dir/build.ninja" ||
+  { echo "cuda build check: nvcc was not given -Xptxas=-warn-spills,-warn-lmem-usage ($build_dir/build.ninja)" >&2; exit 1; }
+
+stamp "first-GPU script self-test"
+PYTHON="$venv/bin/python" bash scripts/gpu_check.sh --self-test
 
 stamp "import check"
 (cd / && "$venv/bin/python" - "$repo" <<'PY'

@@ -18,6 +18,8 @@
 //   receives its terms in exactly the CPU kernel's order (n ascending, argmax
 //   term before argmin term), with the same single-rounding multiply and add,
 //   so float32 results equal the CPU's bit for bit. No atomics, no races.
+//   The row is accumulated in shared memory in chunks of 4 KiB and stored
+//   once (the output buffer's zeros are not read).
 //   The dw kernel reads columns of g / argmax / argmin; the 8 warps of a CTA
 //   take 8 consecutive n so those reads share cache lines.
 // Out-of-range indices: the entry is skipped (no out-of-bounds access) and the
@@ -66,45 +68,68 @@ __global__ void __launch_bounds__(kThreads)
 // Deterministic gather. ROWS_ARE_M: the warp owns dx row r (r = m), walks
 // j = n over [0, N) and multiplies by w[n, k]; otherwise it owns dw row r
 // (r = n), walks j = m over [0, M) and multiplies by x[m, k].
+// The row is accumulated in shared memory, kChunk columns at a time (one
+// walk over j per chunk, keeping the terms whose column falls in the chunk),
+// then stored once: the adds are shared-memory read-modify-writes instead of
+// dependent global loads and stores. Element c of the chunk is only ever
+// touched by lane c % 32 (zeroing, adds, store), so no barrier is needed.
+template <typename A>
+constexpr int kChunk = 4096 / static_cast<int>(sizeof(A));  // columns per chunk: 4 KiB per warp
+
 template <typename T, typename A, bool ROWS_ARE_M>
 __global__ void __launch_bounds__(kThreads)
     backward_gather(const T* __restrict__ g, const T* __restrict__ src, const int32_t* __restrict__ amax,
                     const int32_t* __restrict__ amin, A* __restrict__ dst, int64_t M, int64_t N, int64_t K,
                     int32_t* __restrict__ error) {
+  constexpr int KC = kChunk<A>;
+  __shared__ A rows_acc[kWarps][KC];
   const int lane = threadIdx.x % 32;
+  A* acc = rows_acc[threadIdx.x / 32];
   const int64_t rows = ROWS_ARE_M ? M : N;
   const int64_t walk = ROWS_ARE_M ? N : M;
   const int64_t warp0 = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   const int64_t nwarps = int64_t(gridDim.x) * kWarps;
   for (int64_t r = warp0; r < rows; r += nwarps) {  // warp-uniform
     A* out = dst + r * K;
-    for (int64_t j0 = 0; j0 < walk; j0 += 32) {
-      const int64_t j = j0 + lane;
-      int32_t a = -1, b = -1;
-      A va = 0, vb = 0;
-      if (j < walk) {
-        const int64_t e = ROWS_ARE_M ? r * N + j : j * N + r;  // (m, n) entry
-        const int32_t ea = amax[e], eb = amin[e];
-        if (index_ok(ea, K) && index_ok(eb, K)) {
-          const A gv = Elem<T>::load(g + e);
-          const T* s = src + j * K;  // w[n, :] or x[m, :]
-          a = ea;
-          b = eb;
-          va = mul_rn(gv, static_cast<A>(Elem<T>::load(s + a)));
-          vb = mul_rn(gv, static_cast<A>(Elem<T>::load(s + b)));
-        } else {
-          *error = 1;
+    for (int64_t c0 = 0; c0 < K; c0 += KC) {
+      const int kc = static_cast<int>(K - c0 < KC ? K - c0 : KC);
+      for (int c = lane; c < kc; c += 32) acc[c] = A(0);
+      for (int64_t j0 = 0; j0 < walk; j0 += 32) {
+        const int64_t j = j0 + lane;
+        int32_t a = -1, b = -1;  // columns inside the chunk, -1: no term here
+        A va = 0, vb = 0;
+        if (j < walk) {
+          const int64_t e = ROWS_ARE_M ? r * N + j : j * N + r;  // (m, n) entry
+          const int32_t ea = amax[e], eb = amin[e];
+          if (index_ok(ea, K) && index_ok(eb, K)) {
+            const bool ina = ea >= c0 && ea - c0 < kc, inb = eb >= c0 && eb - c0 < kc;
+            if (ina || inb) {
+              const A gv = Elem<T>::load(g + e);
+              const T* s = src + j * K;  // w[n, :] or x[m, :]
+              if (ina) {
+                a = static_cast<int32_t>(ea - c0);
+                va = mul_rn(gv, static_cast<A>(Elem<T>::load(s + ea)));
+              }
+              if (inb) {
+                b = static_cast<int32_t>(eb - c0);
+                vb = mul_rn(gv, static_cast<A>(Elem<T>::load(s + eb)));
+              }
+            }
+          } else {
+            *error = 1;
+          }
+        }
+        const int cnt = static_cast<int>(walk - j0 < 32 ? walk - j0 : 32);
+        for (int q = 0; q < cnt; ++q) {
+          const int32_t aq = __shfl_sync(kFullMask, a, q);
+          const int32_t bq = __shfl_sync(kFullMask, b, q);
+          const A vaq = __shfl_sync(kFullMask, va, q);
+          const A vbq = __shfl_sync(kFullMask, vb, q);
+          if (aq >= 0 && (aq & 31) == lane) acc[aq] = add_rn(acc[aq], vaq);
+          if (bq >= 0 && (bq & 31) == lane) acc[bq] = add_rn(acc[bq], vbq);
         }
       }
-      const int cnt = static_cast<int>(walk - j0 < 32 ? walk - j0 : 32);
-      for (int q = 0; q < cnt; ++q) {
-        const int32_t aq = __shfl_sync(kFullMask, a, q);
-        const int32_t bq = __shfl_sync(kFullMask, b, q);
-        const A vaq = __shfl_sync(kFullMask, va, q);
-        const A vbq = __shfl_sync(kFullMask, vb, q);
-        if (aq >= 0 && (aq & 31) == lane) out[aq] = add_rn(out[aq], vaq);
-        if (bq >= 0 && (bq & 31) == lane) out[bq] = add_rn(out[bq], vbq);
-      }
+      for (int c = lane; c < kc; c += 32) out[c0 + c] = acc[c];
     }
   }
 }

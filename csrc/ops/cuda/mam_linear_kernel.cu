@@ -32,6 +32,20 @@
 //   product is a (signed) zero and the value at the first index is x[m,0]*w[n,0].
 // * output = (max + min) + bias, in float32, rounded once to the input dtype.
 //
+// Small batches (M < 32) use a 32-row tile (4 x 4 outputs per thread), so a
+// batch of 8 does not leave three quarters of a 128-row tile idle.
+//
+// Split K: when the output tiles are too few to occupy the GPU (at most half
+// the SMs), each tile's K range is cut into slices of whole k tiles, one block
+// per (tile, slice). A block computes its slice's exact partial result with the
+// same rules (value at the first index inside the slice, first NaN of the
+// slice) into a workspace, and a second kernel combines the slices in order:
+// a later slice replaces the running max only when strictly greater (the
+// earlier slice wins ties, so the lowest index and its signed zero win), the
+// first slice holding a NaN gives the output NaN and its index. Inference
+// keeps values only (NaN propagates; when max and min both end at zero the
+// value is again the first product).
+//
 // float64: a plain shared-memory tiled kernel, one output per thread, with the
 // sequential semantics inline (the issue allows a simple kernel here).
 #include <climits>
@@ -47,18 +61,35 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kBK = 16;  // k per shared-memory tile == k per index-tracking block
 
+constexpr int kSmallM = 32;  // batches below this use the small tile
+constexpr int kMaxSlices = 32;
+constexpr int kMinTilesPerSlice = 8;  // k tiles (of kBK) per slice at least
+
 // Tile shapes. Index tracking needs 6 registers per output (value, value at the
 // last tile end, tile number; for max and for min), so its register tile is
-// half as wide.
-template <bool TRACK>
+// half as wide. SMALL: the tile for batches below kSmallM.
+template <bool TRACK, bool SMALL>
 struct Cfg;
 template <>
-struct Cfg<false> {
+struct Cfg<false, false> {
   static constexpr int BM = 128, BN = 128, TM = 8, TN = 8;
 };
 template <>
-struct Cfg<true> {
+struct Cfg<true, false> {
   static constexpr int BM = 128, BN = 64, TM = 8, TN = 4;
+};
+template <bool TRACK>
+struct Cfg<TRACK, true> {
+  static constexpr int BM = kSmallM, BN = 128, TM = 4, TN = 4;
+};
+
+// Partial results of the K slices (split K), [slice][m][n]; vmax == nullptr
+// when K is not split. imax / imin only with index tracking.
+struct Partial {
+  float* vmax;
+  float* vmin;
+  int32_t* imax;
+  int32_t* imin;
 };
 
 // Four consecutive elements row[k .. k+3] as float; zeros past the row end or
@@ -108,15 +139,15 @@ __device__ __forceinline__ int32_t recover_index(const T* xr, const T* wr, int64
   return static_cast<int32_t>(k0 + first);
 }
 
-// One warp computes output (m, n) in the CPU slow path's sequential semantics:
-// the first NaN product wins (value NaN, both indices at it); otherwise the
-// first maximum / minimum. Every lane gets the result.
+// One warp computes output (m, n) over k in [kb, ke) in the CPU slow path's
+// sequential semantics: the first NaN product wins (value NaN, both indices at
+// it); otherwise the first maximum / minimum. Every lane gets the result.
 template <typename T>
-__device__ void scan_warp(const T* xr, const T* wr, int64_t K, int lane, float& vmax, float& vmin, int32_t& ia,
-                          int32_t& ib) {
+__device__ void scan_warp(const T* xr, const T* wr, int64_t kb, int64_t ke, int lane, float& vmax, float& vmin,
+                          int32_t& ia, int32_t& ib) {
   int32_t nan_k = INT_MAX, imx = INT_MAX, imn = INT_MAX;
   float bmx = 0.f, bmn = 0.f;
-  for (int64_t k = lane; k < K; k += 32) {
+  for (int64_t k = kb + lane; k < ke; k += 32) {
     const float p = mul_rn(Elem<T>::load(xr + k), Elem<T>::load(wr + k));
     if (p != p) {
       nan_k = static_cast<int32_t>(k);
@@ -170,18 +201,44 @@ __device__ __forceinline__ void write_output(T* out, const T* bias, int64_t m, i
   out[m * N + n] = Elem<T>::from_acc(v);
 }
 
+// Writes output (m, n), or the slice's partial result when K is split.
 template <typename T, bool TRACK>
+__device__ __forceinline__ void emit(T* out, const T* bias, int32_t* amax, int32_t* amin, const Partial& part,
+                                     int64_t slice_off, int64_t m, int64_t n, int64_t N, float vmax, float vmin,
+                                     int32_t ia, int32_t ib) {
+  const int64_t o = m * N + n;
+  if (part.vmax) {
+    part.vmax[slice_off + o] = vmax;
+    part.vmin[slice_off + o] = vmin;
+    if constexpr (TRACK) {
+      part.imax[slice_off + o] = ia;
+      part.imin[slice_off + o] = ib;
+    }
+    return;
+  }
+  write_output(out, bias, m, n, N, vmax, vmin);
+  if constexpr (TRACK) {
+    amax[o] = ia;
+    amin[o] = ib;
+  }
+}
+
+// Block b of the grid (b = tile_base + blockIdx.x) computes output tile
+// b / slices over the K slice b % slices (kt_per k tiles of kBK each).
+template <typename T, bool TRACK, bool SMALL>
 __global__ void __launch_bounds__(kThreads)
     forward_tiled(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, T* __restrict__ out,
                   int32_t* __restrict__ amax, int32_t* __restrict__ amin, int64_t M, int64_t N, int64_t K,
-                  int64_t tiles_n, int64_t tile_base, bool vec) {
-  using C = Cfg<TRACK>;
+                  int64_t tiles_n, int64_t tile_base, bool vec, int slices, int64_t kt_per, Partial part) {
+  using C = Cfg<TRACK, SMALL>;
   constexpr int BM = C::BM, BN = C::BN, TM = C::TM, TN = C::TN, BK = kBK;
   constexpr int TX = BN / TN;  // threads along n
   static_assert(TX * (BM / TM) == kThreads, "thread tile does not cover the CTA tile");
   static_assert(kThreads % BM == 0 && kThreads % BN == 0, "each thread must load from one row");
   static_assert(TM % 4 == 0 && TN % 4 == 0, "register tile is read as float4");
-  constexpr int XL = BM * BK / 4 / kThreads;  // 4-wide loads per thread per x tile
+  constexpr int XLOADS = BM * BK / 4;  // 4-wide loads per x tile (fewer than the threads for the small tile)
+  constexpr int XL = XLOADS >= kThreads ? XLOADS / kThreads : 1;  // per thread
+  static_assert(XLOADS % kThreads == 0 || kThreads % XLOADS == 0, "x loads must split evenly");
   constexpr int WL = BN * BK / 4 / kThreads;
   constexpr int XKS = kThreads / BM;  // k-group stride between one thread's loads
   constexpr int WKS = kThreads / BN;
@@ -195,8 +252,15 @@ __global__ void __launch_bounds__(kThreads)
 
   const int tid = threadIdx.x;
   const int tx = tid % TX, ty = tid / TX;
-  const int64_t tile = tile_base + blockIdx.x;
+  const int64_t block = tile_base + blockIdx.x;
+  const int64_t tile = block / slices;
+  const int64_t slice = block - tile * slices;
   const int64_t m0 = (tile / tiles_n) * BM, n0 = (tile % tiles_n) * BN;
+  const int64_t ktiles = (K + BK - 1) / BK;
+  const int64_t kt_begin = slice * kt_per;
+  const int64_t kt_end = kt_begin + kt_per < ktiles ? kt_begin + kt_per : ktiles;
+  const int64_t k_begin = kt_begin * BK, k_end = kt_end * BK < K ? kt_end * BK : K;
+  const int64_t slice_off = slice * M * N;
 
   if (tid < BM) xbad[tid] = 0;
   if (tid < BN) wbad[tid] = 0;
@@ -204,6 +268,7 @@ __global__ void __launch_bounds__(kThreads)
   // Global -> register staging: each thread always loads from one x row and
   // one w row.
   const int xr = tid % BM, xkg = tid / BM;
+  const bool xloader = XLOADS >= kThreads || tid < XLOADS;
   const int wr = tid % BN, wkg = tid / BN;
   const bool xrow_ok = m0 + xr < M, wrow_ok = n0 + wr < N;
   const T* xrow = x + (xrow_ok ? m0 + xr : 0) * K;
@@ -214,6 +279,7 @@ __global__ void __launch_bounds__(kThreads)
   auto load_tile = [&](int64_t k0) {
 #pragma unroll
     for (int l = 0; l < XL; ++l) {
+      if (!xloader) break;
       load4_guarded(xrow, xrow_ok, k0 + (xkg + l * XKS) * 4, K, vec, xv[l]);
 #pragma unroll
       for (int e = 0; e < 4; ++e) xfin = __fmaf_rn(xv[l][e], 0.f, xfin);
@@ -229,7 +295,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int l = 0; l < XL; ++l)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) xs[buf][(xkg + l * XKS) * 4 + e][xr] = xv[l][e];
+      for (int e = 0; e < 4; ++e)
+        if (xloader) xs[buf][(xkg + l * XKS) * 4 + e][xr] = xv[l][e];
 #pragma unroll
     for (int l = 0; l < WL; ++l)
 #pragma unroll
@@ -248,8 +315,8 @@ __global__ void __launch_bounds__(kThreads)
       if constexpr (TRACK) {
         smx[i][j] = -INFINITY;
         smn[i][j] = INFINITY;
-        bmx[i][j] = 0;
-        bmn[i][j] = 0;
+        bmx[i][j] = static_cast<int32_t>(kt_begin);
+        bmn[i][j] = static_cast<int32_t>(kt_begin);
       }
     }
 
@@ -284,13 +351,12 @@ __global__ void __launch_bounds__(kThreads)
       }
   };
 
-  const int64_t ntiles = (K + BK - 1) / BK;
-  load_tile(0);
+  load_tile(k_begin);
   store_tile(0);
   __syncthreads();
-  for (int64_t kt = 0; kt < ntiles; ++kt) {
-    const int buf = static_cast<int>(kt & 1);
-    const bool has_next = kt + 1 < ntiles;
+  for (int64_t kt = kt_begin; kt < kt_end; ++kt) {
+    const int buf = static_cast<int>((kt - kt_begin) & 1);
+    const bool has_next = kt + 1 < kt_end;
     if (has_next) load_tile((kt + 1) * BK);
     const int64_t k0 = kt * BK;
     if (k0 + BK <= K) {
@@ -337,15 +403,18 @@ __global__ void __launch_bounds__(kThreads)
         continue;
       }
       float vmax = mx[i][j], vmin = mn[i][j];
+      int32_t ia = 0, ib = 0;
       if constexpr (TRACK) {
         const T* xm = x + m * K;
         const T* wn = w + n * K;
-        amax[m * N + n] = recover_index(xm, wn, K, bmx[i][j], mx[i][j], vec, vmax);
-        amin[m * N + n] = recover_index(xm, wn, K, bmn[i][j], mn[i][j], vec, vmin);
+        ia = recover_index(xm, wn, K, bmx[i][j], mx[i][j], vec, vmax);
+        ib = recover_index(xm, wn, K, bmn[i][j], mn[i][j], vec, vmin);
       } else {
-        if (vmax == 0.f && vmin == 0.f) vmax = vmin = mul_rn(Elem<T>::load(x + m * K), Elem<T>::load(w + n * K));
+        // all products are zeros: the first one's sign (the combine does this for a split K)
+        if (vmax == 0.f && vmin == 0.f && !part.vmax)
+          vmax = vmin = mul_rn(Elem<T>::load(x + m * K), Elem<T>::load(w + n * K));
       }
-      write_output(out, bias, m, n, N, vmax, vmin);
+      emit<T, TRACK>(out, bias, amax, amin, part, slice_off, m, n, N, vmax, vmin, ia, ib);
     }
   }
 
@@ -358,14 +427,8 @@ __global__ void __launch_bounds__(kThreads)
       if (m >= M || n >= N || !(xbad[r] | wbad[c])) continue;
       float vmax, vmin;
       int32_t ia, ib;
-      scan_warp(x + m * K, w + n * K, K, lane, vmax, vmin, ia, ib);
-      if (lane == 0) {
-        write_output(out, bias, m, n, N, vmax, vmin);
-        if constexpr (TRACK) {
-          amax[m * N + n] = ia;
-          amin[m * N + n] = ib;
-        }
-      }
+      scan_warp(x + m * K, w + n * K, k_begin, k_end, lane, vmax, vmin, ia, ib);
+      if (lane == 0) emit<T, TRACK>(out, bias, amax, amin, part, slice_off, m, n, N, vmax, vmin, ia, ib);
     }
   }
 }
@@ -425,48 +488,156 @@ __global__ void __launch_bounds__(kTS* kTS)
 
 constexpr int64_t kMaxGrid = 0x7fffffff;
 
+// Combines the K slices' partial results in slice order (see the top of the
+// file) and writes the outputs; one thread per output.
 template <typename T, bool TRACK>
+__global__ void __launch_bounds__(kThreads)
+    combine_slices(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+                   T* __restrict__ out, int32_t* __restrict__ amax, int32_t* __restrict__ amin, int64_t M, int64_t N,
+                   int64_t K, int slices, const Partial part) {
+  const int64_t total = M * N;
+  for (int64_t o = int64_t(blockIdx.x) * kThreads + threadIdx.x; o < total; o += int64_t(gridDim.x) * kThreads) {
+    float vmax = part.vmax[o], vmin = part.vmin[o];
+    int32_t ia = 0, ib = 0;
+    if constexpr (TRACK) {
+      ia = part.imax[o];
+      ib = part.imin[o];
+    }
+    bool nan = vmax != vmax;  // a slice with a NaN product has NaN in both
+    for (int s = 1; s < slices && !nan; ++s) {
+      const int64_t so = s * total + o;
+      const float a = part.vmax[so], b = part.vmin[so];
+      if (a != a) {
+        nan = true;
+        vmax = vmin = a;
+        if constexpr (TRACK) ia = ib = part.imax[so];
+      } else {
+        if (a > vmax) {  // strictly greater: the earlier slice keeps a tie
+          vmax = a;
+          if constexpr (TRACK) ia = part.imax[so];
+        }
+        if (b < vmin) {
+          vmin = b;
+          if constexpr (TRACK) ib = part.imin[so];
+        }
+      }
+    }
+    const int64_t m = o / N, n = o - m * N;
+    if constexpr (TRACK) {
+      amax[o] = ia;
+      amin[o] = ib;
+    } else {
+      if (!nan && vmax == 0.f && vmin == 0.f)  // all products are zeros: the first one's sign
+        vmax = vmin = mul_rn(Elem<T>::load(x + m * K), Elem<T>::load(w + n * K));
+    }
+    write_output(out, bias, m, n, N, vmax, vmin);
+  }
+}
+
+template <bool TRACK, bool SMALL>
+int64_t output_tiles(int64_t M, int64_t N) {
+  using C = Cfg<TRACK, SMALL>;
+  return ((M + C::BM - 1) / C::BM) * ((N + C::BN - 1) / C::BN);
+}
+
+// k tiles per slice for a request of `slices` slices (no slice left empty).
+int64_t tiles_per_slice(int64_t K, int slices) {
+  const int64_t ktiles = (K + kBK - 1) / kBK;
+  const int64_t s = slices < 1 ? 1 : slices;
+  const int64_t per = (ktiles + s - 1) / s;
+  return per < 1 ? 1 : per;
+}
+
+template <typename T, bool TRACK, bool SMALL>
 cudaError_t launch_tiled(const T* x, const T* w, const T* bias, T* out, int32_t* amax, int32_t* amin, int64_t M,
-                         int64_t N, int64_t K, cudaStream_t stream) {
-  using C = Cfg<TRACK>;
-  const int64_t tiles_m = (M + C::BM - 1) / C::BM, tiles_n = (N + C::BN - 1) / C::BN;
-  const int64_t tiles = tiles_m * tiles_n;
+                         int64_t N, int64_t K, int slices_req, void* workspace, cudaStream_t stream) {
+  using C = Cfg<TRACK, SMALL>;
+  const int64_t tiles_n = (N + C::BN - 1) / C::BN;
+  const int64_t tiles = output_tiles<TRACK, SMALL>(M, N);
   constexpr int64_t vec_bytes = 4 * sizeof(T);
   const bool vec = K % 4 == 0 && reinterpret_cast<uintptr_t>(x) % vec_bytes == 0 &&
                    reinterpret_cast<uintptr_t>(w) % vec_bytes == 0;
-  for (int64_t base = 0; base < tiles; base += kMaxGrid) {
-    const unsigned grid = static_cast<unsigned>(tiles - base < kMaxGrid ? tiles - base : kMaxGrid);
-    const auto kernel = forward_tiled<T, TRACK>;
-    MAMEXT_LAUNCH(kernel, grid, kThreads, stream, x, w, bias, out, amax, amin, M, N, K, tiles_n, base, vec);
+  const int64_t kt_per = tiles_per_slice(K, slices_req);
+  const int64_t ktiles = (K + kBK - 1) / kBK;
+  const int slices = slices_req > 1 ? static_cast<int>((ktiles + kt_per - 1) / kt_per) : 1;
+  Partial part{nullptr, nullptr, nullptr, nullptr};
+  if (slices > 1) {
+    const int64_t n = int64_t(slices) * M * N;
+    part.vmax = static_cast<float*>(workspace);
+    part.vmin = part.vmax + n;
+    if (TRACK) {
+      part.imax = reinterpret_cast<int32_t*>(part.vmin + n);
+      part.imin = part.imax + n;
+    }
+  }
+  const int64_t blocks = tiles * slices;
+  for (int64_t base = 0; base < blocks; base += kMaxGrid) {
+    const unsigned grid = static_cast<unsigned>(blocks - base < kMaxGrid ? blocks - base : kMaxGrid);
+    const auto kernel = forward_tiled<T, TRACK, SMALL>;
+    MAMEXT_LAUNCH(kernel, grid, kThreads, stream, x, w, bias, out, amax, amin, M, N, K, tiles_n, base, vec,
+                  slices, slices > 1 ? kt_per : ktiles, part);
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
+  }
+  if (slices > 1) {
+    const int64_t want = (M * N + kThreads - 1) / kThreads;
+    const unsigned grid = static_cast<unsigned>(want < (int64_t(1) << 20) ? want : (int64_t(1) << 20));
+    const auto kernel = combine_slices<T, TRACK>;
+    MAMEXT_LAUNCH(kernel, grid, kThreads, stream, x, w, bias, out, amax, amin, M, N, K, slices, part);
+    return cudaGetLastError();
   }
   return cudaSuccess;
 }
 
 template <typename T>
 cudaError_t launch_typed(const void* x, const void* w, const void* bias, void* out, int32_t* amax, int32_t* amin,
-                         int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
+                         int64_t M, int64_t N, int64_t K, int slices, void* workspace, cudaStream_t stream) {
   const T* xp = static_cast<const T*>(x);
   const T* wp = static_cast<const T*>(w);
   const T* bp = static_cast<const T*>(bias);
   T* op = static_cast<T*>(out);
-  if (amax) return launch_tiled<T, true>(xp, wp, bp, op, amax, amin, M, N, K, stream);
-  return launch_tiled<T, false>(xp, wp, bp, op, nullptr, nullptr, M, N, K, stream);
+  const bool small = M < kSmallM;
+  if (amax) {
+    if (small) return launch_tiled<T, true, true>(xp, wp, bp, op, amax, amin, M, N, K, slices, workspace, stream);
+    return launch_tiled<T, true, false>(xp, wp, bp, op, amax, amin, M, N, K, slices, workspace, stream);
+  }
+  if (small) return launch_tiled<T, false, true>(xp, wp, bp, op, nullptr, nullptr, M, N, K, slices, workspace, stream);
+  return launch_tiled<T, false, false>(xp, wp, bp, op, nullptr, nullptr, M, N, K, slices, workspace, stream);
 }
 
 }  // namespace
 
+int forward_k_slices(DType dt, int64_t M, int64_t N, int64_t K, bool track, int sm_count) {
+  if (dt == DType::F64 || M <= 0 || N <= 0 || K <= 0) return 1;
+  const bool small = M < kSmallM;
+  const int64_t tiles = track ? (small ? output_tiles<true, true>(M, N) : output_tiles<true, false>(M, N))
+                              : (small ? output_tiles<false, true>(M, N) : output_tiles<false, false>(M, N));
+  int64_t s = sm_count / tiles;  // blocks of one wave, one block per SM
+  const int64_t ktiles = (K + kBK - 1) / kBK;
+  if (s > ktiles / kMinTilesPerSlice) s = ktiles / kMinTilesPerSlice;
+  if (s > kMaxSlices) s = kMaxSlices;
+  if (s < 2) return 1;
+  const int64_t per = tiles_per_slice(K, static_cast<int>(s));
+  return static_cast<int>((ktiles + per - 1) / per);
+}
+
+size_t forward_workspace_bytes(int64_t M, int64_t N, int slices, bool track) {
+  if (slices <= 1 || M <= 0 || N <= 0) return 0;
+  return static_cast<size_t>(slices) * static_cast<size_t>(M) * static_cast<size_t>(N) * (track ? 16u : 8u);
+}
+
 cudaError_t launch_forward(DType dt, const void* x, const void* w, const void* bias, void* out, int32_t* amax,
-                           int32_t* amin, int64_t M, int64_t N, int64_t K, cudaStream_t stream) {
+                           int32_t* amin, int64_t M, int64_t N, int64_t K, cudaStream_t stream, int slices,
+                           void* workspace) {
   if (M <= 0 || N <= 0) return cudaSuccess;
+  if (slices > 1 && (workspace == nullptr || slices > kMaxSlices)) return cudaErrorInvalidValue;
   switch (dt) {
     case DType::F32:
-      return launch_typed<float>(x, w, bias, out, amax, amin, M, N, K, stream);
+      return launch_typed<float>(x, w, bias, out, amax, amin, M, N, K, slices, workspace, stream);
     case DType::F16:
-      return launch_typed<__half>(x, w, bias, out, amax, amin, M, N, K, stream);
+      return launch_typed<__half>(x, w, bias, out, amax, amin, M, N, K, slices, workspace, stream);
     case DType::BF16:
-      return launch_typed<__nv_bfloat16>(x, w, bias, out, amax, amin, M, N, K, stream);
+      return launch_typed<__nv_bfloat16>(x, w, bias, out, amax, amin, M, N, K, slices, workspace, stream);
     case DType::F64: {
       const int64_t tiles_n = (N + kTS - 1) / kTS;
       const int64_t tiles = ((M + kTS - 1) / kTS) * tiles_n;

@@ -14,6 +14,7 @@
 #include <cuda_runtime_api.h>
 #endif
 
+#include <cstddef>
 #include <cstdint>
 
 namespace mamext::cuda {
@@ -27,9 +28,24 @@ enum class DType : int { F32 = 0, F16 = 1, BF16 = 2, F64 = 3 };
 // Products and comparisons in float32 (F32/F16/BF16) or float64 (F64); a NaN
 // product makes the output NaN and both indices the first NaN k; ties go to
 // the lowest k; output = (max + min) + bias, rounded once to the input dtype.
+//
+// Split K (float32/float16/bfloat16): with slices > 1 each output tile's K
+// range is cut into that many slices of whole k tiles (fewer when K is short),
+// computed by separate blocks into `workspace` (forward_workspace_bytes) and
+// combined in order by a second kernel; the result is the same, bit for bit.
+// slices <= 1: no split, no workspace. At most 32 slices.
 cudaError_t launch_forward(DType dt, const void* x, const void* w, const void* bias, void* out,
                            int32_t* amax, int32_t* amin, int64_t M, int64_t N, int64_t K,
-                           cudaStream_t stream);
+                           cudaStream_t stream, int slices = 1, void* workspace = nullptr);
+
+// The K split the forward should use on a device with sm_count SMs: 1 when
+// the output tiles already fill half of the SMs or more (or K is short, or
+// float64); otherwise as many slices as keep the (tile, slice) blocks within
+// one wave, each slice at least 128 k long, at most 32.
+int forward_k_slices(DType dt, int64_t M, int64_t N, int64_t K, bool track, int sm_count);
+
+// Workspace bytes launch_forward needs for `slices` slices (0 for no split).
+size_t forward_workspace_bytes(int64_t M, int64_t N, int slices, bool track);
 
 // Backward. g: (M, N) in the input dtype; x (M, K), w (N, K) in the input
 // dtype; amax/amin (M, N) int32. gx (M, K) / gw (N, K) are accumulators in the

@@ -4,10 +4,15 @@
 // handling, device guard, current stream. Kernels: packed_linear_kernel.cu.
 //
 // Structure validation runs on the device (packed_linear_kernel.h) and costs one
-// 8-byte device-to-host copy (a stream synchronisation) per call; the message
-// of an invalid structure is rebuilt on the host from the failing row, word
-// for word the CPU's. It is skipped while a CUDA graph is being captured
-// (no synchronisation allowed there); the kernels stay in bounds anyway.
+// 8-byte device-to-host copy (a stream synchronisation); the message of an
+// invalid structure is rebuilt on the host from the failing row, word for word
+// the CPU's. It runs once per weight: a valid structure is remembered with the
+// weight's finiteness flag (on the device) and its longest row, keyed on the
+// values / indices / offsets tensors as passed and their version counters
+// (content_cache.h), so an in-place edit of a buffer checks again. It is
+// skipped while a CUDA graph is being captured (no synchronisation allowed
+// there; the weights are then scanned for finiteness by the captured work
+// itself); the kernels stay in bounds on any structure anyway.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -17,6 +22,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "ops/cuda/content_cache.h"
+#include "ops/cuda/launch_error.h"
 #include "ops/cuda/packed_linear_kernel.h"
 #include "ops/packed_linear.h"
 
@@ -74,11 +81,42 @@ void validate(const at::Tensor& idx, cuda::PackedIndex ik, const at::Tensor& off
               cudaStream_t stream) {
   const int64_t nnz = idx.numel();
   at::Tensor result = at::empty({1}, off.options());  // int64 storage for one uint64
-  C10_CUDA_CHECK(cuda::launch_packed_validate(idx.const_data_ptr(), ik, off.const_data_ptr<int64_t>(), N, nnz, K,
-                                              reinterpret_cast<unsigned long long*>(result.mutable_data_ptr<int64_t>()),
-                                              stream));
+  auto* key_out = reinterpret_cast<unsigned long long*>(result.mutable_data_ptr<int64_t>());
+  cuda::check_launch(
+      cuda::launch_packed_validate(idx.const_data_ptr(), ik, off.const_data_ptr<int64_t>(), N, nnz, K, key_out, stream),
+      kOp);
   const uint64_t key = static_cast<uint64_t>(result.item<int64_t>());
   if (key != UINT64_MAX) structure_error(key, idx, off, N, nnz, K);
+}
+
+// What a validated weight needs no more per call.
+struct CheckedWeight {
+  at::Tensor flag;         // float weights: one int32, 1 when a value is non-finite
+  int64_t longest = 0;     // the longest row (entries)
+  c10::StreamId stream{};  // the stream `flag` was allocated on
+};
+
+cuda::ContentCache<CheckedWeight>& checked_weights() {
+  static auto* cache = new cuda::ContentCache<CheckedWeight>(64);  // never destroyed: may be used at exit
+  return *cache;
+}
+
+// Validates the structure (raising the CPU's error) and computes what
+// CheckedWeight keeps; synchronises the stream once.
+CheckedWeight check_weight(const PackedArgs& a, cuda::PackedIndex ik, const c10::cuda::CUDAStream& cstream) {
+  const cudaStream_t stream = cstream.stream();
+  CheckedWeight c;
+  c.stream = cstream.id();
+  if (!a.is_int8) {
+    c.flag = at::empty({1}, a.values.options().dtype(at::kInt));
+    const cuda::DType dt = a.compute_type == at::kDouble ? cuda::DType::F64 : cuda::DType::F32;
+    cuda::check_launch(cuda::launch_packed_weight_flag(dt, a.values.const_data_ptr(), a.values.numel(),
+                                                       c.flag.mutable_data_ptr<int32_t>(), stream),
+                       kOp);
+  }
+  validate(a.indices, ik, a.offsets, a.N, a.K, stream);  // synchronises: the flag is ready for any stream
+  if (a.N > 0) c.longest = (a.offsets.slice(0, 1, a.N + 1) - a.offsets.slice(0, 0, a.N)).max().item<int64_t>();
+  return c;
 }
 
 at::Tensor packed_linear_cuda(const at::Tensor& input, const at::Tensor& values, const at::Tensor& indices,
@@ -95,14 +133,21 @@ at::Tensor packed_linear_cuda(const at::Tensor& input, const at::Tensor& values,
   const at::Tensor &vals = a.values, &idx = a.indices, &off = a.offsets, &bias = a.bias, &wscale = a.weight_scale;
 
   const c10::cuda::CUDAGuard guard(input.device());
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream(input.device().index()).stream();
+  const c10::cuda::CUDAStream cstream = at::cuda::getCurrentCUDAStream(input.device().index());
+  const cudaStream_t stream = cstream.stream();
+  std::optional<CheckedWeight> checked;
   if (!stream_capturing(stream)) {
-    validate(idx, ik, off, N, K, stream);
-    if (is_int8 && !mam && N > 0) {  // as on the CPU: int32 sums of int8 products must stay exact
-      const int64_t longest = (off.slice(0, 1, N + 1) - off.slice(0, 0, N)).max().item<int64_t>();
-      TORCH_CHECK(longest <= kInt8SumMaxTerms, kOp, ": an int8 sum (mam=False) of more than ", kInt8SumMaxTerms,
-                  " kept connections per neuron can overflow int32; the longest row has ", longest);
+    checked = checked_weights().find({values, indices, offsets}, K);
+    if (!checked) {
+      checked = check_weight(a, ik, cstream);
+      checked_weights().insert({values, indices, offsets}, K, *checked);
+    } else if (checked->flag.defined() && checked->stream != cstream.id()) {
+      checked->flag.record_stream(cstream);  // read on this stream: not reused before that read
     }
+    if (is_int8 && !mam)  // as on the CPU: int32 sums of int8 products must stay exact
+      TORCH_CHECK(checked->longest <= kInt8SumMaxTerms, kOp, ": an int8 sum (mam=False) of more than ",
+                  kInt8SumMaxTerms, " kept connections per neuron can overflow int32; the longest row has ",
+                  checked->longest);
   }
 
   // Memory layout follows the input (ops/packed_linear.h): a column-major input is
@@ -115,19 +160,21 @@ at::Tensor packed_linear_cuda(const at::Tensor& input, const at::Tensor& values,
     if (is_int8) {
       at::Tensor xq = at::empty({M, K}, x.options().dtype(at::kChar));
       at::Tensor sx = at::empty({M}, x.options());
-      C10_CUDA_CHECK(cuda::launch_packed_int8(
+      cuda::check_launch(cuda::launch_packed_int8(
           x.const_data_ptr<float>(), vals.const_data_ptr<int8_t>(), idx.const_data_ptr(), ik,
           off.const_data_ptr<int64_t>(), nnz, wscale.const_data_ptr<float>(),
           bias.defined() ? bias.const_data_ptr<float>() : nullptr, out.mutable_data_ptr<float>(), M, N, K, mam, cols,
-          xq.mutable_data_ptr<int8_t>(), sx.mutable_data_ptr<float>(), stream));
+          xq.mutable_data_ptr<int8_t>(), sx.mutable_data_ptr<float>(), stream), kOp);
     } else {
       at::Tensor bad = at::empty({M}, x.options().dtype(at::kLong));
-      at::Tensor flag = at::empty({1}, x.options().dtype(at::kInt));
-      C10_CUDA_CHECK(cuda::launch_packed_float(
+      cuda::PackedLaunchConfig cfg;
+      cfg.weight_flag_ready = checked.has_value();
+      at::Tensor flag = cfg.weight_flag_ready ? checked->flag : at::empty({1}, x.options().dtype(at::kInt));
+      cuda::check_launch(cuda::launch_packed_float(
           ct == at::kDouble ? cuda::DType::F64 : cuda::DType::F32, x.const_data_ptr(), vals.const_data_ptr(),
           idx.const_data_ptr(), ik, off.const_data_ptr<int64_t>(), nnz,
           bias.defined() ? bias.const_data_ptr() : nullptr, out.mutable_data_ptr(), M, N, K, mam, cols,
-          bad.mutable_data_ptr<int64_t>(), flag.mutable_data_ptr<int32_t>(), stream));
+          bad.mutable_data_ptr<int64_t>(), flag.mutable_data_ptr<int32_t>(), stream, cfg), kOp);
     }
   }
   if (cols) return out.t().to(it);  // (M, N) with strides (1, M)

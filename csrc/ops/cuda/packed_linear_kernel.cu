@@ -466,6 +466,15 @@ cudaError_t dispatch(const Params<X>& p, PackedIndex ik, bool mam, const Plan& p
 }
 
 template <typename T>
+cudaError_t scan_weights(const T* values, int64_t nnz, int32_t* flag, cudaStream_t stream, const DeviceInfo& d) {
+  cudaError_t err = cudaMemsetAsync(flag, 0, sizeof(int32_t), stream);
+  if (err != cudaSuccess || nnz <= 0) return err;
+  const auto kernel = flag_nonfinite<T>;
+  MAMEXT_LAUNCH(kernel, helper_grid(nnz, kThreads, d), kThreads, stream, values, nnz, flag);
+  return cudaGetLastError();
+}
+
+template <typename T>
 cudaError_t run_float(const T* x, const T* values, const void* indices, PackedIndex ik, const int64_t* offsets,
                       int64_t nnz, const T* bias, T* out, int64_t M, int64_t N, int64_t K, bool mam, bool transposed,
                       int64_t* bad, int32_t* flag, cudaStream_t stream, const PackedLaunchConfig& cfg) {
@@ -478,12 +487,7 @@ cudaError_t run_float(const T* x, const T* values, const void* indices, PackedIn
     MAMEXT_LAUNCH(kernel, helper_grid(M, kWarps, d), kThreads, stream, x, M, K, xsm, xsk, bad);
     if ((err = cudaGetLastError()) != cudaSuccess) return err;
   }
-  if ((err = cudaMemsetAsync(flag, 0, sizeof(int32_t), stream)) != cudaSuccess) return err;
-  if (nnz > 0) {
-    const auto kernel = flag_nonfinite<T>;
-    MAMEXT_LAUNCH(kernel, helper_grid(nnz, kThreads, d), kThreads, stream, values, nnz, flag);
-    if ((err = cudaGetLastError()) != cudaSuccess) return err;
-  }
+  if (!cfg.weight_flag_ready && (err = scan_weights(values, nnz, flag, stream, d)) != cudaSuccess) return err;
   Params<T> p{};
   p.x = x;
   p.values = values;
@@ -527,6 +531,18 @@ cudaError_t launch_packed_validate(const void* indices, PackedIndex ik, const in
     case PackedIndex::Int32: return launch_validate_typed<int32_t>(indices, offsets, N, nnz, K, result, stream, d);
   }
   return cudaErrorInvalidValue;
+}
+
+cudaError_t launch_packed_weight_flag(DType dt, const void* values, int64_t nnz, int32_t* flag,
+                                      cudaStream_t stream) {
+  DeviceInfo d;
+  const cudaError_t err = device_info(d);
+  if (err != cudaSuccess) return err;
+  switch (dt) {
+    case DType::F32: return scan_weights(static_cast<const float*>(values), nnz, flag, stream, d);
+    case DType::F64: return scan_weights(static_cast<const double*>(values), nnz, flag, stream, d);
+    default: return cudaErrorInvalidValue;
+  }
 }
 
 cudaError_t launch_packed_float(DType dt, const void* x, const void* values, const void* indices, PackedIndex ik,

@@ -36,7 +36,13 @@ struct PackedLaunchConfig {
   int64_t neurons_per_block = 0;  // neurons of one block (rounded up to a multiple of 256 / S); 0: automatic
   int64_t smem_limit = -1;        // bytes for the x tile in shared memory; 0: always read x from global
                                   // memory; -1: the device's limit, capped at 96 KiB
+  bool weight_flag_ready = false; // float: `flag` already holds the weights' finiteness
+                                  // (launch_packed_weight_flag, cached by the caller): no scan
 };
+
+// *flag (one int32 on the device) = 1 when a weight value is non-finite, else 0.
+cudaError_t launch_packed_weight_flag(DType dt, const void* values, int64_t nnz, int32_t* flag,
+                                      cudaStream_t stream);
 
 // Structure check. *result (one uint64 on the device, set by the launcher) ends
 // as the smallest error key, or UINT64_MAX when the structure is valid:
@@ -54,7 +60,8 @@ cudaError_t launch_packed_validate(const void* indices, PackedIndex ik, const in
 //
 // float32 / float64 (dt F32 or F64): x in the compute type, values (nnz) of
 // the same type, bias (N) or null. Workspace: bad (M int64: non-finite inputs
-// per sample), flag (1 int32: whether a weight is non-finite).
+// per sample), flag (1 int32: whether a weight is non-finite; filled here
+// unless cfg.weight_flag_ready).
 cudaError_t launch_packed_float(DType dt, const void* x, const void* values, const void* indices, PackedIndex ik,
                                 const int64_t* offsets, int64_t nnz, const void* bias, void* out, int64_t M,
                                 int64_t N, int64_t K, bool mam, bool transposed, int64_t* bad, int32_t* flag,
