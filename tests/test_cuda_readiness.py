@@ -98,9 +98,8 @@ class _Emulated:
 
 
 @pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    lib = build_emulation(tmp_path_factory.mktemp("cuda_readiness"),
-                          ["mam_linear_kernel.cu", "mam_linear_backward_kernel.cu"], _CAPI, "mamext_cuda_readiness")
+def emu():
+    lib = build_emulation(["mam_linear_kernel.cu", "mam_linear_backward_kernel.cu"], _CAPI, "mamext_cuda_readiness")
     return _Emulated(lib)
 
 
