@@ -31,6 +31,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
+from ..nn import MAMLinear
 from . import sweep
 from .options import UsageError
 
@@ -83,7 +84,7 @@ def _within_1pt(model: nn.Module, entry: dict, loader, calibration) -> dict:
 
 def _fit_fractions(model: nn.Module, fractions) -> List[float]:
     """The largest sweep fractions (below 1) whose kept int8 weights, one byte each, fit the flash budget."""
-    total = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    total = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Linear, MAMLinear)))
     fitting = [f for f in sorted(fractions, reverse=True) if f < 1.0 and f * total <= FLASH_BUDGET_BYTES]
     return fitting[:MAX_FIT_CANDIDATES]
 
@@ -103,8 +104,8 @@ def _fit_budget(model: nn.Module, entry: dict, splits, calibration, fractions) -
         result = mcu.fit(model.cpu(), validation, flash_bytes=FLASH_BUDGET_BYTES, ram_bytes=RAM_LENGTH,
                          target=TARGETS[0], score=score, fractions=candidates, calibration=calibration,
                          input_shape=(splits.in_features,), loss_fn=nn.CrossEntropyLoss())
-    except ValueError as e:
-        return dict(point, error=str(e).splitlines()[0])
+    except ValueError as e:   # nothing fits: the message's first sentences say what the smallest needs
+        return dict(point, error=str(e).splitlines()[0].removesuffix(" Tried:"))
     chosen = next(row for row in result.table if row.fraction == result.fraction)
     neurons = [layer.out_features for layer in result.model.layers if hasattr(layer, "counts")]
     return dict(point, fraction=result.fraction, kept=chosen.kept, total=chosen.total, neurons=neurons,
