@@ -70,13 +70,13 @@ def _operating_point(summary, model_name: str) -> Optional[dict]:
     return min(entries, key=lambda e: (e["within_1pt"]["fraction"], -e["within_1pt"]["val_acc"]))
 
 
-def _within_1pt(model: nn.Module, entry: dict, loader, calibration) -> dict:
+def _within_1pt(model: nn.Module, entry: dict, scoring, calibration) -> dict:
     """The integer-only, compacted network at ``entry``'s within-1-point operating point."""
     from ..compact import compact
     from ..quant import pack_integer
 
     fraction = entry["within_1pt"]["fraction"]
-    pruned, (kept, total) = sweep.prune_copy(model, fraction, entry["criterion"], loader)
+    pruned, (kept, total) = sweep.prune_copy(model, fraction, entry["criterion"], scoring)
     network, report = compact(pack_integer(pruned.cpu(), calibration))
     return dict(point="within 1 pt", criterion=entry["criterion"], fraction=fraction, kept=kept, total=total,
                 neurons=report.neurons_after, network=network)
@@ -161,7 +161,8 @@ def deployment_table(trained: Dict[str, nn.Module], summary, splits, loader, fra
     """
     n = min(samples, len(splits.y_test))
     x, y = splits.x_test[:n].cpu(), splits.y_test[:n].cpu()
-    calibration = [batch[0].cpu() for batch in loader]
+    scoring = [(inputs.cpu(), targets.cpu()) for inputs, targets in loader]   # the firmware's models run on the CPU
+    calibration = [inputs for inputs, _ in scoring]
     rows = []
     for name in ("mac", "mam"):
         entry = _operating_point(summary, name) if name in trained else None
@@ -170,7 +171,7 @@ def deployment_table(trained: Dict[str, nn.Module], summary, splits, loader, fra
         model = trained[name].cpu().eval()
         with torch.no_grad():
             unpruned = float((model(x).argmax(1) == y).to(torch.float64).mean())
-        for point in (_within_1pt(model, entry, loader, calibration),
+        for point in (_within_1pt(model, entry, scoring, calibration),
                       _fit_budget(model, entry, splits, calibration, fractions)):
             rows += _rows_of(name, point, x, y, unpruned, log)
     whole = n == len(splits.y_test)
