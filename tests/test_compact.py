@@ -161,3 +161,24 @@ def test_a_layer_keeps_one_neuron(integer):
     else:
         with torch.no_grad():
             assert torch.equal(small(x), m(x))
+
+
+@pytest.mark.parametrize("second_mam", [False, True], ids=["mac", "mam"])
+@pytest.mark.parametrize("integer", [False, True], ids=["float", "integer"])
+def test_fully_pruned_layers_still_export(tmp_path, integer, second_mam):
+    # every connection of both layers pruned: each layer keeps one neuron, and the C export accepts the result
+    from mamext.export import to_c
+
+    m = _layers(torch.zeros(3, 2), torch.tensor([0.1, -0.2, 0.3]), torch.zeros(2, 3), torch.tensor([0.2, -0.1]),
+                second_mam=second_mam)
+    x = torch.randn(20, 2)
+    model = pack_integer(m, [x]) if integer else m
+    small, report = compact(model)
+    assert report.neurons_after == [1, 2] and report.kept_after == [0, 0]
+    to_c(small, tmp_path, (2,), torch.int8 if integer else torch.float32)
+    if integer:
+        codes = torch.randint(-128, 128, (50, 2), dtype=torch.int8)
+        assert torch.equal(small.forward_int8(codes), model.forward_int8(codes))
+    else:
+        with torch.no_grad():
+            assert torch.equal(small(x), m(x))

@@ -31,7 +31,9 @@ For a float MAM ``B`` a removed column is one zero product fewer for each of
 ``B``'s neurons: a column is only removed while every neuron of ``B`` keeps
 another zero weight (its zero candidate). Removal repeats until nothing
 changes. The network's inputs and outputs are never removed: the first
-layer's unread inputs are only counted (packed layers skip them anyway).
+layer's unread inputs are only counted (packed layers skip them anyway). Every
+layer keeps at least one neuron, even one that nothing reads, so that the
+result always exports to C (which has no empty layers).
 
 Exactness: the integer network is bit for bit identical. The float network is
 identical on finite inputs up to the sign of a zero output (removing a ``+-0``

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import report, sweep
+from . import deployment, report, sweep
 from .._convert import convert
 from .._sysinfo import cpu_name
 from .data import DatasetError, Splits, load_dataset
@@ -204,6 +204,8 @@ def write_report(out, results, header, packing_info, splits, iterative):
         md += ["", *results["comparison"], ""]
     if not packing_info.get("available", False):
         md += ["", f"Packing: {packing_info['reason']}.", ""]
+    if results.get("deployment"):
+        md += ["", deployment.markdown(results["deployment"])]
     summary_text = "\n".join(md)
     (out / "summary.md").write_text(summary_text)
     report.write_csv(out / "results.csv", results["rows"])
@@ -243,6 +245,8 @@ def run(args) -> dict:
 def _run(opts, device, out, t_start, load_start) -> dict:
     progress = _progress_enabled(opts)
     log = _make_log(opts.quiet, progress)
+    if getattr(opts, "mcu", False):
+        deployment.check_tools()  # before training, not after it
     splits = load_splits(opts, device)
     fractions = sorted({1.0, *[p / 100 for p in opts.fractions]}, reverse=True)
     log(f"data: {splits.describe()}; device {device}; {torch.get_num_threads()} threads")
@@ -252,6 +256,10 @@ def _run(opts, device, out, t_start, load_start) -> dict:
     if not opts.iterative:
         loader = sweep.score_loader(splits.x_train, splits.y_train, opts.score_samples, seed=opts.seed[-1])
         packing_info, packing = packing_checks(outcome.trained, summary, splits, loader, log)
+    deployed = None
+    if getattr(opts, "mcu", False):
+        deployed = deployment.deployment_table(outcome.trained, summary, splits, loader, fractions,
+                                               opts.mcu_samples, log)
     out.mkdir(parents=True, exist_ok=True)
     wall = time.perf_counter() - t_start
     argv = sys.argv[1:] if getattr(opts, "_argv", None) is None else opts._argv
@@ -262,6 +270,8 @@ def _run(opts, device, out, t_start, load_start) -> dict:
                "fractions": fractions, "timings": _timings(opts, outcome.histories), "histories": outcome.histories,
                "summary": summary, "comparison": report.comparison_lines(summary),
                "packing": {**packing_info, "checks": packing}, "rows": outcome.rows, "wall_seconds": wall}
+    if deployed is not None:
+        results["deployment"] = deployed
     header = _summary_header(opts, splits, device, command, wall, load_start)
     print(write_report(out, results, header, packing_info, splits, opts.iterative))
     print(f"outputs in {out}/: results.json, results.csv, accuracy_vs_remaining.png, summary.md "

@@ -192,6 +192,17 @@ def _add_run_options(p):
     g.add_argument("--quiet", action="store_true", help="no progress bars and no log lines; the table still prints")
 
 
+def _add_mcu_options(p):
+    g = p.add_argument_group("microcontroller")
+    g.add_argument("--mcu", action="store_true",
+                   help="after the sweep, deploy MAC and MAM (integer-only int8, compacted) at their within-1-point "
+                        "operating points and at a 32 KB flash budget on an emulated Cortex-M4 and Cortex-M7 "
+                        "(needs arm-none-eabi-gcc, newlib and qemu-system-arm; takes minutes): flash, RAM, "
+                        "instructions per inference and test accuracy on the device")
+    g.add_argument("--mcu-samples", type=_positive_int, default=1000,
+                   help="test images run on each emulated device (the first of the test half)")
+
+
 def build_parser(prog="mamext experiment"):
     p = argparse.ArgumentParser(
         prog=prog,
@@ -204,6 +215,7 @@ def build_parser(prog="mamext experiment"):
     _add_training_options(p)
     _add_pruning_options(p)
     _add_run_options(p)
+    _add_mcu_options(p)
     return p
 
 
@@ -242,6 +254,8 @@ def resolve_options(args) -> argparse.Namespace:
                          f"({opts.epochs}): the MAM model would never become pure MAM")
     if opts.iterative and opts.iterative_epochs is not None and opts.transition_epochs > opts.iterative_epochs:
         raise UsageError("--transition-epochs must not exceed --iterative-epochs")
+    if getattr(opts, "mcu", False) and opts.iterative:
+        raise UsageError("--mcu deploys the one-shot operating points; it cannot be combined with --iterative")
     if str(opts.out) == "":
         raise UsageError("--out is empty; give an output directory")
     if opts.data_dir is not None and str(opts.data_dir) == "":

@@ -128,9 +128,7 @@ def _compactor(option):
 def _network(candidate: nn.Module, options: dict) -> tuple:
     """The network the firmware runs: calibrated (integer path) and compacted when asked; (network, neurons removed).
 
-    A compaction that empties a whole layer (every neuron removed, its
-    constants folded forward) leaves a layer the C export cannot express:
-    that candidate stays uncompacted.
+    Compaction keeps at least one neuron in every layer, so its result always exports to C.
     """
     network = candidate
     if options["calibration"] is not None:
@@ -141,8 +139,6 @@ def _network(candidate: nn.Module, options: dict) -> tuple:
     if options["compact"] is None:
         return network, None
     smaller, report = options["compact"](network)
-    if min(report.neurons_after, default=1) == 0:
-        return network, None
     return smaller, report.neurons_removed
 
 

@@ -59,7 +59,8 @@ def emulate(elf: Path, target: Target, io: NetworkIO, samples: torch.Tensor, rep
         payload = samples.contiguous().numpy().astype(_NUMPY[io.input_dtype], copy=False).tobytes()
         (work / "mcu_in.bin").write_bytes(np.uint32(repeats).astype("<u4").tobytes() + payload)
         command = [str(qemu), "-M", target.machine, "-nographic", "-monitor", "none", "-serial", "none",
-                   "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(elf)]
+                   "-semihosting-config", "enable=on,target=native", "-icount", "shift=0",
+                   "-kernel", str(Path(elf).resolve())]   # the emulator runs in the exchange directory
         try:
             done = subprocess.run(command, cwd=work, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                   timeout=timeout)
