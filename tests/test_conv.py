@@ -98,7 +98,7 @@ def test_gradients(config):
     mamext.mam_conv2d(*got, **args).backward(gout)
     mam_conv2d_reference(*want, **args).backward(gout)
     for g, w in zip(got, want):
-        torch.testing.assert_close(g.grad, w.grad, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(g.grad, w.grad, rtol=1e-5, atol=1e-5)  # sums in another order
 
 
 def test_compile_and_export():

@@ -4,8 +4,11 @@ Each output of a MAM convolution is the MAM neuron of its receptive field:
 ``y[b, o, i, j] = max_k(W[o, k] * patch[k]) + min_k(W[o, k] * patch[k]) + bias[o]``
 over the patch ``k`` of the input group of ``o``, in ``F.unfold``'s order
 (channel, kernel row, kernel column). It is computed exactly so: the patches
-(``F.unfold``) are rows of the dense operator :func:`mamext.mam_linear`, one
-call for ``groups == 1`` and one call per group otherwise. Zero padding is
+are rows of the dense operator :func:`mamext.mam_linear`, one call for
+``groups == 1`` and one call per group otherwise. The rows are built with
+``Tensor.unfold`` views and one copy straight into ``(rows, patch)`` layout
+(cheaper than ``F.unfold``'s ``(patch, rows)`` layout plus a transpose, and
+its backward is a strided sum). Zero padding is
 part of the patch: a padded position contributes a zero product (as a pruned
 connection does), so it can win the max or the min.
 """
@@ -83,13 +86,28 @@ def _output_size(size, kernel, stride, padding, dilation, fn: str) -> Tuple[int,
     return out
 
 
-def _mam_rows(rows, weight2d, bias, groups: int, return_indices: bool):
-    """``mam_linear`` over patch rows ``(..., groups * K)`` with one call per group; outputs
-    (and indices, patch positions within the group) concatenated along the last dim."""
+def _patch_rows(x, kernel, stride, padding, dilation, groups: int) -> torch.Tensor:
+    """The zero-padded patches of ``x`` as ``(groups, N * H_out * W_out, C_in / groups * kH * kW)``,
+    each patch in ``F.unfold``'s order."""
+    if padding != (0, 0):
+        x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    view = x.unfold(2, spans[0], stride[0]).unfold(3, spans[1], stride[1])  # (N, C, H_out, W_out, sH, sW)
+    view = view[..., ::dilation[0], ::dilation[1]]
+    batch, channels, h_out, w_out = view.shape[:4]
+    view = view.reshape(batch, groups, channels // groups, h_out, w_out, *kernel)
+    patch = channels // groups * kernel[0] * kernel[1]
+    return view.permute(1, 0, 3, 4, 2, 5, 6).reshape(groups, batch * h_out * w_out, patch)
+
+
+def _mam_rows(rows, weight2d, bias, return_indices: bool):
+    """``mam_linear`` of each group's rows with its neurons, one call per group; outputs (and
+    indices, patch positions within the group) concatenated along the last dim."""
+    groups = rows.shape[0]
     if groups == 1:
-        return mam_linear(rows, weight2d, bias, return_indices=return_indices)
-    k, n = rows.shape[-1] // groups, weight2d.shape[0] // groups
-    parts = [mam_linear(rows[..., g * k:(g + 1) * k], weight2d[g * n:(g + 1) * n],
+        return mam_linear(rows[0], weight2d, bias, return_indices=return_indices)
+    n = weight2d.shape[0] // groups
+    parts = [mam_linear(rows[g], weight2d[g * n:(g + 1) * n],
                         None if bias is None else bias[g * n:(g + 1) * n], return_indices=return_indices)
              for g in range(groups)]
     if not return_indices:
@@ -115,12 +133,14 @@ def mam_conv2d(input: torch.Tensor, weight: torch.Tensor, bias=None, stride: Int
     dilation = _pair_arg(dilation, "dilation", fn, 1)
     x, padding = _explicit_padding(x, padding, kernel, stride, dilation, fn)
     h_out, w_out = _output_size(x.shape[2:], kernel, stride, padding, dilation, fn)
-    cols = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)  # (N, C_in*kH*kW, L)
-    result = _mam_rows(cols.transpose(1, 2), weight.reshape(weight.shape[0], -1), bias, groups, return_indices)
+    rows = _patch_rows(x, kernel, stride, padding, dilation, groups)
+    result = _mam_rows(rows, weight.reshape(weight.shape[0], -1), bias, return_indices)
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
 
-    def to_image(t):  # (N, L, C_out) -> (N, C_out, H_out, W_out), unbatched as given
-        t = t.transpose(1, 2).reshape(x.shape[0], weight.shape[0], h_out, w_out)
-        return t.squeeze(0) if unbatched else t
+    def to_image(t):  # (N * H_out * W_out, C_out) -> (N, C_out, H_out, W_out), unbatched as given
+        t = t.reshape(x.shape[0], h_out, w_out, weight.shape[0]).permute(0, 3, 1, 2)
+        return t.squeeze(0).contiguous() if unbatched else t.contiguous(memory_format=layout)
 
     return tuple(map(to_image, result)) if return_indices else to_image(result)
 
