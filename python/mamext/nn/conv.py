@@ -106,10 +106,12 @@ def _mam_rows(rows, weight2d, bias, return_indices: bool):
     groups = rows.shape[0]
     if groups == 1:
         return mam_linear(rows[0], weight2d, bias, return_indices=return_indices)
+    # unbind/split (not indexing): their backward assembles the gradient once, where each
+    # index's backward would write a zero-filled full-size gradient per group
     n = weight2d.shape[0] // groups
-    parts = [mam_linear(rows[g], weight2d[g * n:(g + 1) * n],
-                        None if bias is None else bias[g * n:(g + 1) * n], return_indices=return_indices)
-             for g in range(groups)]
+    biases = [None] * groups if bias is None else bias.split(n)
+    parts = [mam_linear(r, w, b, return_indices=return_indices)
+             for r, w, b in zip(rows.unbind(0), weight2d.split(n), biases)]
     if not return_indices:
         return torch.cat(parts, -1)
     return tuple(torch.cat([p[i] for p in parts], -1) for i in range(3))
