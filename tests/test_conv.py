@@ -10,7 +10,7 @@ from torch.nn import functional as F
 import mamext
 from mamext.nn import MAMConv1d, MAMConv2d
 from mamext.reference import mam_conv2d_reference
-from op_testing import assert_indices, assert_same, sample
+from op_testing import HAS_CUDA, assert_indices, assert_same, sample
 
 KINDS = ("normal", "ints", "negative", "sparse", "special")
 # (C_in, C_out, kernel, stride, padding, dilation, groups, H, W)
@@ -53,6 +53,20 @@ def test_forward_matches_reference(isa, config, dtype):
                         mam_conv2d_reference(x, weight, None, **args))
 
 
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and mamext built with CUDA")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_cuda_matches_reference(dtype):
+    for config in CONFIGS:
+        for kind in KINDS:
+            x, weight, bias, args = _problem(config, kind, dtype)
+            ref, rmax, rmin = mam_conv2d_reference(x, weight, bias, **args, return_indices=True)
+            out, amax, amin = mamext.mam_conv2d(x.cuda(), weight.cuda(), bias.cuda(), **args, return_indices=True)
+            assert_same(out.cpu(), ref)
+            finite = ~torch.isnan(ref)
+            assert_indices(amax.cpu()[finite], rmax[finite])
+            assert_indices(amin.cpu()[finite], rmin[finite])
+
+
 def test_zero_padding_is_a_zero_product():
     x = -torch.ones(1, 1, 3, 3)
     weight = torch.ones(1, 1, 3, 3)
@@ -77,7 +91,9 @@ def test_ties_go_to_the_lowest_patch_position():
 def test_layouts_batch_zero_and_unbatched():
     x, weight, bias, args = _problem(CONFIGS[2], "normal", torch.float32, batch=3)
     ref = mam_conv2d_reference(x, weight, bias, **args)
-    assert_same(mamext.mam_conv2d(x.to(memory_format=torch.channels_last), weight, bias, **args), ref)
+    channels_last = mamext.mam_conv2d(x.to(memory_format=torch.channels_last), weight, bias, **args)
+    assert_same(channels_last, ref)
+    assert channels_last.is_contiguous(memory_format=torch.channels_last)  # the input's layout, as nn.Conv2d
     wide = torch.randn(3, 4, 9, 14)
     wide[..., ::2] = x
     assert_same(mamext.mam_conv2d(wide[..., ::2], weight, bias, **args), ref)
@@ -111,6 +127,20 @@ def test_compile_and_export():
     assert torch.equal(compiled_grouped(x4), grouped(x4))
     exported = torch.export.export(grouped, (x4,))
     assert torch.equal(exported.module()(x4), grouped(x4))
+    grouped.beta.fill_(1.0)  # the compiled forward follows in-place writes of beta
+    torch.testing.assert_close(compiled_grouped(x4), F.conv2d(x4, grouped.weight, grouped.bias, 2, 0, 1, 2))
+
+
+def test_compile_inductor_training_step():
+    torch._dynamo.reset()
+    layer = MAMConv2d(4, 6, 3, padding=1, groups=2)
+    x = torch.randn(2, 4, 7, 7, requires_grad=True)
+    compiled = torch.compile(layer, fullgraph=True)
+    out = compiled(x)
+    assert torch.equal(out, layer(x))
+    (gx,) = torch.autograd.grad(out.sum(), x)
+    (want,) = torch.autograd.grad(layer(x).sum(), x)
+    torch.testing.assert_close(gx, want)
 
 
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=3), dict(kernel_size=(3, 5), stride=2, padding=(1, 2)),
