@@ -226,3 +226,15 @@ def test_conv1d():
     assert_same(mam(x[0]), ref[0, :, 0])
     mam.set_beta(1.0)
     torch.testing.assert_close(mam(x), conv(x))
+
+
+def test_beta_survives_copies_dtype_changes_and_pickling():
+    import copy
+    import pickle
+
+    layer = MAMConv2d(2, 3, 3)
+    layer.set_beta(0.5)
+    for other in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer)), copy.deepcopy(layer).double()):
+        assert other.beta.dtype == torch.float32 and float(other.beta) == 0.5 and other._mac_active
+    with pytest.raises(RuntimeError, match="beta must be in"):
+        layer.load_state_dict(dict(layer.state_dict(), beta=torch.tensor(2.0)))

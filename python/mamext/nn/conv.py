@@ -130,6 +130,7 @@ def mam_conv2d(input: torch.Tensor, weight: torch.Tensor, bias=None, stride: Int
     unbatched = isinstance(input, torch.Tensor) and input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
     _check_shapes(x, weight, bias, groups, fn)
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     kernel = tuple(weight.shape[2:])
     stride = _pair_arg(stride, "stride", fn, 1)
     dilation = _pair_arg(dilation, "dilation", fn, 1)
@@ -137,7 +138,6 @@ def mam_conv2d(input: torch.Tensor, weight: torch.Tensor, bias=None, stride: Int
     h_out, w_out = _output_size(x.shape[2:], kernel, stride, padding, dilation, fn)
     rows = _patch_rows(x, kernel, stride, padding, dilation, groups)
     result = _mam_rows(rows, weight.reshape(weight.shape[0], -1), bias, return_indices)
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     layout = torch.channels_last if channels_last else torch.contiguous_format
 
     def to_image(t):  # (N * H_out * W_out, C_out) -> (N, C_out, H_out, W_out), unbatched as given
