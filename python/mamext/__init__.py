@@ -19,11 +19,12 @@ from . import _C
 from . import ops
 from .ops import mam_linear, packed_linear
 from . import nn
+from .nn.conv import mam_conv1d, mam_conv2d
 from ._convert import convert
 
 __version__ = _C.build_info["version"]
 
-__all__ = ["mam_linear", "packed_linear", "convert", "cpu_capability", "ops", "nn", "__version__"]
+__all__ = ["mam_linear", "packed_linear", "mam_conv2d", "mam_conv1d", "convert", "cpu_capability", "ops", "nn", "__version__"]
 
 
 def cpu_capability() -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import fnmatch
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
+from .nn.conv import MAMConv1d, MAMConv2d
 from .nn.modules import MAMLinear
 
 __all__ = ["convert"]
@@ -45,18 +46,46 @@ def _selected(items, name: str, module: nn.Module) -> bool:
                for item in items)
 
 
-# State of an nn.Linear that conversion carries over: its parameters and
+#: The classic layer kinds convert can replace, and their MAM counterparts.
+_MAM_OF = {nn.Linear: MAMLinear, nn.Conv2d: MAMConv2d, nn.Conv1d: MAMConv1d}
+Kinds = Tuple[type, ...]
+
+
+def _check_types(types) -> Kinds:
+    """``types`` as a tuple of keys of _MAM_OF; a clear error otherwise."""
+    kinds = tuple(types) if isinstance(types, (tuple, list)) else (types,)
+    known = ", ".join(f"nn.{k.__name__}" for k in _MAM_OF)
+    if not kinds:
+        raise ValueError(f"convert: types is empty; choose among {known}")
+    for kind in kinds:
+        if kind not in _MAM_OF:
+            shown = kind.__name__ if isinstance(kind, type) else repr(kind)
+            raise TypeError(f"convert: types entries must be among {known}, got {shown}")
+    return kinds
+
+
+def _kind_of(module: nn.Module, kinds: Kinds) -> Optional[type]:
+    """The entry of ``kinds`` that ``module`` is an instance of, or None."""
+    return next((k for k in kinds if isinstance(module, k)), None)
+
+
+def _kind_names(kinds: Kinds) -> str:
+    return " or ".join(f"nn.{k.__name__}" for k in kinds)
+
+
+# State of a classic layer that conversion carries over: its parameters and
 # torch.nn.utils.prune's reparametrization of them.
 _LINEAR_PARAMETERS = {"weight", "bias", "weight_orig", "bias_orig"}
 _LINEAR_BUFFERS = {"weight_mask", "bias_mask"}
 
 
-def _why_not_exact(module: nn.Linear) -> Optional[str]:
-    """Why replacing ``module`` by a MAMLinear would lose something it computes or holds, or None."""
-    if type(module) is nn.Linear:
+def _why_not_exact(module: nn.Module, kind: type) -> Optional[str]:
+    """Why replacing ``module`` (an instance of ``kind``) by its MAM counterpart would lose
+    something it computes or holds, or None."""
+    if type(module) is kind:
         return None
     cls = type(module).__name__
-    if type(module).forward is not nn.Linear.forward:
+    if type(module).forward is not kind.forward:
         return f"its class {cls} overrides forward"
     extra = sorted(set(module._parameters) - _LINEAR_PARAMETERS) + sorted(set(module._buffers) - _LINEAR_BUFFERS)
     if extra:
@@ -96,11 +125,11 @@ def _keep_off_fused_transformer_paths(model: nn.Module) -> None:
             module.use_nested_tensor = False
 
 
-def _check_convertible(linear: nn.Linear, name: str) -> None:
-    """Raise ValueError naming ``name`` unless a MAMLinear can replace ``linear`` exactly."""
+def _check_convertible(linear: nn.Module, name: str, kind: type) -> None:
+    """Raise ValueError naming ``name`` unless the MAM counterpart of ``kind`` can replace ``linear`` exactly."""
     shown = repr(name) if name else "the model"
     if isinstance(linear.weight, nn.parameter.UninitializedParameter):
-        raise ValueError(f"convert: {shown} is an uninitialized nn.LazyLinear; "
+        raise ValueError(f"convert: {shown} is an uninitialized nn.{type(linear).__name__}; "
                          f"run one forward pass before converting")
     if torch.nn.utils.parametrize.is_parametrized(linear):
         raise ValueError(f"convert: {shown} is parametrized (torch.nn.utils.parametrize, e.g. "
@@ -109,17 +138,27 @@ def _check_convertible(linear: nn.Linear, name: str) -> None:
     if hooks:
         raise ValueError(f"convert: {shown} has state_dict hooks ({', '.join(hooks)}) that would stay with the "
                          f"old layer; remove them before converting and register them on the new one")
-    reason = _why_not_exact(linear)
+    reason = _why_not_exact(linear, kind)
     if reason is not None:
-        raise ValueError(f"convert: {shown} cannot be replaced by a MAMLinear without losing what it "
-                         f"computes ({reason}); exclude it (exclude={name!r}) or convert the "
-                         f"nn.Linear layers it is built from yourself")
+        raise ValueError(f"convert: {shown} cannot be replaced by a {_MAM_OF[kind].__name__} without losing "
+                         f"what it computes ({reason}); exclude it (exclude={name!r}) or convert the "
+                         f"nn.{kind.__name__} layers it is built from yourself")
 
 
-def _to_mam(linear: nn.Linear, name: str) -> MAMLinear:
+def _empty_mam(layer: nn.Module, kind: type) -> nn.Module:
+    """The MAM counterpart of ``layer`` with its hyperparameters, parameters on the meta device."""
+    factory = {"bias": layer.bias is not None, "device": "meta", "dtype": layer.weight.dtype}
+    if kind is nn.Linear:
+        return MAMLinear(layer.in_features, layer.out_features, **factory)
+    return _MAM_OF[kind](layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                         padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
+                         padding_mode=layer.padding_mode, **factory)
+
+
+def _to_mam(linear: nn.Module, name: str, kind: type) -> nn.Module:
     w = linear.weight
     has_bias = linear.bias is not None
-    mam = MAMLinear(linear.in_features, linear.out_features, bias=has_bias, device="meta", dtype=w.dtype)
+    mam = _empty_mam(linear, kind)
     mam.beta = torch.zeros((), dtype=torch.float32, device=w.device)
     mam.set_beta(0.0)
     # Move every parameter and buffer over as the same objects, so that the
@@ -156,7 +195,8 @@ def _to_mam(linear: nn.Linear, name: str) -> MAMLinear:
     return mam
 
 
-def convert(model: nn.Module, include: Selector = None, exclude: Selector = None) -> nn.Module:
+def convert(model: nn.Module, include: Selector = None, exclude: Selector = None,
+            types: Union[type, Sequence[type]] = (nn.Linear,)) -> nn.Module:
     """Replace ``nn.Linear`` submodules of ``model`` by :class:`~mamext.nn.MAMLinear`, in place.
 
     The new layers carry the very same ``weight`` and ``bias`` parameters (the
@@ -179,6 +219,12 @@ def convert(model: nn.Module, include: Selector = None, exclude: Selector = None
             list of these (a layer is selected if any entry matches).
         exclude: same forms; matching layers are not converted (wins over
             ``include``).
+        types: the layer kinds to convert: ``nn.Linear`` (default, to
+            :class:`~mamext.nn.MAMLinear`), ``nn.Conv2d`` (to
+            :class:`~mamext.nn.MAMConv2d`) and ``nn.Conv1d`` (to
+            :class:`~mamext.nn.MAMConv1d`), one or a tuple. Convolutions are
+            converted only when named here; ``include``/``exclude`` then
+            select among layers of every kind listed.
 
     Returns:
         ``model`` (converted in place).
@@ -194,8 +240,9 @@ def convert(model: nn.Module, include: Selector = None, exclude: Selector = None
             submodules (e.g. a LoRA adapter; exclude it). Nothing is converted
             then.
 
-    Only ``nn.Linear`` layers are converted: other modules (convolutions, ...)
-    are left as they are unless ``include`` names them, which is an error.
+    Only layers of ``types`` are converted: other modules (by default
+    convolutions, ...) are left as they are unless ``include`` names them,
+    which is an error.
     ``nn.MultiheadAttention``'s ``out_proj`` is never converted: that module
     reads the weights directly instead of calling the layer. An
     ``nn.TransformerEncoderLayer`` whose ``linear1``/``linear2`` are converted
@@ -207,19 +254,20 @@ def convert(model: nn.Module, include: Selector = None, exclude: Selector = None
         raise TypeError(f"convert: model must be an nn.Module, got {type(model).__name__}")
     inc = _normalize(include, "include")
     exc = _normalize(exclude, "exclude")
+    kinds = _check_types(types)
     named = list(model.named_modules(remove_duplicate=False))
-    _check_patterns(named, inc, exc)
+    _check_patterns(named, inc, exc, kinds)
 
     def wanted(name: str, module: nn.Module, parent: Optional[nn.Module]) -> bool:
-        if not _eligible(module, parent):
+        if not _eligible(module, parent, kinds):
             return False
         if inc is not None and not _selected(inc, name, module):
             return False
         return not (exc is not None and _selected(exc, name, module))
 
     if wanted("", model, None):
-        _check_convertible(model, "")
-        return _to_mam(model, "")
+        _check_convertible(model, "", _kind_of(model, kinds))
+        return _to_mam(model, "", _kind_of(model, kinds))
 
     # Check every selected layer before replacing any: no half-converted model on error.
     slots = []  # (parent, attribute, layer, qualified name)
@@ -227,24 +275,24 @@ def convert(model: nn.Module, include: Selector = None, exclude: Selector = None
         for child_name, child in parent._modules.items():
             name = f"{parent_name}.{child_name}" if parent_name else child_name
             if child is not None and wanted(name, child, parent):
-                _check_convertible(child, name)
+                _check_convertible(child, name, _kind_of(child, kinds))
                 slots.append((parent, child_name, child, name))
-    memo: Dict[int, MAMLinear] = {}  # a shared layer becomes one shared MAM layer
+    memo: Dict[int, nn.Module] = {}  # a shared layer becomes one shared MAM layer
     for parent, child_name, child, name in slots:
         if id(child) not in memo:
-            memo[id(child)] = _to_mam(child, name)
+            memo[id(child)] = _to_mam(child, name, _kind_of(child, kinds))
         parent._modules[child_name] = memo[id(child)]
     _keep_off_fused_transformer_paths(model)
     return model
 
 
-def _eligible(module: nn.Module, parent: Optional[nn.Module]) -> bool:
-    """An nn.Linear that is called as a module (MultiheadAttention reads out_proj's weight directly)."""
-    return isinstance(module, nn.Linear) and not isinstance(parent, nn.MultiheadAttention)
+def _eligible(module: nn.Module, parent: Optional[nn.Module], kinds: Kinds) -> bool:
+    """A layer of ``kinds`` that is called as a module (MultiheadAttention reads out_proj's weight directly)."""
+    return _kind_of(module, kinds) is not None and not isinstance(parent, nn.MultiheadAttention)
 
 
-def _check_patterns(named, inc, exc) -> None:
-    """Every name pattern matches a module, and every ``include`` pattern an eligible nn.Linear."""
+def _check_patterns(named, inc, exc, kinds: Kinds) -> None:
+    """Every name pattern matches a module, and every ``include`` pattern an eligible layer of ``kinds``."""
     names = [name for name, _ in named]
     parents = {id(child): module for _, module in named for child in module._modules.values()}
     for arg, items in (("include", inc), ("exclude", exc)):
@@ -255,8 +303,10 @@ def _check_patterns(named, inc, exc) -> None:
             if not matched:
                 raise ValueError(f"convert: {arg} pattern {item!r} matches no module of the model; "
                                  f"module names look like {names[1:4] or ['']}")
-            if arg == "include" and not any(_eligible(m, parents.get(id(m))) for _, m in matched):
+            if arg == "include" and not any(_eligible(m, parents.get(id(m)), kinds) for _, m in matched):
                 shown = ", ".join(f"{n or '<model>'} ({type(m).__name__})" for n, m in matched[:4])
-                raise ValueError(f"convert: include pattern {item!r} selects no nn.Linear layer that convert "
-                                 f"can replace (it matches {shown}); convert replaces nn.Linear layers only, "
+                kind_names = _kind_names(kinds)
+                raise ValueError(f"convert: include pattern {item!r} selects no {kind_names} layer that convert "
+                                 f"can replace (it matches {shown}); convert replaces {kind_names} layers only "
+                                 f"(convolutions when types names them, e.g. types=(nn.Linear, nn.Conv2d)), "
                                  f"and never MultiheadAttention's out_proj")

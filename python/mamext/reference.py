@@ -49,3 +49,32 @@ def mam_linear_backward_reference(grad_output, input, weight, argmax, argmin):
     gx = torch.einsum("mn,mnk,nk->mk", g, sel, w)
     gw = torch.einsum("mn,mnk,mk->nk", g, sel, x)
     return gx.reshape(input.shape).to(input.dtype), gw.to(weight.dtype)
+
+
+def mam_conv2d_reference(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+                         return_indices=False):
+    """Reference MAM 2-d convolution (4-d input, int or pair padding): every output is
+    :func:`mam_linear_reference` of its zero-padded patch (``F.unfold``'s order) with
+    its channel's flattened weight, group by group. Indices are patch positions."""
+    batch, _, height, width = input.shape
+    c_out, _, kh, kw = weight.shape
+    s, p, d = (torch.nn.modules.utils._pair(v) for v in (stride, padding, dilation))
+    h_out = (height + 2 * p[0] - d[0] * (kh - 1) - 1) // s[0] + 1
+    w_out = (width + 2 * p[1] - d[1] * (kw - 1) - 1) // s[1] + 1
+    patches = torch.nn.functional.unfold(input, (kh, kw), dilation=d, padding=p, stride=s).transpose(1, 2)
+    n, k = c_out // groups, patches.shape[-1] // groups
+    outs, amaxs, amins = [], [], []
+    for g in range(groups):
+        out, amax, amin = mam_linear_reference(
+            patches[..., g * k:(g + 1) * k], weight[g * n:(g + 1) * n].reshape(n, k),
+            None if bias is None else bias[g * n:(g + 1) * n], return_indices=True)
+        outs.append(out)
+        amaxs.append(amax)
+        amins.append(amin)
+
+    def image(parts):
+        return torch.cat(parts, -1).transpose(1, 2).reshape(batch, c_out, h_out, w_out)
+
+    if return_indices:
+        return image(outs), image(amaxs), image(amins)
+    return image(outs)

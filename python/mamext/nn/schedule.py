@@ -1,8 +1,9 @@
 """Vanishing contribution: a schedule that turns MAC layers into MAM layers.
 
-Every :class:`~mamext.nn.MAMLinear` computes
-``y = beta * (x W^T + b) + (1 - beta) * MAM(x)`` with the same weight and bias
-in both terms. Starting at ``beta = 1`` (a plain ``nn.Linear``, e.g. right
+Every MAM layer (:class:`~mamext.nn.MAMLinear`, :class:`~mamext.nn.MAMConv2d`,
+:class:`~mamext.nn.MAMConv1d`) computes ``y = beta * MAC(x) + (1 - beta) * MAM(x)``
+with the same weight and bias in both terms (for MAMLinear
+``MAC(x) = x W^T + b``, for a convolution the classic convolution). Starting at ``beta = 1`` (a plain ``nn.Linear``, e.g. right
 after :func:`mamext.convert`) and lowering ``beta`` to 0 over the course of
 training lets a pretrained multiply-and-accumulate model adapt smoothly to MAM
 neurons.
@@ -16,7 +17,7 @@ from typing import Any, Dict, List
 
 from torch import nn
 
-from .modules import MAMLinear
+from ._blend import BetaBlended
 
 __all__ = ["VanishingContribution"]
 
@@ -26,9 +27,10 @@ _SCHEDULES = ("linear", "exponential")
 class VanishingContribution:
     r"""Lowers ``beta`` of every MAM layer of ``model`` from 1 to 0.
 
-    On construction ``beta`` is set to 1 on every :class:`MAMLinear` in
+    On construction ``beta`` is set to 1 on every MAM layer (``MAMLinear``,
+    ``MAMConv2d``, ``MAMConv1d``) in
     ``model`` (found with ``model.modules()``, so a model wrapped in
-    ``DistributedDataParallel`` or a bare ``MAMLinear`` work too). Call
+    ``DistributedDataParallel`` or a bare MAM layer work too). Call
     :meth:`step` once per optimizer step; after ``t`` calls ``beta`` is
 
     * ``"linear"``: ``1 - t / steps`` (``beta -= 1 / steps`` each step);
@@ -41,7 +43,7 @@ class VanishingContribution:
     step count rather than accumulated, so no rounding drift builds up.
 
     Args:
-        model: a module containing at least one ``MAMLinear``.
+        model: a module containing at least one MAM layer.
         steps: positive number of :meth:`step` calls the transition lasts.
         schedule: ``"linear"`` or ``"exponential"``.
         eps: threshold in (0, 1) under which beta snaps to 0 (for the
@@ -63,10 +65,10 @@ class VanishingContribution:
         if not isinstance(model, nn.Module):
             raise TypeError(f"VanishingContribution: model must be an nn.Module, got {type(model).__name__}")
         self.steps, self.schedule, self.eps = self._check(steps, schedule, eps)
-        self.layers: List[MAMLinear] = [m for m in model.modules() if isinstance(m, MAMLinear)]
+        self.layers: List[BetaBlended] = [m for m in model.modules() if isinstance(m, BetaBlended)]
         if not self.layers:
-            raise ValueError("VanishingContribution: model contains no MAMLinear layer "
-                             "(convert nn.Linear layers first with mamext.convert)")
+            raise ValueError("VanishingContribution: model contains no MAMLinear, MAMConv2d or MAMConv1d layer "
+                             "(convert classic layers first with mamext.convert)")
         self.last_step = 0
         self._apply()
 

@@ -7,6 +7,7 @@ from typing import Any, List
 import torch
 from torch import nn
 
+from ..nn.conv import MAMConv1d, MAMConv2d
 from ..nn.modules import MAMLinear
 from ..ops import mam_linear
 from .layers import LayerSpec, check_model, resolve_layers
@@ -26,7 +27,10 @@ class SelectionCounter:
     ``mamext.mam_linear(x, weight, bias, return_indices=True)`` under
     ``torch.no_grad`` and adds the winners to the counts. Each row of a layer's
     input (``x.reshape(-1, in_features)``) is one sample; identical rows in a
-    batch each count. Attributes (dicts keyed by qualified layer names as in
+    batch each count. For a MAM convolution (named in ``layers``) every output
+    position of every sample is one row (its receptive field), and the winner
+    in the patch counts for the weight that multiplied it (a zero-padded
+    position counts too: its zero product can win). Attributes (dicts keyed by qualified layer names as in
     ``model.named_modules()``):
 
     * ``counts``: samples for which the connection was the argmax *or* the
@@ -40,13 +44,15 @@ class SelectionCounter:
 
     Args:
         model: the model.
-        layers: ``None`` (every ``MAMLinear``) or a list of names / modules.
+        layers: ``None`` (every ``MAMLinear``) or a list of names / modules
+            (``MAMLinear``, ``MAMConv2d``, ``MAMConv1d``).
     """
 
     def __init__(self, model: nn.Module, layers: LayerSpec = None):
         check_model(model, "SelectionCounter")
         self.model = model
-        self.layers = resolve_layers(model, layers, "SelectionCounter", kinds=(MAMLinear,))
+        self.layers = resolve_layers(model, layers, "SelectionCounter", kinds=(MAMLinear,),
+                                     explicit_kinds=(MAMConv2d, MAMConv1d))
         self._handles: List[Any] = []
         self.reset()
 
@@ -68,12 +74,26 @@ class SelectionCounter:
                 self.samples[name] += x.numel() // max(1, x.shape[-1]) if x.dim() else 0
                 return
             with torch.no_grad():
-                _, amax, amin = mam_linear(x, module.weight, module.bias, return_indices=True)
+                amax, amin = self._winners(module, x)
                 self._accumulate(name, amax, amin)
         return hook
 
+    @staticmethod
+    def _winners(module: nn.Module, x: torch.Tensor):
+        """``(argmax, argmin)`` of ``module``'s neurons for input ``x``, shaped (rows, neurons)."""
+        if isinstance(module, MAMLinear):
+            _, amax, amin = mam_linear(x, module.weight, module.bias, return_indices=True)
+            return amax, amin
+        amax, amin = module.selections(x)  # (N, C_out, *spatial) or unbatched (C_out, *spatial)
+
+        def rows(t):
+            t = t.unsqueeze(0) if t.dim() < module.weight.dim() else t
+            return t.movedim(1, -1).reshape(-1, module.weight.shape[0])
+
+        return rows(amax), rows(amin)
+
     def _accumulate(self, name: str, amax: torch.Tensor, amin: torch.Tensor) -> None:
-        counts = self.counts[name]
+        counts = self.counts[name].view(self.counts[name].shape[0], -1)  # (neurons, connections)
         N, K = counts.shape
         amax = amax.reshape(-1, N).to(device=counts.device, dtype=torch.int64)
         amin = amin.reshape(-1, N).to(device=counts.device, dtype=torch.int64)
@@ -84,8 +104,8 @@ class SelectionCounter:
         cmax = torch.bincount(imax, minlength=N * K).view(N, K)
         cmin = torch.bincount(imin, minlength=N * K).view(N, K)
         cboth = torch.bincount(both, minlength=N * K).view(N, K)
-        self.max_counts[name] += cmax
-        self.min_counts[name] += cmin
+        self.max_counts[name].view(N, K).add_(cmax)
+        self.min_counts[name].view(N, K).add_(cmin)
         counts += cmax + cmin - cboth
         self.samples[name] += amax.shape[0]
 

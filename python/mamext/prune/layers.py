@@ -1,6 +1,9 @@
 """Which layers can be pruned, how a caller names them, and their masked weights.
 
-A prunable layer is an ``nn.Linear`` or a :class:`mamext.nn.MAMLinear`. Its
+A prunable layer is an ``nn.Linear`` or a :class:`mamext.nn.MAMLinear` (the
+default set), or a convolution (``nn.Conv1d``/``nn.Conv2d``,
+:class:`mamext.nn.MAMConv1d`/:class:`mamext.nn.MAMConv2d`) named explicitly in
+``layers=``: convolutions never join the default set. Its
 mask is the one :mod:`torch.nn.utils.prune` installs: a ``weight_orig``
 parameter, a ``weight_mask`` buffer and a forward pre-hook that recomputes
 ``weight = weight_orig * weight_mask`` before every forward.
@@ -15,6 +18,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 
+from ..nn.conv import MAMConv1d, MAMConv2d
 from ..nn.modules import MAMLinear
 
 LayerSpec = Optional[Iterable[Union[str, nn.Module]]]
@@ -22,6 +26,8 @@ LayerKinds = Tuple[Type[nn.Module], ...]
 
 #: Every layer kind the pruning functions handle.
 PRUNABLE_KINDS: LayerKinds = (nn.Linear, MAMLinear)
+#: Convolutions: prunable when named in an explicit ``layers`` list, never by default.
+CONV_KINDS: LayerKinds = (nn.Conv2d, nn.Conv1d, MAMConv2d, MAMConv1d)
 
 
 def check_model(model, fn: str) -> None:
@@ -67,17 +73,19 @@ def _named(model: nn.Module, item, fn: str) -> Tuple[str, nn.Module]:
 
 
 def resolve_layers(model: nn.Module, layers: LayerSpec, fn: str, kinds: LayerKinds = PRUNABLE_KINDS,
-                   purpose: str = "") -> Dict[str, nn.Module]:
+                   purpose: str = "", explicit_kinds: LayerKinds = ()) -> Dict[str, nn.Module]:
     """The chosen layers by qualified name: every layer of ``kinds`` when
     ``layers`` is None, else the named / given modules, each checked to be one
-    of ``kinds``. ``purpose`` is added to the wrong-kind error (e.g. which
-    score restricts the kinds)."""
-    names = kind_names(kinds)
+    of ``kinds`` or ``explicit_kinds`` (kinds chosen only by name).
+    ``purpose`` is added to the wrong-kind error (e.g. which score restricts
+    the kinds)."""
     if layers is None:
         found = default_layers(model, kinds)
         if not found:
-            raise ValueError(f"{fn}: model has no {names} layer{purpose}")
+            raise ValueError(f"{fn}: model has no {kind_names(kinds)} layer{purpose}")
         return found
+    kinds = kinds + tuple(k for k in explicit_kinds if k not in kinds)
+    names = kind_names(kinds)
     items = _as_list(layers, fn)
     if not items:
         raise ValueError(f"{fn}: layers is empty")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from .layers import LayerSpec, check_model, effective_weight, install_mask, kept_mask, pruning_hook, resolve_layers
+from .layers import CONV_KINDS, LayerSpec, check_model, effective_weight, install_mask, kept_mask, pruning_hook, resolve_layers
 from .registry import check_scores, get_score, purpose, run_score, score_names
 
 SCOPES = ("global", "layer")
@@ -36,9 +36,9 @@ def chosen_layers(model: nn.Module, score, layers: LayerSpec, fn: str) -> Dict[s
     every layer the score applies to."""
     if isinstance(score, str):
         spec = get_score(score, fn)
-        return resolve_layers(model, layers, fn, spec.layer_kinds, purpose(spec))
+        return resolve_layers(model, layers, fn, spec.layer_kinds, purpose(spec), spec.explicit_kinds)
     if isinstance(score, dict):
-        return resolve_layers(model, layers, fn)
+        return resolve_layers(model, layers, fn, explicit_kinds=CONV_KINDS)
     raise TypeError(f"{fn}: score must be a str in {score_names()} or a dict of tensors, got {type(score).__name__}")
 
 
@@ -125,7 +125,10 @@ def prune_model(model: nn.Module, remaining: float, score: Union[str, Dict] = "m
         layers: ``None`` (every layer the score applies to: for most scores
             every ``nn.Linear`` and ``MAMLinear``, for ``"selection"`` every
             ``MAMLinear``; always except ``nn.MultiheadAttention.out_proj``)
-            or a list of qualified names or modules. Biases are never pruned.
+            or a list of qualified names or modules. Convolutions are pruned
+            only when named here (``nn.Conv1d``/``nn.Conv2d`` and the MAM
+            convolutions for ``"magnitude"``, ``"gradient"`` and a dict,
+            the MAM convolutions for ``"selection"``). Biases are never pruned.
         data, loss_fn: for the data-driven scores.
 
     The masks go through ``torch.nn.utils.prune.custom_from_mask``: every
@@ -148,7 +151,7 @@ def remaining(model: nn.Module, layers: LayerSpec = None) -> Dict[str, Any]:
 
     Returns ``{"layers": {name: {"kept", "total", "fraction"}}, "kept",
     "total", "fraction"}`` over ``layers`` (default: every ``nn.Linear`` and
-    ``MAMLinear``). For a layer pruned with ``torch.nn.utils.prune`` "kept"
+    ``MAMLinear``; convolutions when named). For a layer pruned with ``torch.nn.utils.prune`` "kept"
     counts its mask's ones; otherwise its non-zero weights (so a
     :func:`finalize`-d or ``torch.ao.pruning``-masked layer reports its zeros
     as pruned). A layer without any weight reports fraction 1.0.
@@ -157,7 +160,7 @@ def remaining(model: nn.Module, layers: LayerSpec = None) -> Dict[str, Any]:
     report: Dict[str, Any] = {"layers": {}}
     kept_all = total_all = 0
     with torch.no_grad():
-        for name, module in resolve_layers(model, layers, "remaining").items():
+        for name, module in resolve_layers(model, layers, "remaining", explicit_kinds=CONV_KINDS).items():
             if pruning_hook(module) is not None:
                 kept = int((module.weight_mask != 0).sum())
             else:

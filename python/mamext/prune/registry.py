@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .batches import check_data
-from .layers import PRUNABLE_KINDS, LayerKinds, kind_names
+from .layers import CONV_KINDS, PRUNABLE_KINDS, LayerKinds, kind_names
 
 ScoreFn = Callable[..., Dict[str, torch.Tensor]]
 
@@ -45,6 +45,7 @@ class ScoreSpec:
     needs_data: bool
     needs_loss: bool
     layer_kinds: LayerKinds
+    explicit_kinds: LayerKinds = ()
 
     def applies_to(self, module: nn.Module) -> bool:
         """Whether the score can rank the weights of ``module``."""
@@ -62,24 +63,28 @@ def _check_kinds(layer_kinds) -> LayerKinds:
 
 
 def register_score(name: str, *, needs_data: bool = False, needs_loss: bool = False,
-                   layer_kinds: Optional[LayerKinds] = None) -> Callable[[ScoreFn], ScoreFn]:
+                   layer_kinds: Optional[LayerKinds] = None,
+                   explicit_kinds: LayerKinds = ()) -> Callable[[ScoreFn], ScoreFn]:
     """Decorator registering a score function under ``name`` (see the module
     docstring for the function's signature). ``name`` is an identifier not
-    yet registered; ``layer_kinds`` defaults to ``(nn.Linear, MAMLinear)``.
-    Returns the function unchanged."""
+    yet registered; ``layer_kinds`` defaults to ``(nn.Linear, MAMLinear)``;
+    ``explicit_kinds`` (default none) are further kinds an explicit ``layers``
+    list may name but that never join the default set (e.g. convolutions,
+    whose weights have more than two dimensions). Returns the function unchanged."""
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise ValueError(f"register_score: name must be an identifier (letters, digits, _), got {name!r}")
     if name in _SCORES:
         raise ValueError(f"register_score: a score named {name!r} is already registered "
                          f"(unregister_score({name!r}) first to replace it)")
     kinds = PRUNABLE_KINDS if layer_kinds is None else _check_kinds(layer_kinds)
+    explicit = _check_kinds(explicit_kinds) if explicit_kinds else ()
 
     def decorator(fn: ScoreFn) -> ScoreFn:
         if not callable(fn):
             raise TypeError(f"register_score({name!r}): expected a function, got {type(fn).__name__}")
         if name in _SCORES:
             raise ValueError(f"register_score: a score named {name!r} is already registered")
-        _SCORES[name] = ScoreSpec(name, fn, bool(needs_data), bool(needs_loss), kinds)
+        _SCORES[name] = ScoreSpec(name, fn, bool(needs_data), bool(needs_loss), kinds, explicit)
         return fn
     return decorator
 
@@ -106,9 +111,10 @@ def get_score(name, fn: str = "get_score") -> ScoreSpec:
 
 def purpose(spec: ScoreSpec) -> str:
     """Wrong-kind error suffix for layers this score does not apply to."""
-    if spec.layer_kinds == PRUNABLE_KINDS:
+    if spec.layer_kinds == PRUNABLE_KINDS and spec.explicit_kinds in ((), CONV_KINDS):
         return ""
-    return f" (the {spec.name!r} score applies only to {kind_names(spec.layer_kinds)} layers)"
+    kinds = spec.layer_kinds + tuple(k for k in spec.explicit_kinds if k not in spec.layer_kinds)
+    return f" (the {spec.name!r} score applies only to {kind_names(kinds)} layers)"
 
 
 def check_score_inputs(spec: ScoreSpec, data, loss_fn, fn: str) -> None:

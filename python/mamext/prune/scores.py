@@ -15,10 +15,11 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import nn
 
+from ..nn.conv import MAMConv1d, MAMConv2d
 from ..nn.modules import MAMLinear
 from .batches import is_empty, model_device, no_batch_error, split_batch, to_device
 from .counter import SelectionCounter
-from .layers import LayerSpec, check_model, effective_weight, leaf_weight, resolve_layers
+from .layers import CONV_KINDS, LayerSpec, check_model, effective_weight, leaf_weight, resolve_layers
 from .registry import get_score, purpose, register_score, run_score
 from .state import PreservedState
 
@@ -27,7 +28,7 @@ def _score(name: str, fn: str, model, layers: LayerSpec, data=None, loss_fn=None
     """Run registered score ``name`` as the public function ``fn``."""
     check_model(model, fn)
     spec = get_score(name, fn)
-    chosen = resolve_layers(model, layers, fn, spec.layer_kinds, purpose(spec))
+    chosen = resolve_layers(model, layers, fn, spec.layer_kinds, purpose(spec), spec.explicit_kinds)
     return run_score(spec, model, chosen, data, loss_fn, fn)
 
 
@@ -41,7 +42,7 @@ def compute_scores(model: nn.Module, score: str, layers: LayerSpec = None, data=
 
 # --------------------------------------------------------------------------- magnitude
 
-@register_score("magnitude")
+@register_score("magnitude", explicit_kinds=CONV_KINDS)
 def magnitude_scores(model: nn.Module, layers: Dict[str, nn.Module], *, data=None, loss_fn=None):
     """``|w|`` of the effective (masked) weight."""
     with torch.no_grad():
@@ -84,7 +85,7 @@ def _summed_gradients(model: nn.Module, leaves: List[torch.Tensor], data, loss_f
     return sums
 
 
-@register_score("gradient", needs_data=True, needs_loss=True)
+@register_score("gradient", needs_data=True, needs_loss=True, explicit_kinds=CONV_KINDS)
 def gradient_scores(model: nn.Module, layers: Dict[str, nn.Module], *, data=None, loss_fn=None):
     """``|w * G|``, ``G`` the gradient of the loss summed over ``data``, in eval mode."""
     leaves = [leaf_weight(m) for m in layers.values()]
@@ -114,7 +115,7 @@ def gradient(model: nn.Module, data, loss_fn: Callable, layers: LayerSpec = None
 
 # --------------------------------------------------------------------------- selection
 
-@register_score("selection", needs_data=True, layer_kinds=(MAMLinear,))
+@register_score("selection", needs_data=True, layer_kinds=(MAMLinear,), explicit_kinds=(MAMConv2d, MAMConv1d))
 def selection_scores(model: nn.Module, layers: Dict[str, nn.Module], *, data=None, loss_fn=None):
     """Samples of ``data`` for which each connection won its neuron's max or min, in eval mode."""
     fn = "selection"

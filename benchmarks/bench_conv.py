@@ -1,0 +1,98 @@
+"""MAMConv2d vs nn.Conv2d, inference and training step, in one run.
+
+    python benchmarks/bench_conv.py [--threads 2] [--reps 20]
+
+Layers: LeNet-sized (B=64, 1->6 5x5 on 28x28; 6->16 5x5 on 14x14) and
+small-VGG-sized (B=32, 64->64 3x3 pad 1 on 32x32; 128->128 3x3 pad 1 on
+16x16), plus a depthwise 3x3 (groups = channels). "inf" is a forward under
+``torch.no_grad`` (the MAM inference kernel); "step" is forward + backward
+(gradients for input, weight and bias). Every figure is a median over --reps
+timed calls after warm-up, and every ratio divides two figures of this run.
+Prints a markdown table with the CPU and the load average at the start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import mamext
+from mamext._sysinfo import cpu_name
+
+# (label, batch, C_in, C_out, kernel, padding, groups, H=W)
+LAYERS = [
+    ("LeNet conv1", 64, 1, 6, 5, 0, 1, 28),
+    ("LeNet conv2", 64, 6, 16, 5, 0, 1, 14),
+    ("VGG 64->64", 32, 64, 64, 3, 1, 1, 32),
+    ("VGG 128->128", 32, 128, 128, 3, 1, 1, 16),
+    ("depthwise 64", 32, 64, 64, 3, 1, 64, 32),
+]
+
+
+def median_ms(fn, reps, warmup=2, budget_s=20.0):
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+        if time.perf_counter() - start > budget_s and len(times) >= 3:
+            break
+    return statistics.median(times) * 1e3
+
+
+def bench_layer(batch, c_in, c_out, kernel, padding, groups, size, reps):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(c_in, c_out, kernel, padding=padding, groups=groups)
+    mam = mamext.nn.MAMConv2d(c_in, c_out, kernel, padding=padding, groups=groups)
+    mam.load_state_dict(conv.state_dict())
+    x = torch.randn(batch, c_in, size, size)
+    gout = torch.randn_like(conv(x))
+    xg = x.clone().requires_grad_()
+
+    def step(layer):
+        def run():
+            layer.zero_grad(set_to_none=True)
+            xg.grad = None
+            layer(xg).backward(gout)
+        return run
+
+    r = {}
+    with torch.no_grad():
+        r["conv_inf"] = median_ms(lambda: conv(x), reps)
+        r["mam_inf"] = median_ms(lambda: mam(x), reps)
+    r["conv_step"] = median_ms(step(conv), reps)
+    r["mam_step"] = median_ms(step(mam), reps)
+    return r
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=20)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]
+    print(f"CPU: {cpu_name()}; torch {torch.__version__}, {args.threads} threads, mamext kernels "
+          f"{mamext.cpu_capability()}; 1-minute load average at start {load:.1f}\n")
+    print("| layer | B | C_in->C_out | k | groups | HxW | Conv2d inf ms | MAM inf ms | inf ratio | "
+          "Conv2d step ms | MAM step ms | step ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, batch, c_in, c_out, kernel, padding, groups, size in LAYERS:
+        r = bench_layer(batch, c_in, c_out, kernel, padding, groups, size, args.reps)
+        print(f"| {label} | {batch} | {c_in}->{c_out} | {kernel} | {groups} | {size}x{size} | "
+              f"{r['conv_inf']:.3f} | {r['mam_inf']:.3f} | {r['mam_inf'] / r['conv_inf']:.2f}x | "
+              f"{r['conv_step']:.3f} | {r['mam_step']:.3f} | {r['mam_step'] / r['conv_step']:.2f}x |",
+              flush=True)
+    print(f"\n1-minute load average at the end: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
