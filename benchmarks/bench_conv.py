@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 import torch
 from torch import nn
 
 import mamext
+from timing import median_ms
 from mamext._sysinfo import cpu_name
 
 # (label, batch, C_in, C_out, kernel, padding, groups, H=W)
@@ -34,18 +33,6 @@ LAYERS = [
 ]
 
 
-def median_ms(fn, reps, warmup=2, budget_s=20.0):
-    for _ in range(warmup):
-        fn()
-    times = []
-    start = time.perf_counter()
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-        if time.perf_counter() - start > budget_s and len(times) >= 3:
-            break
-    return statistics.median(times) * 1e3
 
 
 def bench_layer(batch, c_in, c_out, kernel, padding, groups, size, reps):

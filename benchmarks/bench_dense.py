@@ -11,31 +11,18 @@ in_features, out_features), float32. `--device cuda` runs the CUDA benchmark
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 import mamext
+from timing import median_ms
 from mamext._sysinfo import cpu_name
 
 DEFAULT_SHAPES = "64x512x512,256x1024x1024,256x4096x1024,256x4096x4096"
 
 
-def median_ms(fn, reps, warmup=2, budget_s=20.0):
-    for _ in range(warmup):
-        fn()
-    times = []
-    start = time.perf_counter()
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-        if time.perf_counter() - start > budget_s and len(times) >= 3:
-            break
-    return statistics.median(times) * 1e3
 
 
 def naive(x, w, b):

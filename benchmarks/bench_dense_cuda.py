@@ -25,47 +25,18 @@ only to smoke-test this script on a machine without a GPU (use small shapes).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
 import torch
 
 import mamext
+from timing import median_ms
 
 DEFAULT_SHAPES = "4096x4096x4096,256x4096x1024"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 TARGETS = {"mam_inf": 4.0, "mam_idx": 5.0, "mam_bwd": 0.5}
 
 
-def median_ms(fn, device, reps, warmup=3, budget_s=30.0):
-    """Median time of fn() in ms: CUDA events around each call on CUDA, wall clock on CPU."""
-    for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        pairs = []
-        start = time.perf_counter()
-        for _ in range(reps):
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            pairs.append((s, e))
-            if time.perf_counter() - start > budget_s and len(pairs) >= 3:
-                break
-        torch.cuda.synchronize(device)
-        times = [s.elapsed_time(e) for s, e in pairs]
-    else:
-        times = []
-        start = time.perf_counter()
-        for _ in range(reps):
-            t = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t) * 1e3)
-            if time.perf_counter() - start > budget_s and len(times) >= 3:
-                break
-    return statistics.median(times)
 
 
 def naive(x, w, b):
@@ -99,21 +70,21 @@ def bench(B, K, N, dtype, device, reps, with_naive, sgemm_ms=None):
     g32 = torch.randn(B, N, generator=g).to(device)
     x, w, b, gout = (t.to(dtype) for t in (x32, w32, b32, g32))
     r = {}
+    timed = dict(warmup=3, budget_s=30.0, device=device)
     if sgemm_ms is None:
-        r["sgemm"] = median_ms(lambda: torch.mm(x32, w32.t()), device, reps)
+        r["sgemm"] = median_ms(lambda: torch.mm(x32, w32.t()), reps, **timed)
     else:
         r["sgemm"] = sgemm_ms
     ops = torch.ops.mamext
-    r["mam_inf"] = median_ms(lambda: ops.mam_linear_inference(x, w, b), device, reps)
-    r["mam_idx"] = median_ms(lambda: ops.mam_linear_forward(x, w, b), device, reps)
+    r["mam_inf"] = median_ms(lambda: ops.mam_linear_inference(x, w, b), reps, **timed)
+    r["mam_idx"] = median_ms(lambda: ops.mam_linear_forward(x, w, b), reps, **timed)
     _, amax, amin = ops.mam_linear_forward(x, w, b)
     prev = torch.are_deterministic_algorithms_enabled()
     try:
         torch.use_deterministic_algorithms(False)
-        r["mam_bwd"] = median_ms(lambda: ops.mam_linear_backward(gout, x, w, amax, amin, [True, True]), device, reps)
+        r["mam_bwd"] = median_ms(lambda: ops.mam_linear_backward(gout, x, w, amax, amin, [True, True]), reps, **timed)
         torch.use_deterministic_algorithms(True)
-        r["mam_bwd_det"] = median_ms(lambda: ops.mam_linear_backward(gout, x, w, amax, amin, [True, True]), device,
-                                     reps)
+        r["mam_bwd_det"] = median_ms(lambda: ops.mam_linear_backward(gout, x, w, amax, amin, [True, True]), reps, **timed)
     finally:
         torch.use_deterministic_algorithms(prev)
     if with_naive:
@@ -123,16 +94,16 @@ def bench(B, K, N, dtype, device, reps, with_naive, sgemm_ms=None):
         cidx = torch.compile(naive_indices, fullgraph=True)
         cs = torch.compile(naive)
         with torch.no_grad():
-            _try(r, "naive_inf", "compiled naive forward", lambda: median_ms(lambda: ci(x, w, b), device, nreps, 1))
+            _try(r, "naive_inf", "compiled naive forward", lambda: median_ms(lambda: ci(x, w, b), nreps, warmup=1, device=device))
             _try(r, "naive_idx", "compiled naive forward with indices",
-                 lambda: median_ms(lambda: cidx(x, w, b), device, nreps, 1))
+                 lambda: median_ms(lambda: cidx(x, w, b), nreps, warmup=1, device=device))
         xg, wg, bg = (t.clone().requires_grad_() for t in (x, w, b))
 
         def step():
             xg.grad = wg.grad = bg.grad = None
             cs(xg, wg, bg).backward(gout)
 
-        _try(r, "naive_step", "compiled naive training step", lambda: median_ms(step, device, nreps, 1))
+        _try(r, "naive_step", "compiled naive training step", lambda: median_ms(step, nreps, warmup=1, device=device))
     return r
 
 

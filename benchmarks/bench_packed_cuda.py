@@ -17,32 +17,14 @@ The packed float32 output is checked equal to the dense MAM output first.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 import mamext  # noqa: F401  (registers the operators)
+from timing import median_ms
 from mamext import sparse
 
 DEFAULT_SHAPES = "4096x4096x4096,256x4096x1024"
-
-
-def median_ms(fn, reps, budget_s):
-    for _ in range(2):
-        fn()
-    torch.cuda.synchronize()
-    pairs, start = [], time.perf_counter()
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        pairs.append((s, e))
-        if time.perf_counter() - start > budget_s and len(pairs) >= 3:
-            break
-    torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in pairs)
 
 
 def run(shapes, pruned, reps, budget_s):
@@ -53,7 +35,7 @@ def run(shapes, pruned, reps, budget_s):
         x = torch.randn(B, K, device="cuda", generator=gen)
         w_full = torch.randn(N, K, device="cuda", generator=gen)
         bias = torch.randn(N, device="cuda", generator=gen)
-        sgemm = median_ms(lambda: torch.mm(x, w_full.t()), reps, budget_s)
+        sgemm = median_ms(lambda: torch.mm(x, w_full.t()), reps, budget_s=budget_s, device="cuda")
         for p in pruned:
             w = w_full * (torch.rand(N, K, device="cuda", generator=gen) >= p)
             f32 = sparse.PackedMAMLinear.from_weight(w, bias).to("cuda")  # packs on the CPU
@@ -61,9 +43,10 @@ def run(shapes, pruned, reps, budget_s):
             with torch.inference_mode():
                 dense = torch.ops.mamext.mam_linear_inference(x, w, bias)
                 assert torch.equal(f32(x), dense), "packed float32 differs from the dense MAM kernel"
-                dense_ms = median_ms(lambda: torch.ops.mamext.mam_linear_inference(x, w, bias), reps, budget_s)
-                f32_ms = median_ms(lambda: f32(x), reps, budget_s)
-                i8_ms = median_ms(lambda: i8(x), reps, budget_s)
+                dense_ms = median_ms(lambda: torch.ops.mamext.mam_linear_inference(x, w, bias), reps,
+                                     budget_s=budget_s, device="cuda")
+                f32_ms = median_ms(lambda: f32(x), reps, budget_s=budget_s, device="cuda")
+                i8_ms = median_ms(lambda: i8(x), reps, budget_s=budget_s, device="cuda")
             rows.append(dict(shape=f"{B}x{K}x{N}", pruned=p, kept=f32.kept, sgemm=sgemm, dense=dense_ms,
                              f32=f32_ms, i8=i8_ms))
     return rows
