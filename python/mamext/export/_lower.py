@@ -38,6 +38,11 @@ def _lower_noop(net: Network, prefix: str, qual: str, module: nn.Module) -> None
 
 
 def _lower_flatten(net: Network, prefix: str, qual: str, module: nn.Flatten) -> None:
+    flatten_shape(net, qual, module)
+
+
+def flatten_shape(net: Network, qual: str, module: nn.Flatten) -> None:
+    """Apply ``module`` to the shape of the activations (a per-sample Flatten is a no-op in C)."""
     sample = torch.empty((1, *net.shape), device="meta")
     try:
         new = tuple(sample.flatten(module.start_dim, module.end_dim).shape)

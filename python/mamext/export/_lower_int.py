@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from typing import FrozenSet, Tuple
 
-import torch
 from torch import nn
 
 from ..quant import IntClamp, IntegerNetwork, IntLinear
 from ._args import check_c_size
 from ._c_text import CArray
 from ._index_encoding import choose_encoding
+from ._lower import flatten_shape
 from ._network import Network
 
 _WHERE = "mamext.export.to_c"
@@ -27,24 +27,10 @@ def lower_int(model: IntegerNetwork, shape: Tuple[int, ...], encodings: FrozenSe
         elif isinstance(layer, IntClamp):
             _lower_clamp(net, qual, layer)
         elif isinstance(layer, nn.Flatten):
-            _lower_flatten(net, qual, layer)
+            flatten_shape(net, qual, layer)
         else:
             raise ValueError(f"{_WHERE}: unsupported layer '{qual}' ({type(layer).__name__}) in the integer network")
     return net
-
-
-def _lower_flatten(net: Network, qual: str, module: nn.Flatten) -> None:
-    sample = torch.empty((1, *net.shape), device="meta")
-    try:
-        new = tuple(sample.flatten(module.start_dim, module.end_dim).shape)
-    except (IndexError, RuntimeError, TypeError) as e:
-        raise ValueError(f"{_WHERE}: '{qual}' ({module}) cannot flatten activations of shape {net.shape}: "
-                         f"{e}") from None
-    if new[0] != 1:
-        raise ValueError(f"{_WHERE}: '{qual}' ({module}) flattens the batch dimension; only start_dim >= 1 "
-                         "is supported")
-    net.shape = new[1:]
-    net.layers.append((qual, f"Flatten -> {net.shape}"))
 
 
 def _lower_clamp(net: Network, qual: str, layer: IntClamp) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Sequence, Tuple, Union
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.utils import _pair, _single
