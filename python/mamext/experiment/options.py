@@ -12,10 +12,11 @@ import torch
 
 from . import sweep
 from .data import DEFAULT_DATA_DIRS
+from .architectures import ARCHS
 from .models import MODEL_KINDS
 
 __all__ = ["build_parser", "resolve_options", "resolve_device", "UsageError", "DEFAULTS", "QUICK", "QUICK_DIGITS",
-           "RECIPE_OPTIONS"]
+           "RECIPE_OPTIONS", "ARCH_DEFAULTS"]
 
 
 class UsageError(ValueError):
@@ -32,6 +33,12 @@ DEFAULTS = dict(epochs=15, transition_epochs=5, score_samples=10000, iterative_e
 QUICK = dict(epochs=2, transition_epochs=1, train_subset=5000, score_samples=1000, iterative_min=10.0)
 QUICK_DIGITS = dict(QUICK, epochs=30, transition_epochs=10)
 
+#: The default recipe of each ``--arch`` (the MLP's is :data:`DEFAULTS`),
+#: chosen so that a default run with ``--threads 1`` stays within 15 minutes
+#: on 2 CPU cores (docs/experiment.md gives the measured times).
+ARCH_DEFAULTS = {"mlp": DEFAULTS, "cnn": dict(DEFAULTS, epochs=10, transition_epochs=4),
+                 "vit": dict(DEFAULTS, epochs=15, transition_epochs=5)}
+
 #: The options whose default depends on ``--quick``: their parser default is
 #: ``None`` ("not given") and :func:`resolve_options` fills it in, so that a
 #: value given explicitly always wins, even one equal to the default.
@@ -43,7 +50,8 @@ def _recipe_default(key):
     quick = f"{QUICK[key]:g}"
     if QUICK_DIGITS[key] != QUICK[key]:
         quick += f", on digits {QUICK_DIGITS[key]:g}"
-    return f"(default: {DEFAULTS[key]:g}; with --quick: {quick})"
+    others = ", ".join(f"{a} {r[key]:g}" for a, r in ARCH_DEFAULTS.items() if a != "mlp" and r[key] != DEFAULTS[key])
+    return f"(default: {DEFAULTS[key]:g}{'; --arch ' + others if others else ''}; with --quick: {quick})"
 
 
 def _percent(text):
@@ -140,6 +148,13 @@ def _add_data_options(p):
 
 def _add_training_options(p):
     g = p.add_argument_group("training")
+    g.add_argument("--arch", choices=list(ARCHS), default="mlp",
+                   help="mlp: 784-512-256-10 with MAM hidden layers; cnn: two MAC convolution blocks and a "
+                        "classifier 256-128 with MAM hidden layers; vit: a small vision transformer with MAM in its "
+                        "encoder blocks' first MLP layers. The pruned layers are the MAM ones, in both models")
+    g.add_argument("--mam-conv", action="store_true",
+                   help="--arch cnn only: the MAM model's convolutions are MAM (MAMConv2d) too, and the "
+                        "convolutions of both models are pruned with the classifier")
     g.add_argument("--epochs", type=_positive_int, default=None,
                    help=f"training epochs of each model {_recipe_default('epochs')}")
     g.add_argument("--transition-epochs", type=_nonneg_float, default=None,
@@ -241,12 +256,14 @@ def resolve_options(args) -> argparse.Namespace:
     ``--quick`` ones with ``--quick``; options given explicitly win) and the
     option combinations checked; ``args`` itself is left unchanged."""
     opts = argparse.Namespace(**vars(args))
-    recipe = (QUICK_DIGITS if opts.dataset == "digits" else QUICK) if opts.quick else DEFAULTS
+    recipe = (QUICK_DIGITS if opts.dataset == "digits" else QUICK) if opts.quick else ARCH_DEFAULTS[opts.arch]
     for k in RECIPE_OPTIONS:
         if getattr(opts, k) is None:
             setattr(opts, k, recipe[k])
     if opts.quick and opts.train_subset is None:
         opts.train_subset = recipe["train_subset"]
+    if opts.mam_conv and opts.arch != "cnn":
+        raise UsageError(f"--mam-conv applies to --arch cnn only, not --arch {opts.arch}")
     if len(set(opts.seed)) != len(opts.seed):
         raise UsageError(f"--seed {' '.join(map(str, opts.seed))}: each seed may be given only once")
     if opts.transition_epochs > opts.epochs:
