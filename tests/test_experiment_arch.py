@@ -168,3 +168,12 @@ def test_arch_defaults():
         assert opts.epochs == options.ARCH_DEFAULTS[arch]["epochs"]
     args = options.build_parser().parse_args(["--arch", "cnn", "--epochs", "6"])
     assert options.resolve_options(args).epochs == 6
+
+
+def test_mam_conv_default_subset():
+    args = options.build_parser().parse_args(["--arch", "cnn", "--mam-conv"])
+    assert options.resolve_options(args).train_subset == options.ARCH_DEFAULTS["cnn-mam-conv"]["train_subset"]
+    args = options.build_parser().parse_args(["--arch", "cnn", "--mam-conv", "--train-subset", "100"])
+    assert options.resolve_options(args).train_subset == 100
+    assert options.resolve_options(options.build_parser().parse_args(["--arch", "cnn"])).train_subset is None
+    assert options.resolve_options(options.build_parser().parse_args([])).train_subset is None

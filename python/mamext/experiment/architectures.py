@@ -41,7 +41,8 @@ def describe(opts, splits) -> str:
         convs = " + ".join(f"conv3x3({c})+ReLU+maxpool" for c in CNN_CHANNELS)
         mam = "convolutions and classifier hidden layers" if opts.mam_conv else "classifier hidden layers"
         return (f"CNN {convs}, classifier {'-'.join(map(str, CNN_HIDDEN))}-{splits.num_classes}; MAM model: "
-                f"{mam} MAM, pruned alike in both models")
+                f"{mam} MAM, pruned alike in both models; {len(splits.y_train)} training images")
     h, w = splits.image_shape
     return (f"ViT on {h}x{w} images (16 patches + class token, dim 64, 2 pre-norm encoder blocks, 4 heads, "
-            f"MLP 128); MAM model: each block's MLP linear1 MAM; those layers pruned in both models")
+            f"MLP 128); MAM model: each block's MLP linear1 MAM; those layers pruned in both models; "
+            f"{len(splits.y_train)} training images")

@@ -36,7 +36,11 @@ QUICK_DIGITS = dict(QUICK, epochs=30, transition_epochs=10)
 #: The default recipe of each ``--arch`` (the MLP's is :data:`DEFAULTS`),
 #: chosen so that a default run with ``--threads 1`` stays within 15 minutes
 #: on 2 CPU cores (docs/experiment.md gives the measured times).
+#: ``cnn-mam-conv`` (``--arch cnn --mam-conv``) trains on a 20000-image
+#: subset, since MAM convolutions (``MAMConv2d``) train several times slower
+#: than ``nn.Conv2d``.
 ARCH_DEFAULTS = {"mlp": DEFAULTS, "cnn": dict(DEFAULTS, epochs=10, transition_epochs=4),
+                 "cnn-mam-conv": dict(DEFAULTS, epochs=10, transition_epochs=4, train_subset=20000),
                  "vit": dict(DEFAULTS, epochs=15, transition_epochs=5)}
 
 #: The options whose default depends on ``--quick``: their parser default is
@@ -50,7 +54,8 @@ def _recipe_default(key):
     quick = f"{QUICK[key]:g}"
     if QUICK_DIGITS[key] != QUICK[key]:
         quick += f", on digits {QUICK_DIGITS[key]:g}"
-    others = ", ".join(f"{a} {r[key]:g}" for a, r in ARCH_DEFAULTS.items() if a != "mlp" and r[key] != DEFAULTS[key])
+    others = ", ".join(f"{a} {r[key]:g}" for a, r in ARCH_DEFAULTS.items() if a != "mlp" and r[key] != DEFAULTS[key]
+                       and a != "cnn-mam-conv")
     return f"(default: {DEFAULTS[key]:g}{'; --arch ' + others if others else ''}; with --quick: {quick})"
 
 
@@ -154,7 +159,9 @@ def _add_training_options(p):
                         "encoder blocks' first MLP layers. The pruned layers are the MAM ones, in both models")
     g.add_argument("--mam-conv", action="store_true",
                    help="--arch cnn only: the MAM model's convolutions are MAM (MAMConv2d) too, and the "
-                        "convolutions of both models are pruned with the classifier")
+                        "convolutions of both models are pruned with the classifier; trains on a "
+                        f"{ARCH_DEFAULTS['cnn-mam-conv']['train_subset']}-image subset unless --train-subset is "
+                        "given (MAM convolutions are slower)")
     g.add_argument("--epochs", type=_positive_int, default=None,
                    help=f"training epochs of each model {_recipe_default('epochs')}")
     g.add_argument("--transition-epochs", type=_nonneg_float, default=None,
@@ -256,11 +263,12 @@ def resolve_options(args) -> argparse.Namespace:
     ``--quick`` ones with ``--quick``; options given explicitly win) and the
     option combinations checked; ``args`` itself is left unchanged."""
     opts = argparse.Namespace(**vars(args))
-    recipe = (QUICK_DIGITS if opts.dataset == "digits" else QUICK) if opts.quick else ARCH_DEFAULTS[opts.arch]
+    arch = "cnn-mam-conv" if opts.arch == "cnn" and opts.mam_conv else opts.arch
+    recipe = (QUICK_DIGITS if opts.dataset == "digits" else QUICK) if opts.quick else ARCH_DEFAULTS[arch]
     for k in RECIPE_OPTIONS:
         if getattr(opts, k) is None:
             setattr(opts, k, recipe[k])
-    if opts.quick and opts.train_subset is None:
+    if opts.train_subset is None and "train_subset" in recipe:
         opts.train_subset = recipe["train_subset"]
     if opts.mam_conv and opts.arch != "cnn":
         raise UsageError(f"--mam-conv applies to --arch cnn only, not --arch {opts.arch}")
