@@ -177,3 +177,17 @@ def test_mam_conv_default_subset():
     assert options.resolve_options(args).train_subset == 100
     assert options.resolve_options(options.build_parser().parse_args(["--arch", "cnn"])).train_subset is None
     assert options.resolve_options(options.build_parser().parse_args([])).train_subset is None
+
+
+def test_quick_arch_sweep_on_idx_data_only():
+    parse = options.build_parser().parse_args
+    reduced = options.resolve_options(parse(["--arch", "vit", "--quick"]))
+    assert reduced.criteria == options.QUICK_ARCH_SWEEP["criteria"]
+    assert reduced.fractions == options.QUICK_ARCH_SWEEP["fractions"]
+    for argv in (["--quick"], ["--arch", "cnn"], ["--arch", "cnn", "--quick", "--dataset", "digits"]):
+        full = options.resolve_options(parse(argv))
+        assert full.criteria == list(sweep.DEFAULT_CRITERIA)
+        assert full.fractions == [100 * f for f in sweep.FRACTIONS]
+    explicit = options.resolve_options(parse(["--arch", "cnn", "--quick", "--criteria", "magnitude-layer",
+                                              "--fractions", "100,50"]))
+    assert explicit.criteria == ["magnitude-layer"] and explicit.fractions == [100.0, 50.0]

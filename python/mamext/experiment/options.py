@@ -43,6 +43,11 @@ ARCH_DEFAULTS = {"mlp": DEFAULTS, "cnn": dict(DEFAULTS, epochs=10, transition_ep
                  "cnn-mam-conv": dict(DEFAULTS, epochs=10, transition_epochs=4, train_subset=20000),
                  "vit": dict(DEFAULTS, epochs=15, transition_epochs=5)}
 
+#: ``--quick --arch cnn|vit`` on the IDX data sets: fewer criteria and
+#: remaining percentages, since evaluating these networks on the 10000 test
+#: images at every point takes most of a smoke run's time.
+QUICK_ARCH_SWEEP = dict(criteria=["magnitude-global", "gradient-global"], fractions=[100.0, 10.0, 1.0, 0.1])
+
 #: The options whose default depends on ``--quick``: their parser default is
 #: ``None`` ("not given") and :func:`resolve_options` fills it in, so that a
 #: value given explicitly always wins, even one equal to the default.
@@ -183,10 +188,15 @@ def _add_pruning_options(p):
     g = p.add_argument_group("pruning")
     mam_only = [c for c in sweep.CRITERIA if sweep.mam_models_only(c)]
     note = f" ({', '.join(mam_only)}: MAM models only)" if mam_only else ""
-    g.add_argument("--criteria", type=_name_list(list(sweep.CRITERIA)), default=list(sweep.DEFAULT_CRITERIA),
-                   help=f"comma-separated one-shot criteria, from: {', '.join(sweep.CRITERIA)}{note}")
-    g.add_argument("--fractions", type=_percent_list, default=[100 * f for f in sweep.FRACTIONS],
-                   help="comma-separated remaining percentages (100 is always included)")
+    quick = f"with --quick --arch cnn or vit on an IDX data set: {', '.join(QUICK_ARCH_SWEEP['criteria'])}"
+    g.add_argument("--criteria", type=_name_list(list(sweep.CRITERIA)), default=None,
+                   help=f"comma-separated one-shot criteria, from: {', '.join(sweep.CRITERIA)}{note} (default: "
+                        f"{', '.join(sweep.DEFAULT_CRITERIA)}; {quick})")
+    shown = ", ".join(_format_default(100 * f) for f in sweep.FRACTIONS)
+    quick = ", ".join(_format_default(f) for f in QUICK_ARCH_SWEEP["fractions"])
+    g.add_argument("--fractions", type=_percent_list, default=None,
+                   help=f"comma-separated remaining percentages (100 is always included) (default: {shown}; with "
+                        f"--quick --arch cnn or vit on an IDX data set: {quick})")
     g.add_argument("--score-samples", type=_positive_int, default=None,
                    help="training images used by the data-driven scores (those computed from gradients or "
                         f"activations) {_recipe_default('score_samples')}")
@@ -268,6 +278,11 @@ def resolve_options(args) -> argparse.Namespace:
     for k in RECIPE_OPTIONS:
         if getattr(opts, k) is None:
             setattr(opts, k, recipe[k])
+    reduced = opts.quick and opts.arch != "mlp" and opts.dataset != "digits"
+    if opts.criteria is None:
+        opts.criteria = list(QUICK_ARCH_SWEEP["criteria"] if reduced else sweep.DEFAULT_CRITERIA)
+    if opts.fractions is None:
+        opts.fractions = list(QUICK_ARCH_SWEEP["fractions"]) if reduced else [100 * f for f in sweep.FRACTIONS]
     if opts.train_subset is None and "train_subset" in recipe:
         opts.train_subset = recipe["train_subset"]
     if opts.mam_conv and opts.arch != "cnn":
