@@ -191,3 +191,11 @@ def test_quick_arch_sweep_on_idx_data_only():
     explicit = options.resolve_options(parse(["--arch", "cnn", "--quick", "--criteria", "magnitude-layer",
                                               "--fractions", "100,50"]))
     assert explicit.criteria == ["magnitude-layer"] and explicit.fractions == [100.0, 50.0]
+
+
+def test_criteria_apply_to_pruned_convolutions():
+    mam, mac = build_cnn("mam", (8, 8), 10, mam_conv=True), build_cnn("mac", (8, 8), 10, mam_conv=True)
+    for crit in ("magnitude-global", "gradient-layer", "selection-layer"):
+        assert sweep.criterion_applies(crit, mam)
+    assert sweep.criterion_applies("magnitude-global", mac)
+    assert not sweep.criterion_applies("selection-layer", mac)
