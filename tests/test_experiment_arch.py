@@ -199,3 +199,11 @@ def test_criteria_apply_to_pruned_convolutions():
         assert sweep.criterion_applies(crit, mam)
     assert sweep.criterion_applies("magnitude-global", mac)
     assert not sweep.criterion_applies("selection-layer", mac)
+
+
+def test_cnn_mam_conv_from_trained_mac(tmp_path):
+    results = _run(tmp_path, "--arch", "cnn", "--mam-conv", "--mam-init", "mac", "--epochs", "2",
+                   "--transition-epochs", "1", "--criteria", "magnitude-global", "--fractions", "100,10")
+    total = 16 * 9 + 32 * 16 * 9 + (32 * 2 * 2) * 256 + 256 * 128
+    assert {r["total"] for r in results["rows"]} == {total}
+    assert results["histories"]["mam"][0]["epochs"][-1]["beta"] == 0.0

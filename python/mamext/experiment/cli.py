@@ -26,7 +26,6 @@ from .._convert import convert
 from .._sysinfo import cpu_name
 from .data import DatasetError, Splits, load_dataset
 from .architectures import build_model, describe, mam_layer_names
-from .models import HIDDEN_NAMES
 from .options import (DEFAULTS, QUICK, QUICK_DIGITS, RECIPE_OPTIONS, UsageError, build_parser, resolve_device,
                       resolve_options)
 from .packing import packing_checks
@@ -119,10 +118,7 @@ def train_models(opts, splits, seed, device, progress, log):
     if "mam" in opts.models:
         if opts.mam_init == "mac":
             mac = trained["mac"]
-            if getattr(opts, "arch", "mlp") == "mlp":
-                mam = convert(copy.deepcopy(mac), include=list(HIDDEN_NAMES))
-            else:
-                mam = convert(copy.deepcopy(mac), include=mam_layer_names(mac), types=(nn.Linear, nn.Conv2d))
+            mam = convert(copy.deepcopy(mac), include=mam_layer_names(mac), types=(nn.Linear, nn.Conv2d))
         else:
             torch.manual_seed(seed)
             mam = build_model(opts, "mam", splits).to(device)
