@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from . import deployment, report, sweep
 from .._convert import convert
 from .._sysinfo import cpu_name
 from .data import DatasetError, Splits, load_dataset
-from .models import HIDDEN_NAMES, build_mlp
+from .architectures import build_model, describe, mam_layer_names
 from .options import (DEFAULTS, QUICK, QUICK_DIGITS, RECIPE_OPTIONS, UsageError, build_parser, resolve_device,
                       resolve_options)
 from .packing import packing_checks
@@ -110,16 +111,17 @@ def train_models(opts, splits, seed, device, progress, log):
                progress=progress, log=log, **train_kwargs)
     if "mac" in opts.models or ("mam" in opts.models and opts.mam_init == "mac"):
         torch.manual_seed(seed)
-        mac = build_mlp("mac", splits.in_features, splits.num_classes).to(device)
+        mac = build_model(opts, "mac", splits).to(device)
         inits["mac"] = copy.deepcopy(mac.state_dict())
         histories["mac"] = train_model(mac, label="MAC", **fit)
         trained["mac"] = mac
     if "mam" in opts.models:
         if opts.mam_init == "mac":
-            mam = convert(copy.deepcopy(trained["mac"]), include=list(HIDDEN_NAMES))
+            mac = trained["mac"]
+            mam = convert(copy.deepcopy(mac), include=mam_layer_names(mac), types=(nn.Linear, nn.Conv2d))
         else:
             torch.manual_seed(seed)
-            mam = build_mlp("mam", splits.in_features, splits.num_classes).to(device)
+            mam = build_model(opts, "mam", splits).to(device)
         inits["mam"] = copy.deepcopy(mam.state_dict())
         histories["mam"] = train_model(mam, transition_epochs=opts.transition_epochs, schedule=opts.schedule,
                                        label="MAM", **fit)
@@ -188,7 +190,7 @@ def _summary_header(opts, splits, device, command, wall, load_start):
     return [f"# MAM vs MAC pruning on {splits.name}", "",
             f"Command: `{command}`  ", f"Machine: {cpu_name()}, {torch.get_num_threads()} threads, "
             f"torch {torch.__version__}, device {device}  ",
-            f"Recipe: MLP {splits.in_features}-512-256-{splits.num_classes}, Adam lr {opts.lr:g}, batch "
+            f"Recipe: {describe(opts, splits)}, Adam lr {opts.lr:g}, batch "
             f"{opts.batch_size}, {opts.epochs} epochs, MAM hidden layers with a {opts.transition_epochs:g}-epoch "
             f"{opts.schedule} MAC-to-MAM transition, MAM init: {opts.mam_init}; seeds {opts.seed}; "
             f"{'lottery-ticket rounds' if opts.iterative else 'one-shot pruning, no fine-tuning'}.  ",

@@ -49,9 +49,14 @@ def build_mlp(kind: str, in_features: int, num_classes: int, hidden=(512, 256)) 
 
 
 def hidden_layers(model: nn.Module):
-    """The hidden (prunable) layers, in order: every ``fcN`` child."""
-    return [m for name, m in model.named_children() if name.startswith("fc")]
+    """The hidden (prunable) layers, in order: those named by the model's
+    ``pruned_layer_names`` (the CNN and ViT set it), else every ``fcN``
+    child (the MLP)."""
+    return [model.get_submodule(name) for name in hidden_names(model)]
 
 
 def hidden_names(model: nn.Module):
+    names = getattr(model, "pruned_layer_names", None)
+    if names is not None:
+        return list(names)
     return [name for name, _ in model.named_children() if name.startswith("fc")]

@@ -12,10 +12,11 @@ import torch
 
 from . import sweep
 from .data import DEFAULT_DATA_DIRS
+from .architectures import ARCHS
 from .models import MODEL_KINDS
 
 __all__ = ["build_parser", "resolve_options", "resolve_device", "UsageError", "DEFAULTS", "QUICK", "QUICK_DIGITS",
-           "RECIPE_OPTIONS"]
+           "RECIPE_OPTIONS", "ARCH_DEFAULTS"]
 
 
 class UsageError(ValueError):
@@ -32,6 +33,21 @@ DEFAULTS = dict(epochs=15, transition_epochs=5, score_samples=10000, iterative_e
 QUICK = dict(epochs=2, transition_epochs=1, train_subset=5000, score_samples=1000, iterative_min=10.0)
 QUICK_DIGITS = dict(QUICK, epochs=30, transition_epochs=10)
 
+#: The default recipe of each ``--arch`` (the MLP's is :data:`DEFAULTS`),
+#: chosen so that a default run with ``--threads 1`` stays within 15 minutes
+#: on 2 CPU cores (docs/experiment.md gives the measured times).
+#: ``cnn-mam-conv`` (``--arch cnn --mam-conv``) trains on a 20000-image
+#: subset, since MAM convolutions (``MAMConv2d``) train several times slower
+#: than ``nn.Conv2d``.
+ARCH_DEFAULTS = {"mlp": DEFAULTS, "cnn": dict(DEFAULTS, epochs=10, transition_epochs=4),
+                 "cnn-mam-conv": dict(DEFAULTS, epochs=10, transition_epochs=4, train_subset=20000),
+                 "vit": dict(DEFAULTS, epochs=15, transition_epochs=5)}
+
+#: ``--quick --arch cnn|vit`` on the IDX data sets: fewer criteria and
+#: remaining percentages, since evaluating these networks on the 10000 test
+#: images at every point takes most of a smoke run's time.
+QUICK_ARCH_SWEEP = dict(criteria=["magnitude-global", "gradient-global"], fractions=[100.0, 10.0, 1.0, 0.1])
+
 #: The options whose default depends on ``--quick``: their parser default is
 #: ``None`` ("not given") and :func:`resolve_options` fills it in, so that a
 #: value given explicitly always wins, even one equal to the default.
@@ -43,7 +59,9 @@ def _recipe_default(key):
     quick = f"{QUICK[key]:g}"
     if QUICK_DIGITS[key] != QUICK[key]:
         quick += f", on digits {QUICK_DIGITS[key]:g}"
-    return f"(default: {DEFAULTS[key]:g}; with --quick: {quick})"
+    others = ", ".join(f"{a} {r[key]:g}" for a, r in ARCH_DEFAULTS.items() if a != "mlp" and r[key] != DEFAULTS[key]
+                       and a != "cnn-mam-conv")
+    return f"(default: {DEFAULTS[key]:g}{'; --arch ' + others if others else ''}; with --quick: {quick})"
 
 
 def _percent(text):
@@ -140,6 +158,15 @@ def _add_data_options(p):
 
 def _add_training_options(p):
     g = p.add_argument_group("training")
+    g.add_argument("--arch", choices=list(ARCHS), default="mlp",
+                   help="mlp: 784-512-256-10 with MAM hidden layers; cnn: two MAC convolution blocks and a "
+                        "classifier 256-128 with MAM hidden layers; vit: a small vision transformer with MAM in its "
+                        "encoder blocks' first MLP layers. The pruned layers are the MAM ones, in both models")
+    g.add_argument("--mam-conv", action="store_true",
+                   help="--arch cnn only: the MAM model's convolutions are MAM (MAMConv2d) too, and the "
+                        "convolutions of both models are pruned with the classifier; trains on a "
+                        f"{ARCH_DEFAULTS['cnn-mam-conv']['train_subset']}-image subset unless --train-subset is "
+                        "given (MAM convolutions are slower)")
     g.add_argument("--epochs", type=_positive_int, default=None,
                    help=f"training epochs of each model {_recipe_default('epochs')}")
     g.add_argument("--transition-epochs", type=_nonneg_float, default=None,
@@ -161,10 +188,15 @@ def _add_pruning_options(p):
     g = p.add_argument_group("pruning")
     mam_only = [c for c in sweep.CRITERIA if sweep.mam_models_only(c)]
     note = f" ({', '.join(mam_only)}: MAM models only)" if mam_only else ""
-    g.add_argument("--criteria", type=_name_list(list(sweep.CRITERIA)), default=list(sweep.DEFAULT_CRITERIA),
-                   help=f"comma-separated one-shot criteria, from: {', '.join(sweep.CRITERIA)}{note}")
-    g.add_argument("--fractions", type=_percent_list, default=[100 * f for f in sweep.FRACTIONS],
-                   help="comma-separated remaining percentages (100 is always included)")
+    quick = f"with --quick --arch cnn or vit on an IDX data set: {', '.join(QUICK_ARCH_SWEEP['criteria'])}"
+    g.add_argument("--criteria", type=_name_list(list(sweep.CRITERIA)), default=None,
+                   help=f"comma-separated one-shot criteria, from: {', '.join(sweep.CRITERIA)}{note} (default: "
+                        f"{', '.join(sweep.DEFAULT_CRITERIA)}; {quick})")
+    shown = ", ".join(_format_default(100 * f) for f in sweep.FRACTIONS)
+    quick = ", ".join(_format_default(f) for f in QUICK_ARCH_SWEEP["fractions"])
+    g.add_argument("--fractions", type=_percent_list, default=None,
+                   help=f"comma-separated remaining percentages (100 is always included) (default: {shown}; with "
+                        f"--quick --arch cnn or vit on an IDX data set: {quick})")
     g.add_argument("--score-samples", type=_positive_int, default=None,
                    help="training images used by the data-driven scores (those computed from gradients or "
                         f"activations) {_recipe_default('score_samples')}")
@@ -241,12 +273,20 @@ def resolve_options(args) -> argparse.Namespace:
     ``--quick`` ones with ``--quick``; options given explicitly win) and the
     option combinations checked; ``args`` itself is left unchanged."""
     opts = argparse.Namespace(**vars(args))
-    recipe = (QUICK_DIGITS if opts.dataset == "digits" else QUICK) if opts.quick else DEFAULTS
+    arch = "cnn-mam-conv" if opts.arch == "cnn" and opts.mam_conv else opts.arch
+    recipe = (QUICK_DIGITS if opts.dataset == "digits" else QUICK) if opts.quick else ARCH_DEFAULTS[arch]
     for k in RECIPE_OPTIONS:
         if getattr(opts, k) is None:
             setattr(opts, k, recipe[k])
-    if opts.quick and opts.train_subset is None:
+    reduced = opts.quick and opts.arch != "mlp" and opts.dataset != "digits"
+    if opts.criteria is None:
+        opts.criteria = list(QUICK_ARCH_SWEEP["criteria"] if reduced else sweep.DEFAULT_CRITERIA)
+    if opts.fractions is None:
+        opts.fractions = list(QUICK_ARCH_SWEEP["fractions"]) if reduced else [100 * f for f in sweep.FRACTIONS]
+    if opts.train_subset is None and "train_subset" in recipe:
         opts.train_subset = recipe["train_subset"]
+    if opts.mam_conv and opts.arch != "cnn":
+        raise UsageError(f"--mam-conv applies to --arch cnn only, not --arch {opts.arch}")
     if len(set(opts.seed)) != len(opts.seed):
         raise UsageError(f"--seed {' '.join(map(str, opts.seed))}: each seed may be given only once")
     if opts.transition_epochs > opts.epochs:

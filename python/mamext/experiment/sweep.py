@@ -57,7 +57,7 @@ DEFAULT_CRITERIA = ("magnitude-global", "magnitude-layer", "gradient-global", "s
 def criterion_applies(criterion: str, model: nn.Module) -> bool:
     """Whether ``criterion``'s score applies to every hidden layer of ``model``."""
     spec = mprune.get_score(CRITERIA[criterion][0], "sweep")
-    return all(spec.applies_to(m) for m in hidden_layers(model))
+    return all(isinstance(m, spec.layer_kinds + spec.explicit_kinds) for m in hidden_layers(model))
 
 
 def mam_models_only(criterion: str) -> bool:

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..nn import MAMLinear
 from ..nn import VanishingContribution
+from ..nn._blend import BetaBlended
 
 __all__ = ["evaluate", "train_model", "make_progress"]
 
@@ -74,7 +74,7 @@ def _start_transition(model, transition_epochs, steps_per_epoch, schedule):
     """``(schedule or None, transition steps, MAM layers)``: a
     :class:`VanishingContribution` over ``transition_epochs`` epochs, or, for
     a zero-length transition, every MAM layer set to pure MAM (beta 0)."""
-    mam_layers = [m for m in model.modules() if isinstance(m, MAMLinear)]
+    mam_layers = [m for m in model.modules() if isinstance(m, BetaBlended)]
     if not mam_layers:
         return None, 0, mam_layers
     t_steps = int(round(transition_epochs * steps_per_epoch))
