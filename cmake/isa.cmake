@@ -34,3 +34,33 @@ else()
   set(MAMEXT_ISA_LEVELS default)
 endif()
 message(STATUS "mamext: CPU kernels for ${CMAKE_SYSTEM_PROCESSOR}: ${MAMEXT_ISA_LEVELS}")
+
+# mamext_add_isa_objects(<prefix> <csrc dir> <out objects> <out defines>): one
+# OBJECT library <prefix>_<namespace> per level in MAMEXT_ISA_LEVELS, compiling
+# every csrc/ops/cpu/simd/*_simd.cpp into namespace mamext::cpu::<namespace>
+# (`default` is a C++ keyword: its namespace is default_isa) with that level's
+# flags. Sets <out objects> to their object files and <out defines> to
+# MAMEXT_CHECK_HAS_<NAMESPACE>=1 per level. The extension and the kernel check
+# (tests/native) both build their kernels here, so they compile them alike.
+function(mamext_add_isa_objects prefix csrc out_objects out_defines)
+  file(GLOB sources CONFIGURE_DEPENDS "${csrc}/ops/cpu/simd/*_simd.cpp")
+  set(objects "")
+  set(defines "")
+  foreach(level IN LISTS MAMEXT_ISA_LEVELS)
+    if(level STREQUAL "default")
+      set(isa default_isa)
+    else()
+      set(isa ${level})
+    endif()
+    string(TOUPPER ${isa} ISA_UPPER)
+    add_library(${prefix}_${isa} OBJECT ${sources})
+    target_compile_definitions(${prefix}_${isa} PRIVATE MAMEXT_ISA=${isa} MAMEXT_ISA_${ISA_UPPER}=1)
+    target_compile_options(${prefix}_${isa} PRIVATE ${MAMEXT_ISA_FLAGS_${level}} -O3 -ffp-contract=off
+                           -fno-math-errno -fno-trapping-math -Wall -Wextra -Wno-maybe-uninitialized)
+    target_include_directories(${prefix}_${isa} PRIVATE "${csrc}")
+    list(APPEND objects $<TARGET_OBJECTS:${prefix}_${isa}>)
+    list(APPEND defines MAMEXT_CHECK_HAS_${ISA_UPPER}=1)
+  endforeach()
+  set(${out_objects} ${objects} PARENT_SCOPE)
+  set(${out_defines} ${defines} PARENT_SCOPE)
+endfunction()
