@@ -52,7 +52,8 @@ from ._convert import _keep_off_fused_transformer_paths
 from .nn.modules import MAMLinear
 
 __all__ = ["pack", "compact", "load_packed", "PackedMAMLinear", "PackedLinear", "PackedLayer", "index_dtype",
-           "effective_weight", "packed_stats"]
+           "effective_weight", "packed_stats", "PackedConvNd", "PackedMAMConv2d", "PackedMAMConv1d", "PackedConv2d",
+           "PackedConv1d"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 _INT8_SUM_MAX_TERMS = _C.build_info["int8_sum_max_terms"]  # int32 sums of int8 products stay exact
@@ -114,6 +115,33 @@ def _quantize_rows(values: torch.Tensor, offsets: torch.Tensor, N: int):
     return q, scale
 
 
+def _packed_buffers(weight: torch.Tensor, bias: Optional[torch.Tensor], dtype: torch.dtype, mam: bool,
+                    where: str):
+    """``(values, indices, offsets, bias, weight_scale)`` of a dense (N, K) weight packed as ``dtype``
+    (zero entries are pruned connections); ``where`` starts the error messages."""
+    if dtype not in (*_FLOAT_DTYPES, torch.int8):
+        raise TypeError(f"mamext.sparse: dtype must be torch.float32, torch.float64 or torch.int8, got {dtype}")
+    N = weight.shape[0]
+    weight = weight.detach().cpu()
+    if dtype != torch.int8:
+        values, indices, offsets = _csr(weight.to(dtype))
+        return values, indices, offsets, None if bias is None else bias.detach().cpu().to(dtype), None
+    finite = torch.isfinite(weight)
+    if not bool(finite.all()):
+        n, k = (~finite).nonzero()[0].tolist()
+        raise ValueError(f"{where}: weight has {int((~finite).sum())} non-finite entries (first: "
+                         f"weight[{n}, {k}] = {float(weight[n, k])}); int8 packing cannot represent "
+                         f"inf or NaN: fix the weights or pack this layer as float32")
+    values, indices, offsets = _csr(weight.to(torch.float64))
+    longest = int((offsets[1:] - offsets[:-1]).max()) if N else 0
+    if not mam and longest > _INT8_SUM_MAX_TERMS:
+        raise ValueError(f"{where}: an int8 sum of {longest} kept connections per "
+                         f"neuron can overflow int32 (at most {_INT8_SUM_MAX_TERMS}); pack this layer "
+                         "in float32")
+    values, scale = _quantize_rows(values, offsets, N)
+    return values, indices, offsets, None if bias is None else bias.detach().cpu().to(torch.float32), scale
+
+
 # --------------------------------------------------------------------------- modules
 
 class PackedLayer(nn.Module):
@@ -157,29 +185,8 @@ class PackedLayer(nn.Module):
         where = f"{cls.__name__}.from_weight" + (f" (layer '{name}')" if name else "")
         if weight.dim() != 2:
             raise ValueError(f"{where}: weight must be 2-D, got shape {tuple(weight.shape)}")
-        if dtype not in (*_FLOAT_DTYPES, torch.int8):
-            raise TypeError(f"mamext.sparse: dtype must be torch.float32, torch.float64 or torch.int8, got {dtype}")
         N, K = weight.shape
-        weight = weight.detach().cpu()
-        if dtype == torch.int8:
-            finite = torch.isfinite(weight)
-            if not bool(finite.all()):
-                n, k = (~finite).nonzero()[0].tolist()
-                raise ValueError(f"{where}: weight has {int((~finite).sum())} non-finite entries (first: "
-                                 f"weight[{n}, {k}] = {float(weight[n, k])}); int8 packing cannot represent "
-                                 f"inf or NaN: fix the weights or pack this layer as float32")
-            values, indices, offsets = _csr(weight.to(torch.float64))
-            longest = int((offsets[1:] - offsets[:-1]).max()) if N else 0
-            if not cls.mam and longest > _INT8_SUM_MAX_TERMS:
-                raise ValueError(f"{where}: an int8 sum of {longest} kept connections per "
-                                 f"neuron can overflow int32 (at most {_INT8_SUM_MAX_TERMS}); pack this layer "
-                                 "in float32")
-            values, scale = _quantize_rows(values, offsets, N)
-            b = None if bias is None else bias.detach().cpu().to(torch.float32)
-            return cls(K, N, values, indices, offsets, b, scale)
-        values, indices, offsets = _csr(weight.to(dtype))
-        b = None if bias is None else bias.detach().cpu().to(dtype)
-        return cls(K, N, values, indices, offsets, b)
+        return cls(K, N, *_packed_buffers(weight, bias, dtype, cls.mam, where))
 
     @classmethod
     def from_module(cls, module: nn.Module, dtype: torch.dtype = torch.float32, *,
@@ -195,6 +202,10 @@ class PackedLayer(nn.Module):
                    torch.zeros(out_features + 1, dtype=torch.int32),
                    torch.zeros(out_features, dtype=float_dtype) if bias else None,
                    torch.ones(out_features) if dtype == torch.int8 else None)
+
+    def repacked(self, dtype: torch.dtype, *, name: Optional[str] = None) -> "PackedLayer":
+        """The same layer packed as ``dtype`` (from the dense weight; not from int8)."""
+        return type(self).from_weight(self.to_dense_weight(), self.bias, dtype, name=name)
 
     def to_dense_weight(self) -> torch.Tensor:
         """The dense (N, K) weight (dequantised for int8)."""
@@ -288,10 +299,13 @@ class PackedLayer(nn.Module):
                                       unexpected_keys, error_msgs)
 
     def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self._storage_repr()}"
+
+    def _storage_repr(self) -> str:
+        """Bias, dtype, kept connections and bytes, for ``extra_repr``."""
         frac = 100.0 * self.kept / max(self.total, 1)
         dense = self.total * 4
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, dtype={str(self.dtype).replace('torch.', '')}, "
+        return (f"bias={self.bias is not None}, dtype={str(self.dtype).replace('torch.', '')}, "
                 f"kept={self.kept}/{self.total} ({frac:.2f}%), "
                 f"bytes={self.nbytes} (weights {self.weight_nbytes}, dense float32 weights {dense})")
 
@@ -318,34 +332,41 @@ def _is_pruned(module: nn.Module) -> bool:
     return bool((effective_weight(module) == 0).any())
 
 
-def _pack_one(module: nn.Module, dtype: torch.dtype, pack_dense: bool, name: str) -> Optional[nn.Module]:
+def _pack_one(module: nn.Module, dtype: torch.dtype, pack_dense: bool, name: str,
+              convolutions: bool = False) -> Optional[nn.Module]:
+    """The packed replacement of ``module``, or None to keep it; convolutions only with ``convolutions``."""
     if isinstance(module, PackedLayer):
         if module.dtype == dtype:
             return None
         if module.is_int8:
             raise ValueError(f"mamext.sparse.pack: layer '{name}' is already packed as int8 and cannot be "
                              f"repacked as {dtype}; pack the float model instead")
-        return type(module).from_weight(module.to_dense_weight(), module.bias, dtype, name=name)
-    if not _is_packable(module):
+        return module.repacked(dtype, name=name)
+    if not (_is_packable(module) or (convolutions and is_packable_conv(module))):
         return None
     if not pack_dense and not _is_pruned(module):
         return None
+    if isinstance(module, (MAMLinear, *MAM_CONV_KINDS)) and bool(module.beta.item() != 0):
+        raise ValueError(f"mamext.sparse.pack: {type(module).__name__} '{name}' still blends in the MAC layer "
+                         f"(beta={float(module.beta):g}); finish the transition (beta=0) before packing")
+    if is_packable_conv(module):
+        return packed_conv_class(module).from_module(module, dtype, name=name)
     if isinstance(module, MAMLinear):
-        if bool(module.beta.item() != 0):
-            raise ValueError(f"mamext.sparse.pack: MAMLinear '{name}' still blends in the MAC layer "
-                             f"(beta={float(module.beta):g}); finish the transition (beta=0) before packing")
         return PackedMAMLinear.from_module(module, dtype, name=name)
     return PackedLinear.from_module(module, dtype, name=name)
 
 
 def pack(model: nn.Module, dtype: torch.dtype = torch.float32, *, pack_dense: Optional[bool] = None,
-         calibration=None) -> nn.Module:
+         calibration=None, layers=None) -> nn.Module:
     """Return a copy of ``model`` whose pruned ``MAMLinear`` and ``nn.Linear`` layers are packed.
 
     A layer is pruned when its effective weight (``weight_orig * weight_mask``
     for :mod:`torch.nn.utils.prune` masks, else ``weight``) has a zero. Other
     modules are kept as they are (deep copies). ``model`` itself may be a single
-    layer. The copy is on the CPU and in eval mode.
+    layer (a convolution too). The copy is on the CPU and in eval mode.
+    Convolutions (``MAMConv2d``/``MAMConv1d`` to ``PackedMAMConv2d``/``PackedMAMConv1d``,
+    ``nn.Conv2d``/``nn.Conv1d`` to ``PackedConv2d``/``PackedConv1d``) are packed
+    only when named in ``layers``, as :mod:`mamext.prune` prunes them.
 
     Args:
         model: the (pruned) network.
@@ -358,6 +379,11 @@ def pack(model: nn.Module, dtype: torch.dtype = torch.float32, *, pack_dense: Op
             with static activation scales (:func:`mamext.quant.pack_integer`,
             docs/quantization.md). Without it, int8 layers quantise each
             sample's input at run time and scale the output in float.
+        layers: None (default): every ``MAMLinear`` / ``nn.Linear`` (and
+            already packed layer). Otherwise the only layers to pack, as a list
+            of qualified names or modules (``pruned = prune_model(model, 0.9,
+            layers=names)`` then ``pack(model, layers=names)``); it may name
+            convolutions. ``pack_dense`` applies to the chosen layers.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"mamext.sparse.pack: model must be an nn.Module, got {type(model).__name__}")
@@ -367,6 +393,9 @@ def pack(model: nn.Module, dtype: torch.dtype = torch.float32, *, pack_dense: Op
         if pack_dense is not None:
             raise ValueError("mamext.sparse.pack: pack_dense= does not apply to the integer-only path "
                              "(calibration=): every layer is packed")
+        if layers is not None:
+            raise ValueError("mamext.sparse.pack: layers= does not apply to the integer-only path "
+                             "(calibration=): every linear layer is packed")
         from .quant import pack_integer
 
         return pack_integer(model, calibration)
@@ -374,8 +403,25 @@ def pack(model: nn.Module, dtype: torch.dtype = torch.float32, *, pack_dense: Op
         raise TypeError(f"mamext.sparse.pack: dtype must be torch.float32, torch.float64 or torch.int8, got {dtype}")
     if pack_dense is None:
         pack_dense = dtype == torch.int8
+    chosen = None if layers is None else {id(m) for m in _chosen_layers(model, layers).values()}
+
+    def replacement(name: str, module: nn.Module) -> Optional[nn.Module]:
+        if chosen is not None and id(module) not in chosen:
+            return None
+        # a convolution is packed when named, or when it is the model itself
+        convolutions = chosen is not None or not name
+        return _pack_one(module, dtype, pack_dense, name or "<model>", convolutions)
+
     with torch.no_grad():
-        return _copy_replacing(model, lambda name, module: _pack_one(module, dtype, pack_dense, name or "<model>"))
+        return _copy_replacing(model, replacement)
+
+
+def _chosen_layers(model: nn.Module, layers) -> dict:
+    """The layers named in ``pack(layers=...)``, by qualified name, each checked to be packable."""
+    from .prune.layers import CONV_KINDS, resolve_layers
+
+    return resolve_layers(model, layers, "mamext.sparse.pack", kinds=(nn.Linear, MAMLinear, PackedLayer),
+                          explicit_kinds=CONV_KINDS)
 
 
 def _copy_replacing(model: nn.Module, replacement) -> nn.Module:
@@ -412,12 +458,12 @@ def load_packed(model: nn.Module, state_dict: dict) -> nn.Module:
     then ``load_packed(build_model(), torch.load(path))`` (the default
     ``weights_only=True`` loading). ``model`` is the dense (or pruned) model the
     packed one was made from, with any weights; every ``MAMLinear`` /
-    ``nn.Linear`` whose entries in ``state_dict`` are packed buffers
+    ``nn.Linear`` (or convolution) whose entries in ``state_dict`` are packed buffers
     (``<name>.values``) becomes a packed layer of the checkpoint's dtype. The
     state is then loaded strictly. Returns a CPU, eval-mode copy; ``model`` is
     left unchanged. (Whole packed models saved with ``torch.save(packed)`` load
     with ``weights_only=True`` only when every class in them is allowed:
-    ``PackedMAMLinear`` and ``PackedLinear`` are registered with
+    the packed linear and convolution classes are registered with
     ``torch.serialization.add_safe_globals``, the others are up to the user.)
     """
     if not isinstance(model, nn.Module):
@@ -426,7 +472,11 @@ def load_packed(model: nn.Module, state_dict: dict) -> nn.Module:
     def empty_packed(name: str, module: nn.Module) -> Optional[nn.Module]:
         prefix = f"{name}." if name else ""
         values = state_dict.get(prefix + "values")
-        if not isinstance(values, torch.Tensor) or not (_is_packable(module) or isinstance(module, PackedLayer)):
+        if not isinstance(values, torch.Tensor):
+            return None
+        if is_packable_conv(module) or isinstance(module, PackedConvNd):
+            return packed_conv_class(module).empty_like(module, values.dtype, prefix + "bias" in state_dict)
+        if not (_is_packable(module) or isinstance(module, PackedLayer)):
             return None
         mam = module.mam if isinstance(module, PackedLayer) else isinstance(module, MAMLinear)
         cls = PackedMAMLinear if mam else PackedLinear
@@ -457,3 +507,8 @@ def packed_stats(model: nn.Module) -> dict:
         "weight_bytes": sum(m.weight_nbytes for m in layers),
         "dense_float32_weight_bytes": sum(m.total * 4 for m in layers),
     }
+
+
+# The packed convolutions build on PackedLayer (defined above), hence imported last.
+from .sparse_conv import (MAM_CONV_KINDS, PackedConv1d, PackedConv2d, PackedConvNd, PackedMAMConv1d,  # noqa: E402
+                          PackedMAMConv2d, is_packable_conv, packed_conv_class)
