@@ -420,8 +420,14 @@ def _chosen_layers(model: nn.Module, layers) -> dict:
     """The layers named in ``pack(layers=...)``, by qualified name, each checked to be packable."""
     from .prune.layers import CONV_KINDS, resolve_layers
 
-    return resolve_layers(model, layers, "mamext.sparse.pack", kinds=(nn.Linear, MAMLinear, PackedLayer),
-                          explicit_kinds=CONV_KINDS)
+    chosen = resolve_layers(model, layers, "mamext.sparse.pack", kinds=(nn.Linear, MAMLinear, PackedLayer),
+                            explicit_kinds=CONV_KINDS)
+    for name, module in chosen.items():
+        if not (_is_packable(module) or is_packable_conv(module) or isinstance(module, PackedLayer)):
+            raise ValueError(f"mamext.sparse.pack: layer '{name}' is a {type(module).__name__}, a subclass that may "
+                             "compute otherwise; pack cannot pack it (MAMLinear, nn.Linear, MAMConv2d, MAMConv1d, "
+                             "nn.Conv2d and nn.Conv1d only)")
+    return chosen
 
 
 def _copy_replacing(model: nn.Module, replacement) -> nn.Module:

@@ -1,0 +1,319 @@
+"""Packed convolutions (mamext.sparse.pack with layers=): equal to the masked dense convolution
+(bit for bit for MAM) on every ISA path, int8, save/load, compile, errors."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+import torch.nn.utils.prune as torch_prune
+from torch import nn
+from torch.nn import functional as F
+
+import mamext
+from mamext import sparse
+from mamext.nn import MAMConv1d, MAMConv2d
+from op_testing import assert_same
+
+# (in, out, kernel, stride, padding, dilation, groups, padding_mode, spatial size)
+CONV2D = [
+    (3, 8, 3, 1, 1, 1, 1, "zeros", (9, 9)),
+    (4, 6, (3, 2), (2, 1), (0, 1), (1, 2), 2, "zeros", (10, 7)),
+    (6, 6, 3, 2, 1, 1, 6, "zeros", (8, 8)),              # depthwise
+    (2, 4, 5, 1, "same", 2, 1, "zeros", (12, 11)),       # uneven "same"
+    (8, 4, 1, 1, 0, 1, 4, "zeros", (5, 5)),
+    (3, 5, 3, 1, "valid", 1, 1, "zeros", (6, 6)),
+    (4, 4, 3, 1, 2, 1, 2, "reflect", (7, 6)),
+    (2, 3, 4, 1, "same", 1, 1, "circular", (6, 6)),
+]
+CONV1D = [
+    (3, 5, 3, 2, 1, 1, 1, "zeros", (15,)),
+    (4, 8, 5, 1, "same", 2, 2, "zeros", (20,)),
+    (6, 6, 3, 1, 0, 1, 6, "zeros", (9,)),
+    (2, 4, 3, 1, 1, 1, 1, "replicate", (5,)),
+]
+
+
+def _conv(config, mam: bool, keep: float, seed: int, bias: bool = True) -> nn.Module:
+    """A convolution pruned with a torch.nn.utils.prune mask: fraction ``keep`` kept, output channel 0
+    fully pruned, channel 1 (when there is one) fully kept."""
+    c_in, c_out, kernel, stride, padding, dilation, groups, mode, size = config
+    cls = {(True, 2): MAMConv2d, (True, 1): MAMConv1d, (False, 2): nn.Conv2d, (False, 1): nn.Conv1d}[
+        (mam, len(size))]
+    torch.manual_seed(seed)
+    conv = cls(c_in, c_out, kernel, stride, padding, dilation, groups, bias, mode).eval()
+    mask = (torch.rand(conv.weight.shape) < keep).float()
+    mask[0] = 0
+    if c_out > 1:
+        mask[1] = 1
+    torch_prune.custom_from_mask(conv, "weight", mask)
+    return conv
+
+
+def _input(config, batch: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, config[0], *config[-1], generator=gen)
+
+
+@pytest.mark.parametrize("config", CONV2D + CONV1D, ids=lambda c: f"{len(c[-1])}d-{c[:8]}")
+def test_packed_mam_conv_equals_masked_dense(isa, config):
+    for keep, bias in ((0.05, True), (0.5, False), (0.9, True)):
+        dense = _conv(config, True, keep, seed=int(keep * 100))
+        if not bias:
+            dense.bias = None
+        packed = sparse.pack(dense)                            # a convolution given as the model
+        expected = sparse.PackedMAMConv2d if len(config[-1]) == 2 else sparse.PackedMAMConv1d
+        assert type(packed) is expected and packed.kept == int(dense.weight_mask.sum())
+        for batch in (1, 3):
+            x = _input(config, batch, batch)
+            with torch.no_grad():
+                assert_same(packed(x), dense(x), signs=None)
+        with torch.no_grad():                                  # unbatched
+            assert_same(packed(x[0]), dense(x[0]), signs=None)
+
+
+@pytest.mark.parametrize("config", CONV2D + CONV1D, ids=lambda c: f"{len(c[-1])}d-{c[:8]}")
+def test_packed_mac_conv_matches_nn_conv(config):
+    dense = _conv(config, False, 0.4, seed=1)
+    packed = sparse.pack(dense)
+    assert type(packed) is (sparse.PackedConv2d if len(config[-1]) == 2 else sparse.PackedConv1d)
+    x = _input(config, 2, 0)
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x), dense(x), rtol=1e-5, atol=1e-5)
+        assert torch.equal(packed(x)[:, 0], dense.bias[0].expand_as(packed(x)[:, 0]))  # no connection: the bias
+
+
+def test_adversarial_weights_and_inputs(isa):
+    """Every kept product negative (the pruned connections' zero wins the max), exact ties between
+    products (integer data), zero inputs and padded zeros, a single kept connection per channel,
+    non-finite inputs (inf * a pruned zero weight is NaN in the dense layer too)."""
+    config = (4, 6, 3, 1, 1, 1, 2, "zeros", (6, 7))
+    gen = torch.Generator().manual_seed(5)
+    for case in ("negative", "ties", "single", "full", "non-finite"):
+        conv = _conv(config, True, 0.5, seed=3)
+        with torch.no_grad():
+            w = conv.weight_orig
+            if case == "negative":
+                w.copy_(-w.abs() - 0.1)
+            elif case == "ties":
+                w.copy_(torch.randint(-2, 3, w.shape, generator=gen).float())
+            elif case == "single":
+                conv.weight_mask.zero_()
+                conv.weight_mask[:, 0, 1, 1] = 1
+            else:
+                conv.weight_mask.fill_(1)
+        x = _input(config, 2, 7)
+        if case == "negative":
+            x = x.abs() + 0.5
+        if case == "ties":
+            x = torch.randint(-2, 3, x.shape, generator=gen).float()
+            x[:, :, 2] = 0
+        if case == "non-finite":        # inf on pruned and kept connections, NaN: as the dense layer
+            x[0, 0, 1, 1], x[0, 3, 4, 4], x[1, 1, 0, 0] = float("inf"), float("-inf"), float("nan")
+        packed = sparse.pack(conv)
+        with torch.no_grad():
+            assert_same(packed(x), conv(x), signs=None)
+            ref = mamext.reference.mam_conv2d_reference(x, conv.weight, conv.bias, padding=1, groups=2)
+            assert_same(packed(x), ref, signs=None)
+
+
+def test_fully_pruned_channels_and_layers_output_the_bias():
+    config = CONV2D[1]
+    conv = _conv(config, True, 0.3, seed=0)
+    with torch.no_grad():
+        conv.weight_mask[2:4] = 0                               # every channel of a group, besides channel 0
+    packed = sparse.pack(conv)
+    x = _input(config, 2, 1)
+    with torch.no_grad():
+        out = packed(x)
+        assert_same(out, conv(x), signs=None)
+        for channel in (0, 2, 3):
+            assert torch.equal(out[:, channel], conv.bias[channel].expand_as(out[:, channel]))
+        conv.weight_mask.zero_()
+        empty = sparse.pack(conv)
+        assert empty.kept == 0 and torch.equal(empty(x), conv(x))
+
+
+def _model(mam=True):
+    torch.manual_seed(0)
+    conv = MAMConv2d if mam else nn.Conv2d
+    model = nn.Sequential(conv(1, 6, 3, padding=1), nn.ReLU(), conv(6, 8, 3, stride=2, groups=2), nn.ReLU(),
+                          nn.Flatten(), mamext.nn.MAMLinear(8 * 3 * 3, 10)).eval()
+    mamext.prune.prune_model(model, 0.8, layers=["0", "2", "5"])
+    return model
+
+
+def test_pack_selects_convolutions_only_when_named():
+    model = _model()
+    x = torch.randn(4, 1, 8, 8)
+    default = sparse.pack(model)                                # as before: linear layers only
+    assert isinstance(default[5], sparse.PackedMAMLinear) and type(default[0]) is MAMConv2d
+    assert type(sparse.pack(model, torch.int8)[0]) is MAMConv2d
+    packed = sparse.pack(model, layers=["0", "2", "5"])
+    assert [type(packed[i]) for i in (0, 2, 5)] == [sparse.PackedMAMConv2d, sparse.PackedMAMConv2d,
+                                                    sparse.PackedMAMLinear]
+    only_conv = sparse.pack(model, layers=[model[2]])
+    assert type(only_conv[2]) is sparse.PackedMAMConv2d and type(only_conv[5]) is mamext.nn.MAMLinear
+    with torch.no_grad():
+        assert torch.equal(packed(x), model(x)) and torch.equal(only_conv(x), model(x))
+    assert hasattr(model[0], "weight_mask")                     # the original is untouched
+    unpruned = nn.Sequential(nn.Conv2d(1, 2, 3))
+    assert type(sparse.pack(unpruned, layers=["0"])[0]) is nn.Conv2d       # float: unpruned stays dense
+    assert type(sparse.pack(unpruned, layers=["0"], pack_dense=True)[0]) is sparse.PackedConv2d
+    stats = sparse.packed_stats(packed)
+    assert stats["layers"] == 3 and stats["total"] == 6 * 9 + 8 * 3 * 9 + 72 * 10
+
+
+def test_pack_layer_errors():
+    model = _model()
+    with pytest.raises(ValueError, match=r"mamext.sparse.pack: layer '1' is a ReLU"):
+        sparse.pack(model, layers=["1"])
+    with pytest.raises(ValueError, match=r"no module named 'conv'"):
+        sparse.pack(model, layers=["conv"])
+    with pytest.raises(ValueError, match="layers= does not apply"):
+        sparse.pack(model, torch.int8, layers=["0"], calibration=[torch.randn(2, 1, 8, 8)])
+
+    class Custom(nn.Conv2d):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    with pytest.raises(ValueError, match=r"layer '0' is a Custom.*cannot pack"):
+        sparse.pack(nn.Sequential(Custom(1, 1, 1)), layers=["0"])
+    blended = MAMConv2d(1, 2, 3)
+    blended.set_beta(0.5)
+    with torch.no_grad():
+        blended.weight[0] = 0
+    with pytest.raises(ValueError, match=r"MAMConv2d '0' still blends.*beta=0.5"):
+        sparse.pack(nn.Sequential(blended), layers=["0"])
+    with torch.no_grad():
+        model[0].weight_orig[1, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"layer '0'.*non-finite.*int8"):
+        sparse.pack(model, torch.int8, layers=["0"])
+
+
+def test_bad_inputs_and_edited_buffers_name_the_layer():
+    packed = sparse.pack(_conv(CONV2D[1], True, 0.5, 0))
+    with pytest.raises(ValueError, match=r"PackedMAMConv2d: expected input of shape \(N, 4, H, W\) or \(4, H, W\), "
+                                         r"got \(2, 3, 10, 7\)"):
+        packed(torch.randn(2, 3, 10, 7))
+    with pytest.raises(ValueError, match=r"PackedMAMConv2d: expected input"):
+        packed(torch.randn(10, 7))
+    with pytest.raises(RuntimeError, match="inference only"):
+        packed(torch.randn(1, 4, 10, 7, requires_grad=True))
+    with pytest.raises(ValueError, match="does not fit"):
+        packed(torch.randn(1, 4, 2, 2))
+    edited = sparse.pack(_conv(CONV2D[1], True, 0.5, 0))
+    with torch.no_grad():
+        edited.indices[-1] = 100                                  # past the patch (4 / 2 * 3 * 2 = 12)
+    with pytest.raises(RuntimeError, match=r"PackedMAMConv2d \(4, 6, kernel_size=\(3, 2\), groups=2\): its "
+                                           r"packed buffers do not fit: .*indices"):
+        edited(torch.randn(1, 4, 10, 7))
+    with pytest.raises(TypeError, match="needs its geometry"):
+        sparse.PackedMAMConv2d.from_weight(torch.randn(2, 3))
+    with pytest.raises(ValueError, match=r"weight must have shape \(6, 2, 3, 2\)"):
+        sparse.PackedMAMConv2d.from_conv_weight(packed, torch.randn(6, 2, 3, 3))
+
+
+def _patch_reference(x, packed):
+    """The int8 packed conv through F.unfold patches and the packed linear layer, group by group."""
+    c_in, c_out, g = packed.in_channels, packed.out_channels, packed.groups
+    cols = F.unfold(x, packed.kernel_size, dilation=packed.dilation, padding=packed.padding,
+                    stride=packed.stride).transpose(1, 2)                 # (N, L, C_in * kh * kw)
+    dense = packed.to_dense_weight().reshape(c_out, -1)
+    k, n = cols.shape[-1] // g, c_out // g
+    parts = []
+    for group in range(g):
+        layer = sparse.PackedMAMLinear.from_weight(dense[group * n:(group + 1) * n], None, torch.float32)
+        layer = sparse.PackedMAMLinear(k, n, packed.values[packed.offsets[group * n]:packed.offsets[(group + 1) * n]],
+                                       layer.indices, layer.offsets, packed.bias[group * n:(group + 1) * n],
+                                       packed.weight_scale[group * n:(group + 1) * n])
+        parts.append(layer(cols[..., group * k:(group + 1) * k]))
+    h, w = (packed.kernel_size[0], packed.kernel_size[1])
+    size = [(s + 2 * p - d * (kk - 1) - 1) // st + 1 for s, p, d, kk, st in
+            zip(x.shape[2:], packed.padding, packed.dilation, (h, w), packed.stride)]
+    return torch.cat(parts, -1).transpose(1, 2).reshape(x.shape[0], c_out, *size)
+
+
+@pytest.mark.parametrize("config", [CONV2D[0], CONV2D[1], CONV2D[2]], ids=["plain", "groups", "depthwise"])
+def test_int8_quantises_each_patch(isa, config):
+    conv = _conv(config, True, 0.5, seed=2)
+    packed = sparse.pack(conv, torch.int8)
+    assert packed.values.dtype == torch.int8 and packed.weight_scale.shape == (config[1],)
+    x = _input(config, 3, 4) * 2
+    with torch.no_grad():
+        out = packed(x)
+        assert torch.equal(out, _patch_reference(x, packed))
+        assert torch.equal(packed(x[1:2]), out[1:2])                 # a sample does not depend on the batch
+        reference = conv(x)
+        assert (out - reference).abs().max() <= 0.05 * reference.abs().max()
+        mac = sparse.pack(_conv(config, False, 0.5, seed=2), torch.int8)
+        assert type(mac) is sparse.PackedConv2d and mac.is_int8
+
+
+def _saved(obj) -> io.BytesIO:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int8])
+@pytest.mark.parametrize("mam", [True, False], ids=["mam", "mac"])
+def test_state_dict_round_trip_and_load_packed(dtype, mam):
+    model = _model(mam)
+    names = ["0", "2", "5"]
+    packed = sparse.pack(model, dtype, layers=names)
+    x = torch.randn(3, 1, 8, 8)
+    state = torch.load(_saved(packed.state_dict()))                 # weights_only=True
+    rebuilt = sparse.load_packed(_model(mam), state)
+    assert [type(m) for m in rebuilt] == [type(m) for m in packed]
+    layer = torch.load(_saved(packed[2]))                           # a whole packed conv, weights_only=True
+    assert layer.kernel_size == (3, 3) and layer.groups == 2
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), packed(x))
+        h = packed[1](packed[0](x))
+        assert torch.equal(layer(h), packed[2](h))
+    # into a differently pruned packed model: buffers resize and the groups' bounds follow
+    other_model = _model(mam)
+    mamext.prune.prune_model(other_model, 0.3, layers=names)
+    other = sparse.pack(other_model, dtype, layers=names)
+    assert other[2].kept != packed[2].kept
+    other.load_state_dict(state)
+    with torch.no_grad():
+        assert torch.equal(other(x), packed(x))
+
+
+def test_checkpoints_of_another_dtype_or_shape_are_refused():
+    model = _model()
+    floats, ints = sparse.pack(model, layers=["2"]), sparse.pack(model, torch.int8, layers=["2"])
+    with pytest.raises(RuntimeError, match=r"PackedMAMConv2d '2' is packed as torch.float32 but 2.values in the "
+                                           r"checkpoint is torch.int8"):
+        floats.load_state_dict(ints.state_dict())
+    wider = sparse.pack(nn.Sequential(MAMConv2d(6, 8, 5, groups=2)), pack_dense=True, layers=["0"])
+    with pytest.raises(RuntimeError, match=r"PackedMAMConv2d '<model>' has in_features=27 but indices in the "
+                                           r"checkpoint reach 74"):
+        floats[2].load_state_dict(wider[0].state_dict())
+
+
+def test_compiled_packed_conv_model():
+    model = _model()
+    packed = sparse.pack(model, layers=["0", "2", "5"])
+    compiled = torch.compile(packed, backend="aot_eager", fullgraph=True)
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(compiled(x), packed(x))
+        assert torch.equal(compiled(x), model(x))
+
+
+def test_channels_last_and_float64():
+    conv = _conv(CONV2D[0], True, 0.3, seed=9).double()
+    packed = sparse.pack(conv, torch.float64)
+    x = _input(CONV2D[0], 2, 3).double().contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = packed(x)
+        assert out.dtype == torch.float64 and out.is_contiguous(memory_format=torch.channels_last)
+        assert_same(out, conv(x), signs=None)
+        repacked = sparse.pack(packed, torch.float32)               # a packed conv repacks at another dtype
+        assert type(repacked) is sparse.PackedMAMConv2d and repacked.dtype == torch.float32
+        assert torch.equal(repacked.to_dense_weight(), packed.to_dense_weight().float())
