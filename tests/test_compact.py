@@ -142,7 +142,7 @@ def test_errors():
     with pytest.raises(ValueError, match="packed as int8"):
         compact(sparse.pack(nn.Sequential(nn.Linear(4, 2)), torch.int8))
     with pytest.raises(ValueError, match="unsupported module"):
-        compact(nn.Sequential(nn.Conv1d(1, 1, 1)))
+        compact(nn.Sequential(nn.Conv3d(1, 1, 1)))
 
 
 @pytest.mark.parametrize("integer", [False, True])

@@ -317,3 +317,109 @@ def test_channels_last_and_float64():
         repacked = sparse.pack(packed, torch.float32)               # a packed conv repacks at another dtype
         assert type(repacked) is sparse.PackedMAMConv2d and repacked.dtype == torch.float32
         assert torch.equal(repacked.to_dense_weight(), packed.to_dense_weight().float())
+
+
+# --------------------------------------------------------------------------- compaction of convolution channels
+
+def _cnn(mam: bool, seed: int, middle=(nn.ReLU(), nn.MaxPool2d(2)), groups: int = 1):
+    """conv -> ReLU -> pool -> conv -> ReLU -> flatten -> linear, with dead channels (negative biases under
+    the ReLU: constant 0) and channels nobody reads."""
+    torch.manual_seed(seed)
+    conv = MAMConv2d if mam else nn.Conv2d
+    model = nn.Sequential(conv(2, 8, 3, padding=1), *middle, conv(8, 6, 3, padding=1, groups=groups), nn.ReLU(),
+                          nn.Flatten(), (mamext.nn.MAMLinear if mam else nn.Linear)(6 * 4 * 4, 5)).eval()
+    first, second, last = model[0], model[len(middle) + 1], model[-1]
+    mamext.prune.prune_model(model, 0.6, layers=["0", str(len(middle) + 1), str(len(model) - 1)])
+    with torch.no_grad():
+        first.weight_mask[[1, 4]] = 0                     # dead: constant relu(bias) = 0
+        first.bias[[1, 4]] = -0.5
+        second.weight_mask[:, [2 // groups, 6 // groups]] = 0   # nobody reads channels 2 and 6 (groups == 1)
+        second.weight_mask[3] = 0                         # dead, constant relu(bias) = 0
+        second.bias[3] = -1.0
+        last.weight_mask[:, 16:32] = 0                    # nobody reads channel 1 of the second conv
+    return model
+
+
+@pytest.mark.parametrize("mam", [True, False], ids=["mam", "mac"])
+def test_compaction_removes_convolution_channels(mam):
+    from mamext.compact import compact
+
+    model = _cnn(mam, 0)
+    small, report = compact(model)
+    assert report.layer_names == ["0", "3", "6"]
+    assert report.neurons_after[0] < 8 and report.neurons_after[1] < 6 and report.neurons_after[2] == 5
+    assert {1, 2, 4, 6} <= set(report.removed_neurons[0]) and {1, 3} <= set(report.removed_neurons[1])
+    assert small[0].out_channels == small[3].in_channels == report.neurons_after[0]
+    assert small[6].in_features == report.neurons_after[1] * 16
+    assert type(small[0]) is type(model[0]) and not hasattr(small[0], "weight_mask")
+    x = torch.randn(20, 2, 8, 8)
+    with torch.no_grad():
+        if mam:
+            assert torch.equal(small(x), model(x))
+            packed = sparse.pack(model, layers=["0", "3", "6"])
+            assert torch.equal(compact(packed)[0](x), model(x))          # from the packed model too
+            assert torch.equal(sparse.pack(small, layers=["0", "3", "6"])(x), model(x))
+        else:
+            torch.testing.assert_close(small(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("middle, groups", [((nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2)), 1),
+                                            ((nn.ReLU(), nn.MaxPool2d(2)), 2)], ids=["batchnorm", "groups"])
+def test_compaction_keeps_channels_across_batchnorm_and_groups(middle, groups):
+    from mamext.compact import compact
+
+    model = _cnn(True, 1, middle, groups)
+    small, report = compact(model)
+    assert report.neurons_after[0] == 8 and report.removed_neurons[0] == []
+    if groups == 1:
+        assert 1 in report.removed_neurons[1]             # conv -> flatten -> linear still compacts
+    else:
+        assert report.neurons_removed == 0                # a grouped convolution keeps its channels
+    x = torch.randn(10, 2, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(small(x), model(x))
+
+
+def test_compaction_keeps_a_mam_convolutions_zero_candidate():
+    """Channel 1 of the first convolution is read by nobody, but its kernel holds the second
+    convolution's only zero weights: removing it would take the zero candidate away."""
+    from mamext.compact import compact
+
+    first, second = MAMConv1d(1, 2, 1), MAMConv1d(2, 1, 3)
+    with torch.no_grad():
+        first.weight.fill_(1.0), first.bias.zero_()
+        second.weight.copy_(torch.tensor([[[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]]))
+        second.bias.zero_()
+    model = nn.Sequential(first, nn.ReLU(), second).eval()
+    small, report = compact(model)
+    assert report.neurons_after == [2, 1]
+    x = torch.rand(4, 1, 9) + 1.0                          # positive products: the zero is the minimum
+    with torch.no_grad():
+        assert torch.equal(small(x), model(x))
+        without = mamext.mam_conv1d(first(x)[:, :1].relu(), second.weight[:, :1], second.bias)
+        assert not torch.equal(without, model(x))         # what removing channel 1 would compute
+
+
+def test_compaction_of_conv1d_and_errors():
+    from mamext.compact import compact
+
+    torch.manual_seed(3)
+    model = nn.Sequential(MAMConv1d(3, 6, 3), nn.ReLU(), nn.AdaptiveAvgPool1d(4), nn.Flatten(),
+                          mamext.nn.MAMLinear(24, 4)).eval()
+    with torch.no_grad():
+        model[4].weight[:, 8:16] = 0                      # channels 2 and 3 unread
+        model[4].weight[:, 0] = 0                         # each row's zero candidate, besides them
+        model[0].weight[:, 0] = 0                         # network input channel 0 unread
+    small, report = compact(model)
+    assert report.removed_neurons[0] == [2, 3] and report.unread_inputs == 1
+    x = torch.randn(5, 3, 10)
+    with torch.no_grad():
+        assert torch.equal(small(x), model(x))
+    blended = MAMConv2d(1, 2, 3)
+    blended.set_beta(0.5)
+    with pytest.raises(ValueError, match=r"MAMConv2d '0' still blends"):
+        compact(nn.Sequential(blended))
+    with pytest.raises(ValueError, match=r"layer '0' is packed as int8"):
+        compact(sparse.pack(nn.Sequential(MAMConv2d(1, 2, 3)), torch.int8, layers=["0"]))
+    with pytest.raises(ValueError, match=r"mamext.compact.compact: unsupported module '1' \(MaxPool2d\)"):
+        compact(nn.Sequential(MAMConv2d(1, 2, 3), nn.MaxPool2d(2, return_indices=True)))

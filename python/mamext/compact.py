@@ -4,16 +4,24 @@
 :class:`CompactionReport` of what it removed. It works on
 
 * a float network (``nn.Sequential``, nested allowed, of ``MAMLinear`` /
-  ``nn.Linear`` (dense, pruned with masks or zeros, or float-packed),
-  ``nn.ReLU``, ``nn.Flatten``, ``nn.Identity``, ``nn.Dropout``): the result is
-  a copy (same names and nesting) whose linear layers have smaller dense
-  weights (pruned connections as zeros, ready for :func:`mamext.sparse.pack`
-  or export);
+  ``nn.Linear`` and ``MAMConv2d`` / ``MAMConv1d`` / ``nn.Conv2d`` /
+  ``nn.Conv1d`` (dense, pruned with masks or zeros, or float-packed),
+  ``nn.ReLU``, ``nn.Flatten``, ``nn.Identity``, ``nn.Dropout``, max and
+  average pooling, ``nn.BatchNorm1d``/``2d``): the result is a copy (same
+  names and nesting) whose layers have smaller dense weights (pruned
+  connections as zeros, ready for :func:`mamext.sparse.pack` or export);
 * a :class:`mamext.quant.IntegerNetwork`: the result is a smaller integer
   network whose ``forward_int8`` equals the original's bit for bit.
 
 Two linear layers are *adjacent* when only ReLU, Identity or Dropout (integer:
-ReLU clamps) sit between them. In each adjacent pair (``A`` then ``B``):
+ReLU clamps) sit between them. A convolution's output channels are its
+neurons: two convolutions with ``groups=1`` are adjacent when only those
+modules and pooling (channel-wise; a zero map stays zero) sit between them,
+each channel of ``A`` being a kernel's worth of ``B``'s columns; a convolution
+(``groups=1``) and a linear layer are adjacent with one ``nn.Flatten()`` after
+the pooling, each channel being ``B.in_features / A.out_channels`` columns (a
+batched network). Batch normalisation, grouped convolutions and anything else
+separate layers. In each adjacent pair (``A`` then ``B``):
 
 * a neuron of ``A`` that no kept connection of ``B`` reads is removed (its row
   in ``A``, its column in ``B``);
@@ -28,8 +36,8 @@ ReLU clamps) sit between them. In each adjacent pair (``A`` then ``B``):
   a neuron is kept as it is).
 
 For a float MAM ``B`` a removed column is one zero product fewer for each of
-``B``'s neurons: a column is only removed while every neuron of ``B`` keeps
-another zero weight (its zero candidate). Removal repeats until nothing
+``B``'s neurons: a column (a channel's columns) is only removed while every
+neuron of ``B`` keeps another zero weight (its zero candidate). Removal repeats until nothing
 changes. The network's inputs and outputs are never removed: the first
 layer's unread inputs are only counted (packed layers skip them anyway). Every
 layer keeps at least one neuron, even one that nothing reads, so that the
@@ -38,22 +46,28 @@ result always exports to C (which has no empty layers).
 Exactness: the integer network is bit for bit identical. The float network is
 identical on finite inputs up to the sign of a zero output (removing a ``+-0``
 product or term can flip the sign of a zero result); an inf or NaN input on a
-removed connection no longer produces NaN.
+removed connection no longer produces NaN. A smaller ``nn.Conv2d``/``nn.Conv1d``
+may sum in another order than the original (PyTorch picks the convolution
+algorithm by shape): equal to within float rounding; MAM layers stay exact.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
 
+from .nn.conv import MAMConv1d, MAMConv2d
 from .nn.modules import MAMLinear
 from .quant import IntClamp, IntegerNetwork, IntLinear
 from .quant._fixed_point import INT32_MAX, requantize
-from .sparse import PackedLayer, effective_weight
+from .sparse import (PackedConv1d, PackedConv2d, PackedLayer, PackedMAMConv1d, PackedMAMConv2d, effective_weight,
+                     is_packable_conv)
+from .sparse_conv import MAM_CONV_KINDS
 
 __all__ = ["compact", "CompactionReport"]
 
@@ -62,7 +76,8 @@ _WHERE = "mamext.compact.compact"
 
 @dataclass
 class CompactionReport:
-    """What :func:`compact` removed, per linear layer (by its position among the linear layers)."""
+    """What :func:`compact` removed, per layer (by its position among the linear layers and convolutions;
+    a convolution's neurons are its output channels)."""
 
     layer_names: List[str]
     neurons_before: List[int]
@@ -107,6 +122,8 @@ class _Layer:
     relu_after: bool = False              # float: a ReLU among those layers
     clamp_after: Optional[int] = None     # integer: a standalone ReLU clamp among those layers
     rows: torch.Tensor = None             # original indices of the neurons still present
+    next_width: Optional[int] = None      # the next layer's in_width when adjacent
+    in_width: int = 1                     # columns per neuron of the previous layer (a channel's patch or map)
     per_row: dict = field(default_factory=dict)   # other per-neuron tensors (integer requantisation)
 
     def __post_init__(self):
@@ -114,6 +131,15 @@ class _Layer:
 
     def dead(self) -> torch.Tensor:
         return ~(self.weight != 0).any(1)
+
+    def read_units(self) -> torch.Tensor:
+        """(N, units): which neuron of this layer reads which neuron (unit of ``in_width`` columns) before it."""
+        return (self.weight != 0).reshape(self.weight.shape[0], -1, self.in_width).any(2)
+
+    def remove_units(self, drop: torch.Tensor) -> None:
+        """Remove the columns of the dropped neurons of the previous layer."""
+        N = self.weight.shape[0]
+        self.weight = self.weight.reshape(N, -1, self.in_width)[:, ~drop].reshape(N, -1)
 
     def remove_rows(self, drop: torch.Tensor) -> None:
         keep = ~drop
@@ -126,24 +152,26 @@ class _Layer:
 
 def _removable_float(a: _Layer, b: _Layer):
     """Neurons of float layer ``a`` whose columns in ``b`` hold only products that are exactly 0."""
-    unread = ~(b.weight != 0).any(0)
+    unread = ~b.read_units().any(0)
     constant = torch.zeros(a.weight.shape[0], dtype=a.weight.dtype) if a.bias is None else a.bias.clone()
     if a.relu_after:
         constant = constant.clamp(min=0)
     drop = unread | (a.dead() & (constant == 0))
     if b.mam:
-        drop = _keep_zero_candidates(b.weight, drop)
+        drop = _keep_zero_candidates(b.weight, drop, b.in_width)
     return drop, None
 
 
-def _keep_zero_candidates(weight: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
-    """Un-drop columns until every row of a float MAM layer keeps a zero weight among the kept columns.
+def _keep_zero_candidates(weight: torch.Tensor, drop: torch.Tensor, width: int = 1) -> torch.Tensor:
+    """Un-drop units (``width`` columns each) until every row of a float MAM layer keeps a zero weight
+    among the kept columns.
 
-    Every dropped column contributes a zero product to every row, so keeping
+    Every dropped unit contributes zero products to every row, so keeping
     any one of them restores the zero candidate of every row lacking one.
     """
     drop = drop.clone()
-    while bool(drop.any()) and bool((~(weight[:, ~drop] == 0).any(1)).any()):
+    units = weight.reshape(weight.shape[0], -1, width)
+    while bool(drop.any()) and bool((~(units[:, ~drop] == 0).flatten(1).any(1)).any()):
         drop[int(drop.nonzero()[0])] = False
     return drop
 
@@ -194,54 +222,126 @@ def _compact_layers(layers: List[_Layer], rule) -> Tuple[List[List[int]], int]:
                 folds += _fold(b, None if constants is None else constants * drop[None, :])
                 removed[position] += a.rows[drop].tolist()
                 a.remove_rows(drop)
-                b.weight = b.weight[:, ~drop]
+                b.remove_units(drop)
                 changed = True
     return [sorted(r) for r in removed], folds
 
 
 # --------------------------------------------------------------------------- float networks
 
+_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+          nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
+_SUPPORTED = ("nn.Sequential, MAMLinear, nn.Linear, MAMConv2d, MAMConv1d, nn.Conv2d, nn.Conv1d, their float-packed "
+              "versions, nn.ReLU, nn.Flatten, nn.Identity, nn.Dropout, max/average pooling, nn.BatchNorm1d/2d")
+
+
+def _kind(name: str, module: nn.Module) -> str:
+    """How compaction sees a module: a layer ('linear', 'conv'), element-wise ('relu', 'noop'), 'pool',
+    'flatten', or 'other' (channel-wise, passed through unchanged, never compacted across). A subclass
+    counts only if it keeps its base's forward."""
+    if type(module) in (PackedMAMConv2d, PackedMAMConv1d, PackedConv2d, PackedConv1d) or is_packable_conv(module):
+        return "conv"
+    bases = ((nn.Identity, "noop"), (nn.Dropout, "noop"), (nn.Flatten, "flatten"), (nn.ReLU, "relu"),
+             (MAMLinear, "linear"), (PackedLayer, "linear"), (nn.Linear, "linear"), (nn.BatchNorm1d, "other"),
+             (nn.BatchNorm2d, "other"), *((pool, "pool") for pool in _POOLS))
+    for base, kind in bases:
+        if (isinstance(module, base) and type(module).forward is base.forward
+                and not getattr(module, "return_indices", False)):
+            return kind
+    raise ValueError(f"{_WHERE}: unsupported module '{name}' ({type(module).__name__}); supported: {_SUPPORTED}")
+
+
+def _steps(module: nn.Module, prefix: str = "") -> List[Tuple[str, nn.Module, str]]:
+    """(name, module, kind) of every layer in execution order, nested nn.Sequential unrolled."""
+    if type(module) is nn.Sequential:
+        return [step for name, child in module.named_children()
+                for step in _steps(child, f"{prefix}.{name}" if prefix else name)]
+    name = prefix or "<model>"
+    return [(name, module, _kind(name, module))]
+
+
+def _in_width(a: nn.Module, b: nn.Module, between: List[Tuple[nn.Module, str]]) -> Optional[int]:
+    """Columns of ``b`` per neuron (output channel) of ``a`` when the two are adjacent, else None.
+
+    Linear then linear: only element-wise modules between. Convolution then
+    convolution (both ``groups == 1``): element-wise modules and pooling
+    (channel-wise, a zero map stays zero); each channel is a kernel's worth
+    of ``b``'s patch. Convolution then linear: the same and one ``nn.Flatten()``
+    after the pooling; each channel is ``b.in_features / a.out_channels``
+    columns (a batched network: flatten keeps the channels in order).
+    """
+    kinds = [kind for _, kind in between]
+    flattens = [m for m, kind in between if kind == "flatten"]
+    a_conv, b_conv = hasattr(a, "kernel_size"), hasattr(b, "kernel_size")
+    if not a_conv:
+        return 1 if not b_conv and all(k in ("relu", "noop") for k in kinds) else None
+    if a.groups != 1 or not all(k in ("relu", "noop", "pool", "flatten") for k in kinds):
+        return None
+    if b_conv:
+        return math.prod(b.kernel_size) if b.groups == 1 and not flattens else None
+    if len(flattens) != 1 or (flattens[0].start_dim, flattens[0].end_dim) != (1, -1) or "pool" in kinds[
+            kinds.index("flatten"):] or b.in_features % a.out_channels:
+        return None
+    return b.in_features // a.out_channels
+
+
+def _float_weight(name: str, module: nn.Module) -> Tuple[torch.Tensor, bool]:
+    """The dense weight as (N, K) (a convolution's flattened per output channel) and whether it is MAM."""
+    if isinstance(module, PackedLayer):
+        if module.is_int8:
+            raise ValueError(f"{_WHERE}: layer '{name}' is packed as int8; compact the float model, or the "
+                             "IntegerNetwork of mamext.quant.pack_integer")
+        weight, mam = module.to_dense_weight(), module.mam
+    else:
+        if isinstance(module, (MAMLinear, *MAM_CONV_KINDS)) and bool(module.beta.item() != 0):
+            raise ValueError(f"{_WHERE}: {type(module).__name__} '{name}' still blends in the MAC layer (beta="
+                             f"{float(module.beta):g}); finish the transition (beta=0) first")
+        weight, mam = effective_weight(module), isinstance(module, (MAMLinear, *MAM_CONV_KINDS))
+    return weight.detach().cpu().reshape(weight.shape[0], -1).clone(), mam
+
+
 def _float_layers(steps) -> List[_Layer]:
     layers: List[_Layer] = []
     for position, (name, module, kind) in enumerate(steps):
-        if kind != "linear":
+        if kind not in ("linear", "conv"):
             continue
-        if isinstance(module, PackedLayer):
-            if module.is_int8:
-                raise ValueError(f"{_WHERE}: layer '{name}' is packed as int8; compact the float model, or the "
-                                 "IntegerNetwork of mamext.quant.pack_integer")
-            weight, mam = module.to_dense_weight(), module.mam
-        else:
-            if isinstance(module, MAMLinear) and bool(module.beta.item() != 0):
-                raise ValueError(f"{_WHERE}: MAMLinear '{name}' still blends in the MAC layer (beta="
-                                 f"{float(module.beta):g}); finish the transition (beta=0) first")
-            weight, mam = effective_weight(module), isinstance(module, MAMLinear)
+        weight, mam = _float_weight(name, module)
         bias = None if module.bias is None else module.bias.detach().cpu().clone()
-        layer = _Layer(name, weight.detach().cpu().clone(), bias, mam, module)
+        layer = _Layer(name, weight, bias, mam, module)
         between = []
-        for _, _, kind_after in steps[position + 1:]:
-            if kind_after == "linear":
-                layer.adjacent_next = all(k in ("relu", "noop") for k in between)
+        for _, module_after, kind_after in steps[position + 1:]:
+            if kind_after in ("linear", "conv"):
+                layer.next_width = _in_width(module, module_after, between)
+                layer.adjacent_next = layer.next_width is not None
                 break
-            between.append(kind_after)
-        layer.relu_after = "relu" in between
+            between.append((module_after, kind_after))
+        layer.relu_after = "relu" in [kind for _, kind in between]
+        if layers and layers[-1].adjacent_next:
+            layer.in_width = layers[-1].next_width
         layers.append(layer)
     return layers
 
 
 def _float_module(layer: _Layer) -> nn.Module:
     N, K = layer.weight.shape
-    cls = MAMLinear if layer.mam else nn.Linear
-    module = cls(K, N, bias=layer.bias is not None, dtype=layer.weight.dtype)
+    old = layer.module
+    if hasattr(old, "kernel_size"):
+        cls = {(True, 2): MAMConv2d, (True, 1): MAMConv1d, (False, 2): nn.Conv2d, (False, 1): nn.Conv1d}[
+            (layer.mam, len(old.kernel_size))]
+        in_channels = K // math.prod(old.kernel_size) * old.groups
+        module = cls(in_channels, N, tuple(old.kernel_size), tuple(old.stride),
+                     old.padding if isinstance(old.padding, str) else tuple(old.padding), tuple(old.dilation),
+                     old.groups, layer.bias is not None, old.padding_mode, dtype=layer.weight.dtype)
+    else:
+        module = (MAMLinear if layer.mam else nn.Linear)(K, N, bias=layer.bias is not None, dtype=layer.weight.dtype)
     with torch.no_grad():
-        module.weight.copy_(layer.weight)
+        module.weight.copy_(layer.weight.reshape(module.weight.shape))
         if layer.bias is not None:
             module.bias.copy_(layer.bias)
     return module.eval()
 
 
 def _compact_float(model: nn.Module):
-    from .quant._pack import _steps
     steps = _steps(model)
     layers = _float_layers(steps)
     before = [(lay.weight.shape[0], int((lay.weight != 0).sum())) for lay in layers]
@@ -310,15 +410,25 @@ def _compact_int(model: IntegerNetwork):
     return out, layers, before, removed, folds
 
 
+def _unread_inputs(layer: _Layer) -> int:
+    """How many inputs of the layer (features, or channels of a convolution) no kept connection reads."""
+    module = layer.module
+    if not hasattr(module, "kernel_size"):
+        return int((~(layer.weight != 0).any(0)).sum())
+    groups = module.groups
+    read = (layer.weight != 0).reshape(groups, layer.weight.shape[0] // groups, -1, math.prod(module.kernel_size))
+    return int((~read.any(3).any(1)).sum())
+
+
 # --------------------------------------------------------------------------- API
 
 def compact(model: nn.Module) -> Tuple[nn.Module, CompactionReport]:
     """The smaller equivalent network and what was removed (see :mod:`mamext.compact`).
 
     ``model`` is left unchanged. A float network comes back as a copy (same
-    names and nesting, on the CPU, in eval mode) whose linear layers are new ``MAMLinear`` /
-    ``nn.Linear`` modules with smaller dense weights (pruned connections as
-    zeros, no pruning masks); an :class:`~mamext.quant.IntegerNetwork` comes
+    names and nesting, on the CPU, in eval mode) whose linear layers and
+    convolutions are new ``MAMLinear`` / ``nn.Linear`` / ``MAMConv2d`` / ... modules
+    with smaller dense weights (pruned connections as zeros, no pruning masks); an :class:`~mamext.quant.IntegerNetwork` comes
     back as a smaller one.
     """
     if not isinstance(model, nn.Module):
@@ -332,5 +442,5 @@ def compact(model: nn.Module) -> Tuple[nn.Module, CompactionReport]:
         neurons_after=[lay.weight.shape[0] for lay in layers], kept_before=[b[1] for b in before],
         kept_after=[int((lay.weight != 0).sum()) for lay in layers], removed_neurons=removed,
         dead_neurons_kept=[lay.rows[lay.dead()].tolist() for lay in layers], folded_constants=folds,
-        unread_inputs=int((~(layers[0].weight != 0).any(0)).sum()) if layers else 0)
+        unread_inputs=_unread_inputs(layers[0]) if layers else 0)
     return out, report

@@ -1,4 +1,4 @@
-"""Packed sparse inference layers for pruned MAM and Linear networks.
+"""Packed sparse inference layers for pruned MAM and Linear networks (convolutions: :mod:`mamext.sparse_conv`).
 
 PyTorch's pruning only multiplies weights by a mask: the model is neither
 smaller nor faster. :func:`pack` replaces every pruned layer by a packed
