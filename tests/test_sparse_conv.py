@@ -220,14 +220,14 @@ def _patch_reference(x, packed):
     c_in, c_out, g = packed.in_channels, packed.out_channels, packed.groups
     cols = F.unfold(x, packed.kernel_size, dilation=packed.dilation, padding=packed.padding,
                     stride=packed.stride).transpose(1, 2)                 # (N, L, C_in * kh * kw)
-    dense = packed.to_dense_weight().reshape(c_out, -1)
     k, n = cols.shape[-1] // g, c_out // g
+    linear = sparse.PackedMAMLinear if packed.mam else sparse.PackedLinear
     parts = []
     for group in range(g):
-        layer = sparse.PackedMAMLinear.from_weight(dense[group * n:(group + 1) * n], None, torch.float32)
-        layer = sparse.PackedMAMLinear(k, n, packed.values[packed.offsets[group * n]:packed.offsets[(group + 1) * n]],
-                                       layer.indices, layer.offsets, packed.bias[group * n:(group + 1) * n],
-                                       packed.weight_scale[group * n:(group + 1) * n])
+        rows = slice(group * n, (group + 1) * n)
+        lo, hi = int(packed.offsets[group * n]), int(packed.offsets[(group + 1) * n])
+        layer = linear(k, n, packed.values[lo:hi], packed.indices[lo:hi],
+                       packed.offsets[group * n:(group + 1) * n + 1] - lo, packed.bias[rows], packed.weight_scale[rows])
         parts.append(layer(cols[..., group * k:(group + 1) * k]))
     h, w = (packed.kernel_size[0], packed.kernel_size[1])
     size = [(s + 2 * p - d * (kk - 1) - 1) // st + 1 for s, p, d, kk, st in
@@ -249,6 +249,17 @@ def test_int8_quantises_each_patch(isa, config):
         assert (out - reference).abs().max() <= 0.05 * reference.abs().max()
         mac = sparse.pack(_conv(config, False, 0.5, seed=2), torch.int8)
         assert type(mac) is sparse.PackedConv2d and mac.is_int8
+        assert torch.equal(mac(x), _patch_reference(x, mac))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int8])
+def test_cuda_matches_cpu(dtype):
+    model = _model()
+    packed = sparse.pack(model, dtype, layers=["0", "2", "5"])
+    x = torch.randn(6, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(packed.to("cuda")(x.cuda()).cpu(), packed.cpu()(x))
 
 
 def _saved(obj) -> io.BytesIO:
