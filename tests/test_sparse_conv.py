@@ -217,7 +217,7 @@ def test_bad_inputs_and_edited_buffers_name_the_layer():
 
 def _patch_reference(x, packed):
     """The int8 packed conv through F.unfold patches and the packed linear layer, group by group."""
-    c_in, c_out, g = packed.in_channels, packed.out_channels, packed.groups
+    c_out, g = packed.out_channels, packed.groups
     cols = F.unfold(x, packed.kernel_size, dilation=packed.dilation, padding=packed.padding,
                     stride=packed.stride).transpose(1, 2)                 # (N, L, C_in * kh * kw)
     k, n = cols.shape[-1] // g, c_out // g
@@ -285,6 +285,9 @@ def test_state_dict_round_trip_and_load_packed(dtype, mam):
         assert torch.equal(rebuilt(x), packed(x))
         h = packed[1](packed[0](x))
         assert torch.equal(layer(h), packed[2](h))
+    single = sparse.load_packed(_model(mam)[2], torch.load(_saved(packed[2].state_dict())))
+    with torch.no_grad():
+        assert type(single) is type(packed[2]) and torch.equal(single(h), packed[2](h))
     # into a differently pruned packed model: buffers resize and the groups' bounds follow
     other_model = _model(mam)
     mamext.prune.prune_model(other_model, 0.3, layers=names)
