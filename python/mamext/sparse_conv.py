@@ -81,8 +81,10 @@ class PackedConvNd(PackedLayer):
     classes): ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``,
     ``padding`` (a tuple, or ``"same"``/``"valid"``), ``dilation``,
     ``groups``, ``padding_mode`` (``"zeros"``, ``"reflect"``, ``"replicate"``
-    or ``"circular"``) and ``_reversed_padding_repeated_twice`` (the ``F.pad``
-    argument, last dimension first, that padding modes other than zeros apply).
+    or ``"circular"``) and ``_reversed_padding_repeated_twice`` (the padding
+    in numbers, ``"same"`` resolved, as ``F.pad``'s argument: last dimension
+    first, before and after; the zeros mode pads with zeros, the others with
+    real values). ``mam``: True for the MAM classes, False for the sums.
 
     Buffers, as :class:`~mamext.sparse.PackedLayer`'s with ``N = out_channels``
     and ``K = in_features = in_channels / groups * prod(kernel_size)`` (the
