@@ -428,8 +428,8 @@ def compact(model: nn.Module) -> Tuple[nn.Module, CompactionReport]:
     ``model`` is left unchanged. A float network comes back as a copy (same
     names and nesting, on the CPU, in eval mode) whose linear layers and
     convolutions are new ``MAMLinear`` / ``nn.Linear`` / ``MAMConv2d`` / ... modules
-    with smaller dense weights (pruned connections as zeros, no pruning masks); an :class:`~mamext.quant.IntegerNetwork` comes
-    back as a smaller one.
+    with smaller dense weights (pruned connections as zeros, no pruning masks);
+    an :class:`~mamext.quant.IntegerNetwork` comes back as a smaller one.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"{_WHERE}: model must be an nn.Module, got {type(model).__name__}")
