@@ -437,3 +437,25 @@ def test_compaction_of_conv1d_and_errors():
         compact(sparse.pack(nn.Sequential(MAMConv2d(1, 2, 3)), torch.int8, layers=["0"]))
     with pytest.raises(ValueError, match=r"mamext.compact.compact: unsupported module '1' \(MaxPool2d\)"):
         compact(nn.Sequential(MAMConv2d(1, 2, 3), nn.MaxPool2d(2, return_indices=True)))
+
+
+def test_the_experiments_mam_cnn_packs_and_compacts():
+    """The --arch cnn --mam-conv network (nn.Unflatten first): packed and compacted, still exact."""
+    from mamext.compact import compact
+    from mamext.experiment.models_cnn import build_cnn
+
+    torch.manual_seed(0)
+    model = build_cnn("mam", (16, 16), 10, mam_conv=True, channels=(4, 8), hidden=(32,)).eval()
+    names = list(model.pruned_layer_names)
+    mamext.prune.prune_model(model, 0.1, layers=names)
+    with torch.no_grad():
+        model.conv1.weight_mask[2] = 0                   # dead, relu(bias) = 0
+        model.conv1.bias[2] = -1.0
+        model.fc1.weight_mask[:, 5 * 16:6 * 16] = 0      # conv2's channel 5 unread
+    small, report = compact(model)
+    assert 2 in report.removed_neurons[0] and 5 in report.removed_neurons[1]
+    packed = sparse.pack(model, layers=names)
+    assert isinstance(packed.conv2, sparse.PackedMAMConv2d)
+    x = torch.randn(6, 256)
+    with torch.no_grad():
+        assert torch.equal(small(x), model(x)) and torch.equal(packed(x), model(x))

@@ -6,8 +6,8 @@
 * a float network (``nn.Sequential``, nested allowed, of ``MAMLinear`` /
   ``nn.Linear`` and ``MAMConv2d`` / ``MAMConv1d`` / ``nn.Conv2d`` /
   ``nn.Conv1d`` (dense, pruned with masks or zeros, or float-packed),
-  ``nn.ReLU``, ``nn.Flatten``, ``nn.Identity``, ``nn.Dropout``, max and
-  average pooling, ``nn.BatchNorm1d``/``2d``): the result is a copy (same
+  ``nn.ReLU``, ``nn.Flatten``, ``nn.Unflatten``, ``nn.Identity``, ``nn.Dropout``,
+  max and average pooling, ``nn.BatchNorm1d``/``2d``): the result is a copy (same
   names and nesting) whose layers have smaller dense weights (pruned
   connections as zeros, ready for :func:`mamext.sparse.pack` or export);
 * a :class:`mamext.quant.IntegerNetwork`: the result is a smaller integer
@@ -232,7 +232,8 @@ def _compact_layers(layers: List[_Layer], rule) -> Tuple[List[List[int]], int]:
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
           nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 _SUPPORTED = ("nn.Sequential, MAMLinear, nn.Linear, MAMConv2d, MAMConv1d, nn.Conv2d, nn.Conv1d, their float-packed "
-              "versions, nn.ReLU, nn.Flatten, nn.Identity, nn.Dropout, max/average pooling, nn.BatchNorm1d/2d")
+              "versions, nn.ReLU, nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, max/average pooling, "
+              "nn.BatchNorm1d/2d")
 
 
 def _kind(name: str, module: nn.Module) -> str:
@@ -243,7 +244,7 @@ def _kind(name: str, module: nn.Module) -> str:
         return "conv"
     bases = ((nn.Identity, "noop"), (nn.Dropout, "noop"), (nn.Flatten, "flatten"), (nn.ReLU, "relu"),
              (MAMLinear, "linear"), (PackedLayer, "linear"), (nn.Linear, "linear"), (nn.BatchNorm1d, "other"),
-             (nn.BatchNorm2d, "other"), *((pool, "pool") for pool in _POOLS))
+             (nn.BatchNorm2d, "other"), (nn.Unflatten, "other"), *((pool, "pool") for pool in _POOLS))
     for base, kind in bases:
         if (isinstance(module, base) and type(module).forward is base.forward
                 and not getattr(module, "return_indices", False)):
