@@ -377,21 +377,45 @@ def test_compaction_removes_convolution_channels(mam):
             torch.testing.assert_close(small(x), model(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("middle, groups", [((nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2)), 1),
-                                            ((nn.ReLU(), nn.MaxPool2d(2)), 2)], ids=["batchnorm", "groups"])
-def test_compaction_keeps_channels_across_batchnorm_and_groups(middle, groups):
+def test_compaction_keeps_the_channels_of_grouped_convolutions():
     from mamext.compact import compact
 
-    model = _cnn(True, 1, middle, groups)
+    model = _cnn(True, 1, groups=2)
     small, report = compact(model)
-    assert report.neurons_after[0] == 8 and report.removed_neurons[0] == []
-    if groups == 1:
-        assert 1 in report.removed_neurons[1]             # conv -> flatten -> linear still compacts
-    else:
-        assert report.neurons_removed == 0                # a grouped convolution keeps its channels
+    assert report.neurons_removed == 0                    # neither side of a grouped convolution changes
     x = torch.randn(10, 2, 8, 8)
     with torch.no_grad():
         assert torch.equal(small(x), model(x))
+
+
+@pytest.mark.parametrize("mam", [True, False], ids=["mam", "mac"])
+def test_compaction_through_batch_normalisation(mam):
+    """A dead channel is removed when batch normalisation and the ReLU make it exactly 0, kept when
+    they make it positive; batch normalisation loses the removed channels' entries."""
+    from mamext.compact import compact
+
+    model = _cnn(mam, 2, (nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2)))
+    norm = model[1]
+    with torch.no_grad():
+        norm.running_mean.uniform_(-0.2, 0.2), norm.running_var.uniform_(0.5, 2.0)
+        norm.weight.uniform_(0.5, 1.5), norm.bias.uniform_(-0.1, 0.1)
+        norm.running_mean[1] = -2.0                      # dead channel 1: (-0.5 + 2) * ... > 0, kept
+    small, report = compact(model)
+    assert 4 in report.removed_neurons[0] and 1 not in report.removed_neurons[0]
+    assert 1 in report.dead_neurons_kept[0] and {2, 6} <= set(report.removed_neurons[0])
+    kept = [c for c in range(8) if c not in report.removed_neurons[0]]
+    assert small[1].num_features == len(kept) and torch.equal(small[1].running_mean, norm.running_mean[kept])
+    x = torch.randn(10, 2, 8, 8)
+    with torch.no_grad():
+        if mam:
+            assert torch.equal(small(x), model(x))
+        else:
+            torch.testing.assert_close(small(x), model(x), rtol=1e-5, atol=1e-5)
+    norm.track_running_stats, norm.running_mean, norm.running_var = False, None, None
+    batch_stats, report = compact(model)
+    assert 4 not in report.removed_neurons[0] and 2 in report.removed_neurons[0]  # batch statistics: the
+    with torch.no_grad():                                                        # constant is not known
+        torch.testing.assert_close(batch_stats(x), model(x), rtol=0 if mam else 1e-5, atol=0 if mam else 1e-5)
 
 
 def test_compaction_keeps_a_mam_convolutions_zero_candidate():

@@ -16,12 +16,13 @@
 Two linear layers are *adjacent* when only ReLU, Identity or Dropout (integer:
 ReLU clamps) sit between them. A convolution's output channels are its
 neurons: two convolutions with ``groups=1`` are adjacent when only those
-modules and pooling (channel-wise; a zero map stays zero) sit between them,
+modules, pooling and batch normalisation (channel-wise) sit between them,
 each channel of ``A`` being a kernel's worth of ``B``'s columns; a convolution
 (``groups=1``) and a linear layer are adjacent with one ``nn.Flatten()`` after
-the pooling, each channel being ``B.in_features / A.out_channels`` columns (a
-batched network). Batch normalisation, grouped convolutions and anything else
-separate layers. In each adjacent pair (``A`` then ``B``):
+those, each channel being ``B.in_features / A.out_channels`` columns (a
+batched network). Grouped convolutions and anything else separate layers; a
+batch normalisation between adjacent layers loses the removed channels'
+entries. In each adjacent pair (``A`` then ``B``):
 
 * a neuron of ``A`` that no kept connection of ``B`` reads is removed (its row
   in ``A``, its column in ``B``);
@@ -33,12 +34,16 @@ separate layers. In each adjacent pair (``A`` then ``B``):
   (it is then the zero candidate ``B``'s neuron keeps, since ``candidate_width``
   stays the width the layer was pruned at); for a float ``B`` when ``c == 0``
   (folding a non-zero ``c * w`` into a float bias changes the rounding, so such
-  a neuron is kept as it is).
+  a neuron is kept as it is). After a convolution ``c`` goes through the
+  modules in between: a ReLU and max pooling map it exactly, average pooling
+  keeps only 0, batch normalisation with running statistics is evaluated in
+  float64 and only a result whose sign is certain counts (a negative one
+  becomes exactly 0 in a ReLU).
 
 For a float MAM ``B`` a removed column is one zero product fewer for each of
 ``B``'s neurons: a column (a channel's columns) is only removed while every
-neuron of ``B`` keeps another zero weight (its zero candidate). Removal repeats until nothing
-changes. The network's inputs and outputs are never removed: the first
+neuron of ``B`` keeps another zero weight (its zero candidate). Removal
+repeats until nothing changes. The network's inputs and outputs are never removed: the first
 layer's unread inputs are only counted (packed layers skip them anyway). Every
 layer keeps at least one neuron, even one that nothing reads, so that the
 result always exports to C (which has no empty layers).
@@ -120,6 +125,7 @@ class _Layer:
     module: nn.Module                     # the layer it came from
     adjacent_next: bool = False           # only element-wise layers until the next linear layer
     relu_after: bool = False              # float: a ReLU among those layers
+    between: list = field(default_factory=list)   # float: (module, kind) up to the next layer
     clamp_after: Optional[int] = None     # integer: a standalone ReLU clamp among those layers
     rows: torch.Tensor = None             # original indices of the neurons still present
     next_width: Optional[int] = None      # the next layer's in_width when adjacent
@@ -153,13 +159,39 @@ class _Layer:
 def _removable_float(a: _Layer, b: _Layer):
     """Neurons of float layer ``a`` whose columns in ``b`` hold only products that are exactly 0."""
     unread = ~b.read_units().any(0)
-    constant = torch.zeros(a.weight.shape[0], dtype=a.weight.dtype) if a.bias is None else a.bias.clone()
-    if a.relu_after:
-        constant = constant.clamp(min=0)
-    drop = unread | (a.dead() & (constant == 0))
+    drop = unread | (a.dead() & (_dead_outputs(a) == 0))
     if b.mam:
         drop = _keep_zero_candidates(b.weight, drop, b.in_width)
     return drop, None
+
+
+def _dead_outputs(a: _Layer) -> torch.Tensor:
+    """What the next layer reads from each neuron of float layer ``a`` if the neuron is dead (its output
+    is then its bias), through the modules between them: float64, NaN where it is not known exactly."""
+    value = torch.zeros(a.weight.shape[0], dtype=torch.float64) if a.bias is None else a.bias.to(torch.float64)
+    for module, kind in a.between:
+        if kind == "relu":
+            value = value.clamp(min=0)
+        elif kind == "pool" and not isinstance(module, _MAX_POOLS):  # an average of equal values may round
+            value = torch.where(value == 0, value, torch.nan)
+        elif kind == "norm":
+            value = _normalised(module, value, a.rows)
+    return value
+
+
+def _normalised(norm: nn.Module, value: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Batch normalisation (running statistics) of a constant per channel, in float64; NaN where the
+    result is too close to 0 for its float32 sign to be certain (only its sign decides, through a ReLU)."""
+    if not norm.track_running_stats or norm.running_mean is None:
+        return torch.full_like(value, torch.nan)
+    scale = (norm.running_var.to(torch.float64)[rows] + norm.eps).rsqrt()
+    if norm.affine:
+        scale = scale * norm.weight.detach().to(torch.float64)[rows]
+    shift = norm.bias.detach().to(torch.float64)[rows] if norm.affine else torch.zeros_like(value)
+    centred = value - norm.running_mean.to(torch.float64)[rows]
+    out = centred * scale + shift
+    margin = 1e-4 * ((centred * scale).abs() + shift.abs())
+    return torch.where(out.abs() > margin, out, torch.nan)
 
 
 def _keep_zero_candidates(weight: torch.Tensor, drop: torch.Tensor, width: int = 1) -> torch.Tensor:
@@ -229,22 +261,22 @@ def _compact_layers(layers: List[_Layer], rule) -> Tuple[List[List[int]], int]:
 
 # --------------------------------------------------------------------------- float networks
 
-_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-          nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
+_MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
+_POOLS = (*_MAX_POOLS, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 _SUPPORTED = ("nn.Sequential, MAMLinear, nn.Linear, MAMConv2d, MAMConv1d, nn.Conv2d, nn.Conv1d, their float-packed "
               "versions, nn.ReLU, nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, max/average pooling, "
               "nn.BatchNorm1d/2d")
 
 
 def _kind(name: str, module: nn.Module) -> str:
-    """How compaction sees a module: a layer ('linear', 'conv'), element-wise ('relu', 'noop'), 'pool',
-    'flatten', or 'other' (channel-wise, passed through unchanged, never compacted across). A subclass
-    counts only if it keeps its base's forward."""
+    """How compaction sees a module: a layer ('linear', 'conv'), element-wise ('relu', 'noop'), channel-wise
+    ('pool', 'norm'), 'flatten', or 'other' (never compacted across). A subclass counts only if it keeps its
+    base's forward."""
     if type(module) in (PackedMAMConv2d, PackedMAMConv1d, PackedConv2d, PackedConv1d) or is_packable_conv(module):
         return "conv"
     bases = ((nn.Identity, "noop"), (nn.Dropout, "noop"), (nn.Flatten, "flatten"), (nn.ReLU, "relu"),
-             (MAMLinear, "linear"), (PackedLayer, "linear"), (nn.Linear, "linear"), (nn.BatchNorm1d, "other"),
-             (nn.BatchNorm2d, "other"), (nn.Unflatten, "other"), *((pool, "pool") for pool in _POOLS))
+             (MAMLinear, "linear"), (PackedLayer, "linear"), (nn.Linear, "linear"), (nn.BatchNorm1d, "norm"),
+             (nn.BatchNorm2d, "norm"), (nn.Unflatten, "other"), *((pool, "pool") for pool in _POOLS))
     for base, kind in bases:
         if (isinstance(module, base) and type(module).forward is base.forward
                 and not getattr(module, "return_indices", False)):
@@ -265,23 +297,26 @@ def _in_width(a: nn.Module, b: nn.Module, between: List[Tuple[nn.Module, str]]) 
     """Columns of ``b`` per neuron (output channel) of ``a`` when the two are adjacent, else None.
 
     Linear then linear: only element-wise modules between. Convolution then
-    convolution (both ``groups == 1``): element-wise modules and pooling
-    (channel-wise, a zero map stays zero); each channel is a kernel's worth
-    of ``b``'s patch. Convolution then linear: the same and one ``nn.Flatten()``
-    after the pooling; each channel is ``b.in_features / a.out_channels``
-    columns (a batched network: flatten keeps the channels in order).
+    convolution (both ``groups == 1``): element-wise modules, pooling and
+    batch normalisation of ``a``'s channels; each channel is a kernel's worth
+    of ``b``'s patch. Convolution then linear: the same, then one
+    ``nn.Flatten()`` (element-wise modules only after it); each channel is
+    ``b.in_features / a.out_channels`` columns (a batched network: flatten
+    keeps the channels in order).
     """
     kinds = [kind for _, kind in between]
-    flattens = [m for m, kind in between if kind == "flatten"]
     a_conv, b_conv = hasattr(a, "kernel_size"), hasattr(b, "kernel_size")
     if not a_conv:
         return 1 if not b_conv and all(k in ("relu", "noop") for k in kinds) else None
-    if a.groups != 1 or not all(k in ("relu", "noop", "pool", "flatten") for k in kinds):
+    flat = kinds.index("flatten") if "flatten" in kinds else len(kinds)
+    if (a.groups != 1 or not all(k in ("relu", "noop", "pool", "norm") for k in kinds[:flat])
+            or not all(k in ("relu", "noop") for k in kinds[flat + 1:])
+            or any(m.num_features != a.out_channels for m, k in between if k == "norm")):
         return None
     if b_conv:
-        return math.prod(b.kernel_size) if b.groups == 1 and not flattens else None
-    if len(flattens) != 1 or (flattens[0].start_dim, flattens[0].end_dim) != (1, -1) or "pool" in kinds[
-            kinds.index("flatten"):] or b.in_features % a.out_channels:
+        return math.prod(b.kernel_size) if b.groups == 1 and flat == len(kinds) else None
+    if (flat == len(kinds) or (between[flat][0].start_dim, between[flat][0].end_dim) != (1, -1)
+            or b.in_features % a.out_channels):
         return None
     return b.in_features // a.out_channels
 
@@ -317,6 +352,7 @@ def _float_layers(steps) -> List[_Layer]:
                 break
             between.append((module_after, kind_after))
         layer.relu_after = "relu" in [kind for _, kind in between]
+        layer.between = between
         if layers and layers[-1].adjacent_next:
             layer.in_width = layers[-1].next_width
         layers.append(layer)
@@ -348,8 +384,26 @@ def _compact_float(model: nn.Module):
     before = [(lay.weight.shape[0], int((lay.weight != 0).sum())) for lay in layers]
     with torch.no_grad():
         removed, folds = _compact_layers(layers, _removable_float)
-    smaller = _copy_with(model, {id(lay.module): _float_module(lay) for lay in layers}).cpu().eval()
+    replacements = {id(lay.module): _float_module(lay) for lay in layers}
+    for lay in layers:
+        for module, kind in lay.between:
+            if kind == "norm" and lay.adjacent_next and len(lay.rows) != module.num_features:
+                replacements[id(module)] = _sliced_norm(module, lay.rows)
+    smaller = _copy_with(model, replacements).cpu().eval()
     return smaller, layers, before, removed, folds
+
+
+def _sliced_norm(norm: nn.Module, rows: torch.Tensor) -> nn.Module:
+    """A copy of batch normalisation ``norm`` for the channels ``rows`` only."""
+    floats = [t for t in (norm.weight, norm.running_mean) if t is not None]
+    out = type(norm)(len(rows), eps=norm.eps, momentum=norm.momentum, affine=norm.affine,
+                     track_running_stats=norm.track_running_stats,
+                     dtype=floats[0].dtype if floats else None)
+    with torch.no_grad():
+        for name, tensor in (*norm.named_parameters(recurse=False), *norm.named_buffers(recurse=False)):
+            if getattr(out, name) is not None:
+                getattr(out, name).copy_(tensor if tensor.dim() == 0 else tensor[rows.to(tensor.device)])
+    return out.eval()
 
 
 def _copy_with(model: nn.Module, replacements: dict) -> nn.Module:
