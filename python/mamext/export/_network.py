@@ -17,6 +17,8 @@ class Network:
     The current activation (``shape``, one sample) lives in ``current``: the
     ``input`` argument or one of the float buffers ``act0``/``act1``, whose
     sizes in elements ``buffers`` records (only buffers written appear).
+    Convolutions gather each output's patch into ``mam_patch`` (``patch``
+    elements) and need the convolution runtime (``conv``).
     """
 
     shape: Tuple[int, ...]
@@ -24,6 +26,8 @@ class Network:
     current: str = "input"
     buffers: Dict[str, int] = field(default_factory=dict)
     qbuf: int = 0                                               # int8 input buffer, bytes
+    patch: int = 0                                              # convolution patch buffer, elements
+    conv: bool = False                                          # needs the convolution runtime
     arrays: List[CArray] = field(default_factory=list)
     checks: List[str] = field(default_factory=list)             # file-scope compile-time checks
     statements: List[str] = field(default_factory=list)

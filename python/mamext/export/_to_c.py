@@ -67,7 +67,7 @@ def to_c(model: nn.Module, out_dir: Union[str, os.PathLike], input_shape: Sequen
     header.write_text(header_code)
     source.write_text(source_code)
     main.write_text(harness_text(name))
-    runtime = copy_runtime(out_dir)
+    runtime = copy_runtime(out_dir, net.conv)
     return ExportResult(source=source, header=header, main=main, input_size=sizes.input_size,
                         output_size=sizes.output_size, flash_bytes=sizes.flash_bytes, ram_bytes=sizes.ram_bytes,
                         largest_activation_bytes=sizes.largest_activation_bytes,
