@@ -4,6 +4,7 @@ rounding) and in the integer-only path (bit for bit equal to mamext.quant's inte
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -11,10 +12,14 @@ import pytest
 import torch
 import torch.nn.utils.prune as torch_prune
 from torch import nn
+from torch.nn import functional as F
 
 from mamext import export
 from mamext.nn import MAMConv2d, MAMLinear
+from mamext.quant import IntAvgPool2d, IntConv2d, IntMaxPool2d, pack_integer
 from test_export_c import _compile, _run
+from test_export_int import _compile as _compile_int
+from test_export_int import _run as _run_int
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
@@ -178,3 +183,136 @@ def test_refusals(tmp_path, model, shape, match):
 def test_convolutions_need_float32_or_the_integer_path(tmp_path):
     with pytest.raises(ValueError, match="pack_integer"):
         export.to_c(nn.Sequential(MAMConv2d(1, 2, 3)).eval(), tmp_path, (1, 5, 5), torch.int8)
+
+
+# --------------------------------------------------------------------------- integer-only path
+
+def _int_codes(q, x):
+    """Quantised samples, random codes and the extremes (saturation, every code at the zero point)."""
+    n = x[0].numel()
+    torch.manual_seed(8)
+    extremes = torch.tensor([[127] * n, [-128] * n, [q.input_zero_point] * n], dtype=torch.int8)
+    return torch.cat([q.quantize_input(x).reshape(-1, n), torch.randint(-128, 128, (30, n), dtype=torch.int8),
+                      extremes])
+
+
+def _int_round_trip(tmp_path, model, shape, n=80):
+    x = _inputs(n, shape)
+    q = pack_integer(model, [x[: n // 2]])
+    res = export.to_c(q, tmp_path, shape, torch.int8, name="qnet")
+    codes = _int_codes(q, x)
+    got = _run_int(_compile_int(res, tmp_path), codes)
+    want = q.forward_int8(codes.reshape(-1, *shape))
+    assert torch.equal(got, want)
+    return q, res, x, want
+
+
+def test_int_lenet_is_bit_exact_and_close_to_float(tmp_path):
+    m = _lenet(negative_gamma=True)
+    q, res, x, want = _int_round_trip(tmp_path, m, (1, 12, 12))
+    assert (want == 127).any() and (want == -128).any()
+    calls = re.findall(r"mamrt_q_\w+(?=\()", res.source.read_text())
+    assert calls[:4] == ["mamrt_q_lin_conv2d", "mamrt_q_maxpool2d", "mamrt_q_mam_conv2d", "mamrt_q_avgpool2d"]
+    assert sorted(p.name for p in res.runtime) == ["mam_runtime_conv_int.h", "mam_runtime_int.h",
+                                                   "mam_runtime_window.h", "mam_semantics.h"]
+    assert res.ram_bytes == 6 * 12 * 12 + 6 * 6 * 6 + 2 * 6 * 3 * 3      # int8 activations, int16 patch
+    with torch.no_grad():
+        ref = m(x)
+    # the batch norms (two with negative gammas after MAM layers) are folded: the integer network still
+    # computes the float model up to quantisation
+    assert float((q(x) - ref).abs().max()) < 0.03 * float(ref.abs().max())
+    assert float((q(x).argmax(1) == ref.argmax(1)).float().mean()) >= 0.95
+
+
+def test_int_mam_cnn_is_bit_exact(tmp_path):
+    """Pruned, grouped, depthwise, strided, dilated and 'same'-padded MAM convolutions, padded pools."""
+    m = _mam_cnn()
+    _int_round_trip(tmp_path, m, (2, 11, 11))
+
+
+def test_int_negative_gamma_folds_exactly():
+    """Folding a negative scale into a MAM layer negates its codes; max + min of the negated products is
+    exactly the negated max + min, so the folded layer equals the unfolded one followed by the scale."""
+    torch.manual_seed(9)
+    conv = MAMConv2d(2, 4, 3, padding=1)
+    bn = _batchnorm(nn.BatchNorm2d(4), negative=True, seed=10)
+    x = _inputs(40, (2, 6, 6))
+    folded = pack_integer(nn.Sequential(conv, bn).eval(), [x])
+    with torch.no_grad():
+        ref = bn.eval()(conv(x))
+    err = (folded(x) - ref).abs().max()
+    assert float(err) < 0.03 * float(ref.abs().max())
+    layer = folded.layers[0]
+    plain = pack_integer(nn.Sequential(conv).eval(), [x]).layers[0]
+    signs = torch.sign(bn.weight.detach()).to(torch.int64)
+    assert torch.equal(layer.weight.to(torch.int64), plain.weight.to(torch.int64) * signs[:, None, None, None])
+
+
+def _brute_force_conv(layer, codes):
+    """acc of an IntConv2d by plain loops over outputs and patch positions."""
+    B, C, H, W = codes.shape
+    k_h, k_w = layer.kernel_size
+    (s_h, s_w), (d_h, d_w), (top, left, bottom, right) = layer.stride, layer.dilation, layer.padding
+    h_out = (H + top + bottom - d_h * (k_h - 1) - 1) // s_h + 1
+    w_out = (W + left + right - d_w * (k_w - 1) - 1) // s_w + 1
+    cin_g, cout_g = C // layer.groups, layer.out_channels // layer.groups
+    acc = torch.zeros(B, layer.out_channels, h_out, w_out, dtype=torch.int64)
+    for b in range(B):
+        for o in range(layer.out_channels):
+            for i in range(h_out):
+                for j in range(w_out):
+                    products = []
+                    for c in range(cin_g):
+                        for u in range(k_h):
+                            for v in range(k_w):
+                                r, s = i * s_h - top + u * d_h, j * s_w - left + v * d_w
+                                inside = 0 <= r < H and 0 <= s < W
+                                xv = int(codes[b, o // cout_g * cin_g + c, r, s]) - layer.input_zero_point \
+                                    if inside else 0
+                                products.append(int(layer.weight[o, c, u, v]) * xv)
+                    total = max(products) + min(products) if layer.mam else sum(products)
+                    acc[b, o, i, j] = total + int(layer.bias[o])
+    return acc
+
+
+@pytest.mark.parametrize("mam", [True, False], ids=["mam", "mac"])
+def test_int_conv_reference_against_loops(mam):
+    torch.manual_seed(11)
+    weight = torch.randn(4, 1, 3, 2)
+    weight[weight.abs() < 0.3] = 0                                   # pruned weights
+    layer = IntConv2d.from_float(weight, torch.randn(4), mam=mam, stride=(2, 1), padding=(1, 0, 2, 1),
+                                 dilation=(1, 2), groups=2, input_scale=0.05, input_zero_point=-7,
+                                 output_scale=0.1, output_zero_point=3, relu=False)
+    codes = torch.randint(-128, 128, (2, 2, 7, 6), dtype=torch.int8)
+    assert torch.equal(layer.accumulate(codes), _brute_force_conv(layer, codes))
+
+
+@pytest.mark.parametrize("include_pad, divisor", [(True, None), (False, None), (True, 3)])
+def test_int_pools_against_float(include_pad, divisor):
+    torch.manual_seed(12)
+    codes = torch.randint(-128, 128, (3, 2, 7, 7), dtype=torch.int8)
+    codes[0] = 5                                                     # ties and exact halves
+    zp = -9
+    pool = IntAvgPool2d(3, 2, 1, zero_point=zp, count_include_pad=include_pad, divisor_override=divisor)
+    mean = F.avg_pool2d(codes.double() - zp, 3, 2, 1, count_include_pad=include_pad, divisor_override=divisor)
+    rounded = torch.sign(mean) * torch.floor(mean.abs() + 0.5)        # half away from zero
+    assert torch.equal(pool(codes).long(), (rounded + zp).clamp(-128, 127).long())
+    top = IntMaxPool2d(3, 2, 1, dilation=2)(codes)
+    assert torch.equal(top, F.max_pool2d(codes.double(), 3, 2, 1, dilation=2).to(torch.int8))
+
+
+def test_int_refusals():
+    x = torch.randn(8, 2, 6, 6)
+    with pytest.raises(ValueError, match="must directly follow"):
+        pack_integer(nn.Sequential(nn.BatchNorm2d(2).eval(), nn.Conv2d(2, 2, 3)).eval(), [x])
+    with pytest.raises(ValueError, match="padding_mode"):
+        pack_integer(nn.Sequential(nn.Conv2d(2, 2, 3, padding_mode="circular", padding=1)).eval(), [x])
+    with pytest.raises(ValueError, match="ceil_mode"):
+        pack_integer(nn.Sequential(nn.MaxPool2d(2, ceil_mode=True)).eval(), [x])
+    blending = MAMConv2d(2, 2, 3)
+    blending.beta.fill_(0.5)
+    with pytest.raises(ValueError, match="beta"):
+        pack_integer(nn.Sequential(blending).eval(), [x])
+    wide = torch.randn(2, 4000, 3, 3)                             # 36000 products per MAC output
+    with pytest.raises(ValueError, match="int32 sums are exact"):
+        pack_integer(nn.Sequential(nn.Conv2d(4000, 1, 3)).eval(), [wide])
