@@ -4,6 +4,7 @@ rounding) and in the integer-only path (bit for bit equal to mamext.quant's inte
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -316,3 +317,28 @@ def test_int_refusals():
     wide = torch.randn(2, 4000, 3, 3)                             # 36000 products per MAC output
     with pytest.raises(ValueError, match="int32 sums are exact"):
         pack_integer(nn.Sequential(nn.Conv2d(4000, 1, 3)).eval(), [wide])
+
+
+# --------------------------------------------------------------------------- Cortex-M firmware
+
+def test_cnn_firmware_on_cortex_m(tmp_path):
+    """The exported CNNs built for Cortex-M under QEMU: the integer-only LeNet on a Cortex-M3 (no FPU: no
+    floating point anywhere) and the float MAM CNN on a Cortex-M4, both equal to their references."""
+    mcu = pytest.importorskip("mamext.mcu")
+    try:
+        mcu._tools.Compiler.find()
+        mcu._tools.find_qemu()
+    except mcu.ToolsMissingError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the firmware tests: {e}")
+        pytest.skip(str(e))
+    lenet, x = _lenet(), _inputs(6, (1, 12, 12))
+    integer = pack_integer(lenet, [_inputs(40, (1, 12, 12), seed=1)])
+    firmware = mcu.build(integer, tmp_path / "m3", (1, 12, 12), target="cortex-m3", dtype=torch.int8)
+    out, _ = firmware.run(x, repeats=1)
+    assert torch.equal(out, integer(x))
+    cnn, x = _mam_cnn(), _inputs(6, (2, 11, 11))
+    firmware = mcu.build(cnn, tmp_path / "m4", (2, 11, 11), target="cortex-m4", dtype=torch.float32)
+    out, _ = firmware.run(x, repeats=1)
+    with torch.no_grad():
+        assert torch.equal(out, cnn(x))
