@@ -30,7 +30,8 @@ def to_c(model: nn.Module, out_dir: Union[str, os.PathLike], input_shape: Sequen
         out_dir: directory to write to (created if needed; ``"."`` for the
             current directory, the empty path is refused).
         input_shape: the shape of one input sample, without the batch
-            dimension, e.g. ``(784,)`` or ``(1, 28, 28)``: positive ints.
+            dimension, e.g. ``(784,)`` or ``(1, 28, 28)`` (``(C, H, W)``
+            for a CNN): positive ints.
         dtype: ``torch.float32`` or ``torch.int8``. A
             :class:`mamext.quant.IntegerNetwork` always exports integer-only C
             (``<name>_infer_int8``, see :mod:`mamext.quant`) with either value.
