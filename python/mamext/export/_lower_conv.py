@@ -78,7 +78,9 @@ def pool_window(qual: str, module: nn.Module, shape) -> Window:
         raise ValueError(f"{_WHERE}: {name} '{qual}' cannot pool activations of shape {tuple(shape)}: {e}") from None
     p_h, p_w = torch.nn.modules.utils._pair(module.padding)
     win = window(qual, shape, shape[0], module.kernel_size, stride, (p_h, p_w, p_h, p_w), dilation, shape[0])
-    assert win.out_shape == tuple(expect.shape[1:]), (win, expect.shape)
+    if win.out_shape != tuple(expect.shape[1:]):
+        raise ValueError(f"{_WHERE}: {name} '{qual}': pooling geometry {win.out_shape} differs from PyTorch's "
+                         f"{tuple(expect.shape[1:])}")
     return win
 
 
