@@ -186,6 +186,33 @@ def test_convolutions_need_float32_or_the_integer_path(tmp_path):
         export.to_c(nn.Sequential(MAMConv2d(1, 2, 3)).eval(), tmp_path, (1, 5, 5), torch.int8)
 
 
+_GEOMETRIES = {
+    "same_even_kernel": lambda: MAMConv2d(2, 4, (2, 4), padding="same", dilation=(1, 2)),
+    "valid_stride3": lambda: MAMConv2d(2, 4, 3, stride=3, padding="valid", bias=False),
+    "depthwise_multiplier": lambda: MAMConv2d(2, 4, 3, padding=(0, 2), groups=2),
+    "mac_grouped_dilated": lambda: nn.Conv2d(2, 4, 3, stride=(1, 2), padding=2, dilation=2, groups=2),
+    "maxpool_dilated": lambda: nn.MaxPool2d(3, 2, 1, dilation=2),
+    "avgpool_pad": lambda: nn.AvgPool2d(3, 2, 1),
+    "avgpool_divisor": lambda: nn.AvgPool2d((3, 2), (1, 2), (1, 1), divisor_override=5),
+}
+
+
+@pytest.mark.parametrize("layer", sorted(_GEOMETRIES))
+def test_single_layer_geometries(tmp_path, layer):
+    """Each layer alone, float (MAM and pools exactly PyTorch's, MAC within rounding) and integer (bit for bit)."""
+    torch.manual_seed(13)
+    m = nn.Sequential(_GEOMETRIES[layer]()).eval()
+    x = _inputs(12, (2, 9, 8))
+    x[4, 0, 0, 0], x[5, 1, 3, 3], x[6, 0, 8, 7] = float("-inf"), float("nan"), float("inf")
+    res = export.to_c(m, tmp_path / "f", (2, 9, 8))
+    y = _run(_compile(res, tmp_path / "f"), x)
+    with torch.no_grad():
+        ref = m(x).reshape(len(x), -1)
+    exact = not isinstance(m[0], nn.Conv2d)
+    torch.testing.assert_close(y, ref, rtol=0 if exact else 1e-5, atol=0 if exact else 1e-5, equal_nan=True)
+    _int_round_trip(tmp_path / "q", nn.Sequential(_GEOMETRIES[layer]()).eval(), (2, 9, 8), n=40)
+
+
 # --------------------------------------------------------------------------- integer-only path
 
 def _int_codes(q, x):
@@ -198,12 +225,13 @@ def _int_codes(q, x):
 
 
 def _int_round_trip(tmp_path, model, shape, n=80):
+    torch.manual_seed(14)
     x = _inputs(n, shape)
     q = pack_integer(model, [x[: n // 2]])
     res = export.to_c(q, tmp_path, shape, torch.int8, name="qnet")
     codes = _int_codes(q, x)
     got = _run_int(_compile_int(res, tmp_path), codes)
-    want = q.forward_int8(codes.reshape(-1, *shape))
+    want = q.forward_int8(codes.reshape(-1, *shape)).reshape(len(codes), -1)
     assert torch.equal(got, want)
     return q, res, x, want
 
