@@ -95,7 +95,10 @@ def test_mam_cnn_is_exact(tmp_path):
     assert sorted(p.name for p in res.runtime) == ["mam_runtime.h", "mam_runtime_conv.h", "mam_runtime_csr.h",
                                                    "mam_runtime_window.h", "mam_semantics.h"]
     patch = 2 * 3 * 3                                               # the largest c_in / groups * k_h * k_w
-    assert res.ram_bytes == 4 * (6 * 11 * 11 + 6 * 6 * 6 + patch)
+    column = 6                                                      # one position's outputs of a packed conv
+    assert res.ram_bytes == 4 * (6 * 11 * 11 + 6 * 6 * 6 + patch + column)
+    report = str(res)
+    assert "0: packed MAM conv" in report and "3: packed MAM conv" in report and "5: dense MAM conv" in report
 
 
 def test_padding_wins_and_ties(tmp_path):
@@ -186,7 +189,14 @@ def test_convolutions_need_float32_or_the_integer_path(tmp_path):
         export.to_c(nn.Sequential(MAMConv2d(1, 2, 3)).eval(), tmp_path, (1, 5, 5), torch.int8)
 
 
+def _pruned(conv, amount):
+    torch_prune.l1_unstructured(conv, "weight", amount=amount)
+    return conv
+
+
 _GEOMETRIES = {
+    "pruned_no_bias": lambda: _pruned(MAMConv2d(2, 4, 3, padding=1, bias=False), 0.8),
+    "pruned_mac_grouped": lambda: _pruned(nn.Conv2d(2, 6, 3, padding=1, groups=2), 0.7),
     "same_even_kernel": lambda: MAMConv2d(2, 4, (2, 4), padding="same", dilation=(1, 2)),
     "valid_stride3": lambda: MAMConv2d(2, 4, 3, stride=3, padding="valid", bias=False),
     "depthwise_multiplier": lambda: MAMConv2d(2, 4, 3, padding=(0, 2), groups=2),
@@ -210,6 +220,7 @@ def test_single_layer_geometries(tmp_path, layer):
         ref = m(x).reshape(len(x), -1)
     exact = not isinstance(m[0], nn.Conv2d)
     torch.testing.assert_close(y, ref, rtol=0 if exact else 1e-5, atol=0 if exact else 1e-5, equal_nan=True)
+    assert ("packed" in str(res)) == layer.startswith("pruned")
     _int_round_trip(tmp_path / "q", nn.Sequential(_GEOMETRIES[layer]()).eval(), (2, 9, 8), n=40)
 
 

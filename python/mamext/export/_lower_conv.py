@@ -1,7 +1,9 @@
 """Float lowering of convolutions, pooling and batch norms on per-sample (C, H, W) activations.
 
-Convolutions are exported dense from the weight they compute with (a pruned
-weight is a stored 0, whose product is a candidate exactly as in PyTorch).
+Convolutions are exported from the weight they compute with: dense (a pruned
+weight is a stored 0, whose product is a candidate exactly as in PyTorch), or,
+for a pruned one where that takes fewer bytes, packed (CSR over the patch:
+the packed kernel's zero candidate stands for the pruned weights' products).
 A batch norm right after a MAC layer is folded into its weight and bias;
 after a MAM layer (or anywhere else) it stays a per-channel affine step: the
 MAM's products then round exactly as PyTorch's, and the step costs one
@@ -19,15 +21,16 @@ from torch.nn import functional as F
 
 from ..nn.conv import MAMConv2d
 from ..quant._batchnorm import batchnorm_affine, check_batchnorm_channels, fold_batchnorm
-from ..sparse import effective_weight
+from ..sparse import effective_weight, index_dtype
 from ._args import check_c_size
-from ._c_text import CArray
+from ._c_text import C_SIZEOF, CArray
 from ._network import Network
 from ._window import Window, explicit_padding, window
 
 _WHERE = "mamext.export.to_c"
 
 BatchNormStep = Tuple[str, nn.Module]   # (qualified name, module)
+_C_INDEX = {torch.uint8: ("uint8_t", "u8"), torch.int16: ("int16_t", "i16"), torch.int32: ("int32_t", "i32")}
 
 
 def check_conv(qual: str, module: nn.Module) -> None:
@@ -96,21 +99,57 @@ def lower_conv(net: Network, prefix: str, qual: str, module: nn.Module, bn: Opti
         weight, bias = fold_batchnorm(weight, bias, *batchnorm_affine(bn[1], bn[0], _WHERE))
     src, dst = net.current, net.spare_buffer()
     net.write(dst, win.out_shape, f"the output of convolution '{qual}'")
-    net.arrays += [win.struct(f"{prefix}_win"),
-                   CArray("float", f"{prefix}_w", weight.to(torch.float32).reshape(-1).tolist())]
-    bias_name = "(const float *)0"
+    net.arrays.append(win.struct(f"{prefix}_win"))
+    bias_name = None
     if bias is not None:
         net.arrays.append(CArray("float", f"{prefix}_bias", bias.detach().to(torch.float32).tolist()))
         bias_name = f"{prefix}_bias"
     net.patch, net.conv = max(net.patch, win.patch), True
+    rows = weight.to(torch.float32).reshape(win.c_out, win.patch)
     kind = "mam" if mam else "lin"
-    net.statements.append(f"    mamrt_{kind}_conv2d_f32({src}, {dst}, &{prefix}_win, {prefix}_w, {bias_name}, "
-                          "mam_patch);")
-    kept = int((weight != 0).sum())
-    net.layers.append((qual, f"dense {'MAM' if mam else 'MAC'} conv {win.c_in}->{win.c_out} k{win.k_h}x{win.k_w} "
-                             f"s{win.s_h}x{win.s_w} -> {win.out_shape}, kept {kept}/{weight.numel()}, float32"
-                             + (f", {bn[0]} folded" if fold else "")))
+    packed = _emit_packed_conv(net, prefix, win, rows, kind, bias_name, src, dst)
+    if not packed:
+        net.arrays.append(CArray("float", f"{prefix}_w", rows.reshape(-1).tolist()))
+        net.statements.append(f"    mamrt_{kind}_conv2d_f32({src}, {dst}, &{prefix}_win, {prefix}_w, "
+                              f"{bias_name or '(const float *)0'}, mam_patch);")
+    kept = int((rows != 0).sum())
+    net.layers.append((qual, f"{'packed' if packed else 'dense'} {'MAM' if mam else 'MAC'} conv {win.c_in}->"
+                             f"{win.c_out} k{win.k_h}x{win.k_w} s{win.s_h}x{win.s_w} -> {win.out_shape}, kept "
+                             f"{kept}/{rows.numel()}, float32" + (f", {bn[0]} folded" if fold else "")))
     return fold
+
+
+def position_loop(win: Window, body) -> list:
+    """Statements running ``body`` (lines using ``g_``, ``oh_``, ``ow_``) for every group and output position."""
+    return (["    {", "        int32_t g_, oh_, ow_;",
+             f"        for (g_ = 0; g_ < {win.groups}; ++g_) {{",
+             f"            for (oh_ = 0; oh_ < {win.h_out}; ++oh_) {{",
+             f"                for (ow_ = 0; ow_ < {win.w_out}; ++ow_) {{"]
+            + ["                    " + line for line in body] + ["                }", "            }", "        }", "    }"])
+
+
+def _emit_packed_conv(net: Network, prefix: str, win: Window, rows: torch.Tensor, kind: str, bias_name, src: str,
+                      dst: str) -> bool:
+    """A pruned convolution's weight as CSR rows over the patch, when that takes fewer bytes than dense:
+    each gathered patch is one row of the packed kernel of mam_runtime.h. Returns whether it was emitted."""
+    keep = rows != 0
+    kept, total = int(keep.sum()), rows.numel()
+    idx_type, suffix = _C_INDEX[index_dtype(win.patch)]
+    if kept == total or (4 + C_SIZEOF[idx_type]) * kept + 4 * (win.c_out + 1) >= 4 * total:
+        return False
+    offsets = [0] + keep.sum(1).cumsum(0).tolist()
+    net.arrays += [CArray("float", f"{prefix}_val", rows[keep].tolist()),
+                   CArray(idx_type, f"{prefix}_idx", keep.nonzero()[:, 1].tolist()),
+                   CArray("int32_t", f"{prefix}_off", offsets)]
+    cout_g = win.c_out // win.groups
+    net.col = max(net.col, cout_g)
+    bias = f"{bias_name} + g_ * {cout_g}" if bias_name else "(const float *)0"
+    net.statements += position_loop(win, [
+        f"mamrt_patch_f32({src}, &{prefix}_win, g_, oh_, ow_, mam_patch);",
+        f"mamrt_{kind}_csr_f32_{suffix}(mam_patch, mam_col, 1, {win.patch}, {cout_g}, {prefix}_val, {prefix}_idx,",
+        f"                       {prefix}_off + g_ * {cout_g}, {bias});",
+        f"mamrt_scatter_f32(mam_col, {dst}, &{prefix}_win, g_, oh_, ow_);"])
+    return True
 
 
 def lower_pool(net: Network, prefix: str, qual: str, module: nn.Module) -> None:

@@ -18,7 +18,8 @@ class Network:
     ``input`` argument or one of the float buffers ``act0``/``act1``, whose
     sizes in elements ``buffers`` records (only buffers written appear).
     Convolutions gather each output's patch into ``mam_patch`` (``patch``
-    elements) and need the convolution runtime (``conv``).
+    elements; packed ones write one position's outputs to ``mam_col``,
+    ``col`` elements) and need the convolution runtime (``conv``).
     """
 
     shape: Tuple[int, ...]
@@ -27,6 +28,7 @@ class Network:
     buffers: Dict[str, int] = field(default_factory=dict)
     qbuf: int = 0                                               # int8 input buffer, bytes
     patch: int = 0                                              # convolution patch buffer, elements
+    col: int = 0                                                # packed convolution outputs of one position
     conv: bool = False                                          # needs the convolution runtime
     arrays: List[CArray] = field(default_factory=list)
     checks: List[str] = field(default_factory=list)             # file-scope compile-time checks

@@ -34,6 +34,8 @@ def _static_data(net: Network) -> List[str]:
         lines.append(f"static int8_t mam_qbuf[{net.qbuf}];")
     if net.patch:
         lines.append(f"static float mam_patch[{net.patch}];")
+    if net.col:
+        lines.append(f"static float mam_col[{net.col}];")
     if net.checks:
         lines += ["", "/* int8 sums: no row keeps more connections than int32 sums hold exactly */"] + net.checks
     lines.append("")

@@ -16,6 +16,13 @@
  * A padded position is a zero input, so its product (+-0) is a candidate of
  * the max and the min, exactly as in the patch mamext.nn.MAMConv2d unfolds.
  *
+ * A pruned convolution may instead keep its weights packed (CSR, as a packed
+ * linear layer, patch positions as column indices): the generated code then
+ * gathers each patch with mamrt_patch_f32, runs the packed kernel of
+ * mam_runtime.h on it as one row of c_out / groups neurons (its pruned-row
+ * zero candidate is the dense weight's zero product) and writes the outputs
+ * with mamrt_scatter_f32.
+ *
  * Kernels:
  *   mamrt_mam_conv2d_f32, mamrt_lin_conv2d_f32   convolution, groups included
  *   mamrt_maxpool2d_f32                          max over the window, padding ignored, NaN wins
@@ -48,6 +55,15 @@ static inline void mamrt_patch_f32(const float *x, const mamrt_window *g, int32_
             }
         }
     }
+}
+
+/* The outputs col[0 .. c_out / groups) of group `group` at (oh, ow), written to their channels of y. */
+static inline void mamrt_scatter_f32(const float *col, float *y, const mamrt_window *g, int32_t group, int32_t oh,
+                                     int32_t ow)
+{
+    const int32_t cout_g = g->c_out / g->groups;
+    int32_t n;
+    for (n = 0; n < cout_g; ++n) y[((group * cout_g + n) * g->h_out + oh) * g->w_out + ow] = col[n];
 }
 
 /* max + min of the products w[k] * x[k], k < K (K >= 1); NaN when a product is NaN. */

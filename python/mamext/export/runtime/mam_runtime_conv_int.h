@@ -13,6 +13,12 @@
  *   MAC: acc = sum p + bias[o];
  * and requantises acc to int8 exactly as mam_runtime_int.h's layers do.
  *
+ * A pruned convolution may instead keep its weights in one of the index
+ * encodings of mam_runtime_int.h (patch positions as columns): the generated
+ * code gathers each patch as codes with mamrt_q_patch_codes (padding: x_zp),
+ * runs that layer kernel on it as one row of c_out / groups neurons of width
+ * c_in / groups * k_h * k_w, and writes the outputs with mamrt_q_scatter.
+ *
  * Kernels:
  *   mamrt_q_mam_conv2d, mamrt_q_lin_conv2d   convolution, groups included
  *   mamrt_q_maxpool2d                       the largest code of the window, padding ignored
@@ -41,6 +47,32 @@ static inline void mamrt_q_patch(const int8_t *x, const mamrt_window *g, int32_t
             }
         }
     }
+}
+
+/* The patch of output position (oh, ow) in group `group` as int8 codes; padding reads x_zp (the real 0). */
+static inline void mamrt_q_patch_codes(const int8_t *x, const mamrt_window *g, int32_t group, int32_t oh, int32_t ow,
+                                       int32_t x_zp, int8_t *patch)
+{
+    const int32_t cin_g = g->c_in / g->groups;
+    int32_t c, i, j, n = 0;
+    for (c = 0; c < cin_g; ++c) {
+        for (i = 0; i < g->k_h; ++i) {
+            const int32_t ih = oh * g->s_h - g->p_h + i * g->d_h;
+            for (j = 0; j < g->k_w; ++j) {
+                const int32_t at = mamrt_window_at(g, group * cin_g + c, ih, ow * g->s_w - g->p_w + j * g->d_w);
+                patch[n++] = at < 0 ? (int8_t)x_zp : x[at];
+            }
+        }
+    }
+}
+
+/* The outputs col[0 .. c_out / groups) of group `group` at (oh, ow), written to their channels of y. */
+static inline void mamrt_q_scatter(const int8_t *col, int8_t *y, const mamrt_window *g, int32_t group, int32_t oh,
+                                   int32_t ow)
+{
+    const int32_t cout_g = g->c_out / g->groups;
+    int32_t n;
+    for (n = 0; n < cout_g; ++n) y[((group * cout_g + n) * g->h_out + oh) * g->w_out + ow] = col[n];
 }
 
 /* max + min of the products w[k] * patch[k], k < K (K >= 1). */
