@@ -155,11 +155,19 @@ def test_negative_gamma_batchnorm_after_mam(tmp_path):
     torch.testing.assert_close(y, -2.0 * mam, rtol=1e-6, atol=1e-6)
 
 
-def test_generated_cnn_compiles_with_strict_flags(tmp_path):
-    res = export.to_c(_lenet(), tmp_path, (1, 12, 12), name="lenet")
-    done = subprocess.run(["gcc", *_STRICT, "-o", "net", "lenet.c", "lenet_main.c"], cwd=tmp_path,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+def test_generated_cnns_compile_with_strict_flags(tmp_path):
+    """Dense, packed and encoded convolutions, pools and batch-norm steps, float and integer."""
+    x = _inputs(16, (2, 11, 11))
+    exports = [(_lenet(), (1, 12, 12), torch.float32), (_mam_cnn(), (2, 11, 11), torch.float32),
+               (pack_integer(_mam_cnn(), [x]), (2, 11, 11), torch.int8),
+               (pack_integer(_lenet(), [_inputs(16, (1, 12, 12))]), (1, 12, 12), torch.int8)]
+    for k, (model, shape, dtype) in enumerate(exports):
+        folder = tmp_path / str(k)
+        res = export.to_c(model, folder, shape, dtype, name="net")
+        assert ("packed MAM conv" in str(res)) == (k == 1) and ("B (dense:" in str(res)) == (k == 2)
+        done = subprocess.run(["gcc", *_STRICT, "-o", "net", "net.c", "net_main.c"], cwd=folder,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.parametrize("model, shape, match", [
@@ -268,6 +276,28 @@ def test_int_mam_cnn_is_bit_exact(tmp_path):
     """Pruned, grouped, depthwise, strided, dilated and 'same'-padded MAM convolutions, padded pools."""
     m = _mam_cnn()
     _int_round_trip(tmp_path, m, (2, 11, 11))
+
+
+@pytest.mark.parametrize("encoding", ["index", "delta", "bitmap"])
+def test_int_pruned_convolutions_in_each_encoding(tmp_path, encoding):
+    """Pruned convolutions (one grouped) stored in each index encoding, run patch by patch, bit for bit."""
+    torch.manual_seed(15)
+    m = nn.Sequential(_pruned(MAMConv2d(2, 8, 3, padding=1, bias=False), 0.8), nn.ReLU(),
+                      _pruned(nn.Conv2d(8, 6, 3, stride=2, groups=2), 0.7), nn.ReLU(),   # 3 x 36 bits a group
+                      _pruned(MAMConv2d(6, 4, 2, padding=1, groups=2), 0.6)).eval()      # 2 x 12 bits a group
+    x = _inputs(40, (2, 9, 9))
+    q = pack_integer(m, [x])
+    res = export.to_c(q, tmp_path, (2, 9, 9), torch.int8, name="qnet", index_encodings=(encoding,))
+    codes = _int_codes(q, x)
+    got = _run_int(_compile_int(res, tmp_path), codes)
+    assert torch.equal(got, q.forward_int8(codes.reshape(-1, 2, 9, 9)).reshape(len(codes), -1))
+    layers = res.layers
+    expect = {"index": "indices u8", "delta": "indices d8", "bitmap": "bitmap"}[encoding]
+    assert expect in layers[0]
+    if encoding == "bitmap":   # a group's bitmap must start on a byte: 3 x 36 bits do not, 2 x 12 bits do
+        assert "dense int8 weight" in layers[1] and "bitmap" in layers[2]
+    else:                      # grouped: each group starts at its own offsets in the value and index arrays
+        assert expect in layers[1]
 
 
 def test_int_negative_gamma_folds_exactly():

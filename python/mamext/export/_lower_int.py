@@ -30,7 +30,7 @@ def lower_int(model: IntegerNetwork, shape: Tuple[int, ...], encodings: FrozenSe
         elif isinstance(layer, nn.Flatten):
             flatten_shape(net, qual, layer)
         elif isinstance(layer, IntConv2d):
-            lower_int_conv(net, f"L{index}", qual, layer)
+            lower_int_conv(net, f"L{index}", qual, layer, encodings)
         elif isinstance(layer, (IntMaxPool2d, IntAvgPool2d)):
             lower_int_pool(net, f"L{index}", qual, layer)
         else:

@@ -29,6 +29,7 @@ class Network:
     qbuf: int = 0                                               # int8 input buffer, bytes
     patch: int = 0                                              # convolution patch buffer, elements
     col: int = 0                                                # packed convolution outputs of one position
+    qpatch: int = 0                                             # integer: patch codes of encoded convolutions
     conv: bool = False                                          # needs the convolution runtime
     arrays: List[CArray] = field(default_factory=list)
     checks: List[str] = field(default_factory=list)             # file-scope compile-time checks

@@ -49,6 +49,10 @@ def _source_text(name: str, net: Network) -> str:
     body += [f"static int8_t {buffer}[{size}];" for buffer, size in sorted(net.buffers.items())]
     if net.patch:
         body.append(f"static int16_t mam_qpatch[{net.patch}];")
+    if net.qpatch:
+        body.append(f"static int8_t mam_qcodes[{net.qpatch}];")
+    if net.col:
+        body.append(f"static int8_t mam_qcol[{net.col}];")
     body.append("")
     body += [array.definition() for array in net.arrays]
     body += [f"void {name}_infer_int8(const int8_t *input, int8_t *output)", "{", "    int32_t i;"]
@@ -97,7 +101,8 @@ def to_c_int(model: IntegerNetwork, out_dir: Path, shape: Tuple[int, ...], name:
     net = lower_int(model, shape, encodings)
     input_size = math.prod(shape)
     flash = sum(array.nbytes for array in net.arrays)
-    ram = sum(net.buffers.values()) + 2 * net.patch     # int8 activations, int16 convolution patch
+    # int8 activations, int16 patch of dense convolutions, int8 patch and outputs of encoded ones
+    ram = sum(net.buffers.values()) + 2 * net.patch + net.qpatch + net.col
     out_dir.mkdir(parents=True, exist_ok=True)
     header, source, main = out_dir / f"{name}.h", out_dir / f"{name}.c", out_dir / f"{name}_main.c"
     header.write_text(_header_text(name, net, model, input_size, flash, ram, shape))
