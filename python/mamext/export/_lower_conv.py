@@ -121,11 +121,11 @@ def lower_conv(net: Network, prefix: str, qual: str, module: nn.Module, bn: Opti
 
 def position_loop(win: Window, body) -> list:
     """Statements running ``body`` (lines using ``g_``, ``oh_``, ``ow_``) for every group and output position."""
-    return (["    {", "        int32_t g_, oh_, ow_;",
-             f"        for (g_ = 0; g_ < {win.groups}; ++g_) {{",
-             f"            for (oh_ = 0; oh_ < {win.h_out}; ++oh_) {{",
-             f"                for (ow_ = 0; ow_ < {win.w_out}; ++ow_) {{"]
-            + ["                    " + line for line in body] + ["                }", "            }", "        }", "    }"])
+    head = ["    {", "        int32_t g_, oh_, ow_;", f"        for (g_ = 0; g_ < {win.groups}; ++g_) {{",
+            f"            for (oh_ = 0; oh_ < {win.h_out}; ++oh_) {{",
+            f"                for (ow_ = 0; ow_ < {win.w_out}; ++ow_) {{"]
+    tail = ["                }", "            }", "        }", "    }"]
+    return head + ["                    " + line for line in body] + tail
 
 
 def _emit_packed_conv(net: Network, prefix: str, win: Window, rows: torch.Tensor, kind: str, bias_name, src: str,
