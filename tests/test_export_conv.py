@@ -155,6 +155,21 @@ def test_negative_gamma_batchnorm_after_mam(tmp_path):
     torch.testing.assert_close(y, -2.0 * mam, rtol=1e-6, atol=1e-6)
 
 
+def test_batchnorms_without_a_layer_before_them(tmp_path):
+    """Batch norms first, after a ReLU, after a Flatten: per-channel affine steps (src: input or a buffer)."""
+    torch.manual_seed(16)
+    m = nn.Sequential(_batchnorm(nn.BatchNorm2d(2), seed=17), MAMConv2d(2, 3, 3), nn.ReLU(),
+                      _batchnorm(nn.BatchNorm2d(3), negative=True, seed=18), nn.Flatten(),
+                      _batchnorm(nn.BatchNorm1d(3 * 5 * 5), seed=19), nn.Linear(3 * 5 * 5, 4)).eval()
+    res = export.to_c(m, tmp_path, (2, 7, 7))
+    assert str(res).count("batch norm (per-channel affine)") == 3
+    x = _inputs(10, (2, 7, 7))
+    y = _run(_compile(res, tmp_path), x)
+    with torch.no_grad():
+        ref = m(x)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+
+
 def test_generated_cnns_compile_with_strict_flags(tmp_path):
     """Dense, packed and encoded convolutions, pools and batch-norm steps, float and integer."""
     x = _inputs(16, (2, 11, 11))
@@ -298,6 +313,20 @@ def test_int_pruned_convolutions_in_each_encoding(tmp_path, encoding):
         assert "dense int8 weight" in layers[1] and "bitmap" in layers[2]
     else:                      # grouped: each group starts at its own offsets in the value and index arrays
         assert expect in layers[1]
+
+
+def test_int_cnn_has_no_float_in_object_code(tmp_path):
+    """Dense and encoded integer convolutions and both pools compile with no floating point at all."""
+    x = _inputs(16, (2, 11, 11))
+    res = export.to_c(pack_integer(_mam_cnn(), [x]), tmp_path, (2, 11, 11), torch.int8, name="qnet")
+    assert "B (dense:" in str(res) and "dense int8 weight" in str(res)
+    # -mgeneral-regs-only: any floating-point operation is a compile error on x86-64
+    machine = subprocess.run(["gcc", "-dumpmachine"], capture_output=True, text=True).stdout
+    flags = ["-mgeneral-regs-only"] if machine.startswith("x86_64") else []
+    subprocess.run(["gcc", *_STRICT, *flags, "-c", "-o", str(tmp_path / "net.o"), str(res.source)], check=True,
+                   capture_output=True, text=True)
+    symbols = subprocess.run(["nm", str(tmp_path / "net.o")], capture_output=True, text=True, check=True).stdout
+    assert not re.search(r"\b(__\w*(sf|df)\w*|__float\w*|__fix\w*)\b", symbols)
 
 
 def test_int_negative_gamma_folds_exactly():
