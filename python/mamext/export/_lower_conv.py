@@ -21,11 +21,12 @@ from torch.nn import functional as F
 
 from ..nn.conv import MAMConv2d
 from ..quant._batchnorm import batchnorm_affine, check_batchnorm_channels, fold_batchnorm
+from ..quant._conv import explicit_padding
 from ..sparse import effective_weight, index_dtype
 from ._args import check_c_size
 from ._c_text import C_SIZEOF, CArray
 from ._network import Network
-from ._window import Window, explicit_padding, window
+from ._window import Window, window
 
 _WHERE = "mamext.export.to_c"
 

@@ -11,7 +11,6 @@ from ._args import check_c_size
 from ._c_text import CStruct
 
 _WHERE = "mamext.export.to_c"
-_FIELDS = "c_in h w c_out h_out w_out k_h k_w s_h s_w p_h p_w d_h d_w groups".split()
 
 
 @dataclass(frozen=True)
@@ -45,17 +44,6 @@ class Window:
 
     def struct(self, name: str) -> CStruct:
         return CStruct("mamrt_window", name, list(astuple(self)))
-
-
-def explicit_padding(padding, kernel, dilation) -> Tuple[int, int, int, int]:
-    """(top, left, bottom, right) of a convolution's ``padding`` (ints, a pair, ``"valid"`` or ``"same"``)."""
-    if padding == "valid":
-        return 0, 0, 0, 0
-    if padding == "same":   # as F.conv2d: the odd extra row/column goes to the end
-        totals = [d * (k - 1) for d, k in zip(dilation, kernel)]
-        return totals[0] // 2, totals[1] // 2, totals[0] - totals[0] // 2, totals[1] - totals[1] // 2
-    p_h, p_w = _pair(padding)
-    return p_h, p_w, p_h, p_w
 
 
 def window(qual: str, shape, c_out: int, kernel, stride, padding4, dilation, groups: int) -> Window:

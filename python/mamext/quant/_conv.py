@@ -31,6 +31,17 @@ from ._observer import QMAX, QMIN
 _CHUNK_ELEMENTS = 1 << 22
 
 
+def explicit_padding(padding, kernel, dilation) -> Tuple[int, int, int, int]:
+    """(top, left, bottom, right) of a convolution's ``padding`` (ints, a pair, ``"valid"`` or ``"same"``)."""
+    if padding == "valid":
+        return 0, 0, 0, 0
+    if padding == "same":   # as F.conv2d: the odd extra row/column goes to the end
+        totals = [d * (k - 1) for d, k in zip(_pair(dilation), _pair(kernel))]
+        return totals[0] // 2, totals[1] // 2, totals[0] - totals[0] // 2, totals[1] - totals[1] // 2
+    p_h, p_w = _pair(padding)
+    return p_h, p_w, p_h, p_w
+
+
 def _windows(x: torch.Tensor, kernel, stride, padding4, dilation, fill: int) -> torch.Tensor:
     """(B, C, H_out, W_out, k_h, k_w) windows of int64 ``x`` padded with ``fill`` (top, left, bottom, right)."""
     top, left, bottom, right = padding4

@@ -11,7 +11,7 @@ from ..nn.conv import MAMConv2d
 from ..nn.modules import MAMLinear
 from ..sparse import PackedLayer, effective_weight
 from ._batchnorm import batchnorm_affine, fold_batchnorm
-from ._conv import IntAvgPool2d, IntConv2d, IntMaxPool2d
+from ._conv import IntAvgPool2d, IntConv2d, IntMaxPool2d, explicit_padding
 from ._layers import IntClamp, IntLinear
 from ._network import IntegerNetwork
 from ._observer import MinMaxObserver
@@ -99,7 +99,7 @@ def _batches(calibration) -> Iterable[torch.Tensor]:
 
 
 def _calibrate(stages, calibration) -> List[MinMaxObserver]:
-    """Observers of the input and of every linear stage's output (after its fused ReLUs)."""
+    """Observers of the input and of every linear or conv stage's output (after its batch norm and ReLUs)."""
     observers = [MinMaxObserver()] + [MinMaxObserver() for s in stages if s[0] in ("linear", "conv")]
     batches = 0
     for x in _batches(calibration):
@@ -170,14 +170,8 @@ def _layer_parameters(name: str, module: nn.Module, bn):
 
 def _conv_geometry(module: nn.Module):
     """stride, (top, left, bottom, right) padding, dilation and groups of a convolution."""
-    if module.padding == "same":   # as F.conv2d: the odd extra row/column goes to the end
-        totals = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size)]
-        padding = (totals[0] // 2, totals[1] // 2, totals[0] - totals[0] // 2, totals[1] - totals[1] // 2)
-    elif module.padding == "valid":
-        padding = (0, 0, 0, 0)
-    else:
-        padding = (*module.padding, *module.padding)
-    return dict(stride=module.stride, padding=padding, dilation=module.dilation, groups=module.groups)
+    return dict(stride=module.stride, padding=explicit_padding(module.padding, module.kernel_size, module.dilation),
+                dilation=module.dilation, groups=module.groups)
 
 
 def _pool(module: nn.Module, name: str, zero_point: int) -> nn.Module:
