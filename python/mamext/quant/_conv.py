@@ -80,9 +80,15 @@ class IntConv2d(nn.Module):
         self.register_buffer("bias", bias.to(torch.int32).contiguous())
         self.register_buffer("multiplier", multiplier.to(torch.int32).contiguous())
         self.register_buffer("right_shift", right_shift.to(torch.int32).contiguous())
-        if len(self.padding) != 4 or self.weight.dim() != 4 or self.weight.shape[0] % self.groups:
+        if self.weight.dim() != 4 or self.groups < 1 or self.weight.shape[0] % self.groups:
             raise ValueError("IntConv2d: expected a (C_out, C_in / groups, k_h, k_w) weight with C_out divisible by "
-                             "groups, and padding (top, left, bottom, right)")
+                             f"groups, got {tuple(self.weight.shape)} and groups={self.groups}")
+        if len(self.padding) != 4 or min(self.padding) < 0 or min(self.stride + self.dilation) < 1:
+            raise ValueError(f"IntConv2d: expected padding (top, left, bottom, right) >= 0 and stride, dilation >= 1, "
+                             f"got padding={self.padding}, stride={self.stride}, dilation={self.dilation}")
+        for what, t in (("bias", self.bias), ("multiplier", self.multiplier), ("right_shift", self.right_shift)):
+            if tuple(t.shape) != (self.weight.shape[0],):
+                raise ValueError(f"IntConv2d: {what} must hold one entry per output channel ({self.weight.shape[0]})")
 
     @property
     def in_channels(self) -> int:
@@ -125,9 +131,11 @@ class IntConv2d(nn.Module):
         return acc + self.bias.to(torch.int64)[None, :, None, None]
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        if codes.dtype != torch.int8 or codes.dim() != 4 or codes.shape[1] != self.in_channels:
-            raise ValueError(f"IntConv2d: expected int8 codes of shape (B, {self.in_channels}, H, W), got "
-                             f"{codes.dtype} {tuple(codes.shape)}")
+        if codes.dtype != torch.int8:
+            raise TypeError(f"IntConv2d: expected int8 codes, got {codes.dtype}")
+        if codes.dim() != 4 or codes.shape[1] != self.in_channels:
+            raise ValueError(f"IntConv2d: expected codes of shape (B, {self.in_channels}, H, W), got "
+                             f"{tuple(codes.shape)}")
         per_sample = max(1, self.weight.numel() * codes.shape[2] * codes.shape[3] // self.groups)
         outputs = []
         for chunk in codes.split(max(1, _CHUNK_ELEMENTS // per_sample)):
@@ -143,6 +151,12 @@ class IntConv2d(nn.Module):
                 f"zero_points=({self.input_zero_point}, {self.output_zero_point}), clamp=[{self.low}, {self.high}]")
 
 
+def _check_codes(layer: nn.Module, codes: torch.Tensor) -> None:
+    if not torch.is_tensor(codes) or codes.dtype != torch.int8 or codes.dim() != 4:
+        got = f"{codes.dtype} {tuple(codes.shape)}" if torch.is_tensor(codes) else type(codes).__name__
+        raise TypeError(f"{type(layer).__name__}: expected int8 codes of shape (B, C, H, W), got {got}")
+
+
 class IntMaxPool2d(nn.Module):
     """Max pooling of int8 codes (the scale is positive, so the largest code is the largest value)."""
 
@@ -152,6 +166,7 @@ class IntMaxPool2d(nn.Module):
         self.padding, self.dilation = tuple(_pair(padding)), tuple(_pair(dilation))
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        _check_codes(self, codes)
         p_h, p_w = self.padding
         view = _windows(codes.to(torch.int64), self.kernel_size, self.stride, (p_h, p_w, p_h, p_w),
                         self.dilation, QMIN - 1)
@@ -174,6 +189,7 @@ class IntAvgPool2d(nn.Module):
         self.divisor_override = None if divisor_override is None else int(divisor_override)
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        _check_codes(self, codes)
         p_h, p_w = self.padding
         pad = (p_h, p_w, p_h, p_w)
         x = codes.to(torch.int64) - self.zero_point
