@@ -412,6 +412,12 @@ def test_int_refusals():
     blending.beta.fill_(0.5)
     with pytest.raises(ValueError, match="beta"):
         pack_integer(nn.Sequential(blending).eval(), [x])
+    codes = torch.zeros(1, 4, 2, 2, dtype=torch.int32)
+    with pytest.raises(ValueError, match="padding"):
+        IntConv2d(codes, codes[0, 0, 0], codes[0, 0, 0], codes[0, 0, 0], mam=True, stride=1, padding=(0, -1, 0, 0),
+                  dilation=1, groups=1, input_zero_point=0, output_zero_point=0)
+    with pytest.raises(TypeError, match="int8 codes"):
+        IntMaxPool2d(2, 2, 0)(torch.zeros(1, 1, 4, 4))
     wide = torch.randn(2, 4000, 3, 3)                             # 36000 products per MAC output
     with pytest.raises(ValueError, match="int32 sums are exact"):
         pack_integer(nn.Sequential(nn.Conv2d(4000, 1, 3)).eval(), [wide])
