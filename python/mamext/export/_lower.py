@@ -35,7 +35,7 @@ def lower(model: nn.Module, shape: Tuple[int, ...], int8: bool) -> Network:
             continue
         if int8 and kind in ("conv", "batchnorm"):
             raise ValueError(f"{_WHERE}: '{qual}' ({type(module).__name__}): dtype=torch.int8 (per-sample input "
-                             "scales) supports linear layers only; export convolutions and batch norms in "
+                             "scales) supports linear layers and pooling only; export convolutions and batch norms in "
                              "float32, or integer-only through mamext.quant.pack_integer")
         follower = steps[index + 1] if index + 1 < len(steps) else None
         bn = (follower[0], follower[1]) if follower is not None and follower[2] == "batchnorm" else None

@@ -18,6 +18,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.modules.utils import _pair
 
 from ..nn.conv import MAMConv2d
 from ..quant._batchnorm import batchnorm_affine, check_batchnorm_channels, fold_batchnorm
@@ -80,7 +81,7 @@ def pool_window(qual: str, module: nn.Module, shape) -> Window:
                                   module.padding, False, module.count_include_pad, module.divisor_override)
     except (RuntimeError, ValueError, TypeError) as e:
         raise ValueError(f"{_WHERE}: {name} '{qual}' cannot pool activations of shape {tuple(shape)}: {e}") from None
-    p_h, p_w = torch.nn.modules.utils._pair(module.padding)
+    p_h, p_w = _pair(module.padding)
     win = window(qual, shape, shape[0], module.kernel_size, stride, (p_h, p_w, p_h, p_w), dilation, shape[0])
     if win.out_shape != tuple(expect.shape[1:]):
         raise ValueError(f"{_WHERE}: {name} '{qual}': pooling geometry {win.out_shape} differs from PyTorch's "
