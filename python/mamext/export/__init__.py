@@ -15,13 +15,22 @@
   compiled from. Compile with ``gcc -std=c99 -O2 <name>.c <name>_main.c``.
 
 Supported modules: ``nn.Sequential`` (nested), ``MAMLinear`` and ``nn.Linear``
-(dense, pruned or packed), ``nn.ReLU``, ``nn.Flatten``, ``nn.Identity``,
-``nn.Dropout`` (a no-op in inference). Anything else raises a ``ValueError``
-naming the module. Pruned layers are packed (CSR) and unpruned ones stay dense
-for ``dtype=torch.float32``; ``dtype=torch.int8`` packs and quantises every
-layer exactly like ``mamext.sparse.pack(model, torch.int8)``, and the C
-output equals that PyTorch model's output bit for bit (one sample per call,
-per-sample input scale, integer products, the same final float scaling).
+(dense, pruned or packed), ``MAMConv2d`` and ``nn.Conv2d`` (pruned ones from
+their masks or zeros; zero padding), ``nn.MaxPool2d``, ``nn.AvgPool2d``,
+``nn.BatchNorm1d``/``BatchNorm2d`` (running statistics; folded into a MAC
+layer before them, otherwise a per-channel affine step), ``nn.ReLU``,
+``nn.Flatten``, ``nn.Identity``, ``nn.Dropout`` (a no-op in inference).
+Anything else raises a ``ValueError`` naming the module. Networks with
+convolutions, pooling or batch-norm steps also get ``mam_runtime_conv.h`` and
+``mam_runtime_window.h`` (integer networks: ``mam_runtime_conv_int.h``).
+
+Pruned layers are packed (CSR; convolutions where that takes fewer bytes) and
+unpruned ones stay dense for ``dtype=torch.float32``; ``dtype=torch.int8``
+packs and quantises every layer exactly like ``mamext.sparse.pack(model,
+torch.int8)`` (linear layers and pooling only: convolutions and batch norms
+take float32 or the integer-only path), and the C output equals that PyTorch
+model's output bit for bit (one sample per call, per-sample input scale,
+integer products, the same final float scaling).
 Weights, biases and scales must be finite; every array must fit int32_t
 indexing.
 

@@ -57,3 +57,19 @@ class CArray:
         per_line = 6 if self.ctype == "float" else 16
         body = ",\n".join("    " + ", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line))
         return f"static const {self.ctype} {self.name}[{self.length}] = {{\n{body}\n}};\n"
+
+
+@dataclass
+class CStruct:
+    """A ``static const`` struct of int32_t fields (flash), e.g. a ``mamrt_window``."""
+
+    ctype: str
+    name: str
+    values: Sequence[int]
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * len(self.values)
+
+    def definition(self) -> str:
+        return f"static const {self.ctype} {self.name} = {{{', '.join(str(int(v)) for v in self.values)}}};\n"

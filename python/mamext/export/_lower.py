@@ -1,6 +1,7 @@
 """Layer lowering: each supported layer becomes constant arrays and statements of a :class:`Network`.
 
-One function per layer kind (no-op, Flatten, ReLU, Linear/MAMLinear/packed);
+One function per layer kind (no-op, Flatten, ReLU, Linear/MAMLinear/packed;
+convolutions, pooling and batch norms in :mod:`._lower_conv`);
 each appends its constant arrays and the statements of ``<name>_infer``, and
 moves the current activation between the input and two static buffers.
 """
@@ -17,6 +18,7 @@ from ..nn.modules import MAMLinear
 from ..sparse import PackedLayer, _pack_one, effective_weight
 from ._args import check_c_size
 from ._c_text import CArray
+from ._lower_conv import folded_linear, lower_batchnorm, lower_conv, lower_pool
 from ._network import Network
 from ._walk import walk
 
@@ -26,8 +28,28 @@ _C_INDEX = {torch.uint8: ("uint8_t", "u8"), torch.int16: ("int16_t", "i16"), tor
 
 def lower(model: nn.Module, shape: Tuple[int, ...], int8: bool) -> Network:
     net = Network(shape=shape, int8=int8, largest=math.prod(shape))
-    for index, (qual, module, kind) in enumerate(walk(model)):
-        _LOWER[kind](net, f"L{index}", qual, module)
+    steps = walk(model)
+    skip = set()
+    for index, (qual, module, kind) in enumerate(steps):
+        if index in skip:
+            continue
+        if int8 and kind in ("conv", "batchnorm"):
+            raise ValueError(f"{_WHERE}: '{qual}' ({type(module).__name__}): dtype=torch.int8 (per-sample input "
+                             "scales) supports linear layers and pooling only; export convolutions and batch norms in "
+                             "float32, or integer-only through mamext.quant.pack_integer")
+        follower = steps[index + 1] if index + 1 < len(steps) else None
+        bn = (follower[0], follower[1]) if follower is not None and follower[2] == "batchnorm" else None
+        prefix = f"L{index}"
+        if kind == "conv":
+            folded = lower_conv(net, prefix, qual, module, bn)
+        elif kind == "linear" and bn is not None and (merged := folded_linear(qual, module, bn, net.shape)):
+            _lower_linear(net, prefix, f"{qual} + {bn[0]} folded", merged)
+            folded = True
+        else:
+            _LOWER[kind](net, prefix, qual, module)
+            folded = False
+        if folded:
+            skip.add(index + 1)
     return net
 
 
@@ -172,4 +194,5 @@ def _emit_packed(net: Network, prefix: str, qual: str, layer: PackedLayer, kerne
 
 
 _LOWER: Dict[str, Callable[[Network, str, str, nn.Module], None]] = {
-    "noop": _lower_noop, "flatten": _lower_flatten, "relu": _lower_relu, "linear": _lower_linear}
+    "noop": _lower_noop, "flatten": _lower_flatten, "relu": _lower_relu, "linear": _lower_linear,
+    "maxpool": lower_pool, "avgpool": lower_pool, "batchnorm": lower_batchnorm}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Tuple, Union
 
 from ._args import check_c_size
-from ._c_text import CArray
+from ._c_text import CArray, CStruct
 
 
 @dataclass
@@ -17,6 +17,11 @@ class Network:
     The current activation (``shape``, one sample) lives in ``current``: the
     ``input`` argument or one of the float buffers ``act0``/``act1``, whose
     sizes in elements ``buffers`` records (only buffers written appear).
+    Convolutions gather each output's patch into ``mam_patch`` (``patch``
+    elements; integer networks: ``mam_qpatch``, int16, for dense weights and
+    ``mam_qcodes``, ``qpatch`` int8 codes, for encoded ones), packed or
+    encoded ones write one position's outputs to ``mam_col``/``mam_qcol``
+    (``col`` elements), and all need the convolution runtime (``conv``).
     """
 
     shape: Tuple[int, ...]
@@ -24,7 +29,11 @@ class Network:
     current: str = "input"
     buffers: Dict[str, int] = field(default_factory=dict)
     qbuf: int = 0                                               # int8 input buffer, bytes
-    arrays: List[CArray] = field(default_factory=list)
+    patch: int = 0                                              # convolution patch buffer, elements
+    col: int = 0                                                # packed convolution outputs of one position
+    qpatch: int = 0                                             # integer: patch codes of encoded convolutions
+    conv: bool = False                                          # needs the convolution runtime
+    arrays: List[Union[CArray, CStruct]] = field(default_factory=list)
     checks: List[str] = field(default_factory=list)             # file-scope compile-time checks
     statements: List[str] = field(default_factory=list)
     layers: List[Tuple[str, str]] = field(default_factory=list)  # (module name, description)

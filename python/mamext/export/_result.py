@@ -19,7 +19,7 @@ class Sizes:
     input_size: int
     output_size: int
     flash_bytes: int                # constant data (weights, indices, offsets, biases, scales)
-    ram_bytes: int                  # static buffers (activations, int8 input buffer)
+    ram_bytes: int                  # static buffers (activations, int8 input buffer, convolution patch)
     largest_activation_bytes: int   # largest single activation (input, hidden or output), float32
 
     @classmethod
@@ -27,7 +27,7 @@ class Sizes:
         """Sizes of a lowered network: only the buffers it writes count as RAM."""
         return cls(input_size=math.prod(input_shape), output_size=net.size,
                    flash_bytes=sum(array.nbytes for array in net.arrays),
-                   ram_bytes=_FLOAT_BYTES * sum(net.buffers.values()) + net.qbuf,
+                   ram_bytes=_FLOAT_BYTES * (sum(net.buffers.values()) + net.patch + net.col) + net.qbuf,
                    largest_activation_bytes=_FLOAT_BYTES * net.largest)
 
 

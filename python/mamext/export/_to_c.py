@@ -30,7 +30,8 @@ def to_c(model: nn.Module, out_dir: Union[str, os.PathLike], input_shape: Sequen
         out_dir: directory to write to (created if needed; ``"."`` for the
             current directory, the empty path is refused).
         input_shape: the shape of one input sample, without the batch
-            dimension, e.g. ``(784,)`` or ``(1, 28, 28)``: positive ints.
+            dimension, e.g. ``(784,)`` or ``(1, 28, 28)`` (``(C, H, W)``
+            for a CNN): positive ints.
         dtype: ``torch.float32`` or ``torch.int8``. A
             :class:`mamext.quant.IntegerNetwork` always exports integer-only C
             (``<name>_infer_int8``, see :mod:`mamext.quant`) with either value.
@@ -67,7 +68,7 @@ def to_c(model: nn.Module, out_dir: Union[str, os.PathLike], input_shape: Sequen
     header.write_text(header_code)
     source.write_text(source_code)
     main.write_text(harness_text(name))
-    runtime = copy_runtime(out_dir)
+    runtime = copy_runtime(out_dir, net.conv)
     return ExportResult(source=source, header=header, main=main, input_size=sizes.input_size,
                         output_size=sizes.output_size, flash_bytes=sizes.flash_bytes, ram_bytes=sizes.ram_bytes,
                         largest_activation_bytes=sizes.largest_activation_bytes,

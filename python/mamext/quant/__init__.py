@@ -28,15 +28,23 @@ explains the scheme; in short:
   product, one rounding right shift); ``low = y_zp`` is a fused ReLU, else -128;
   ``high = 127``.
 
+CNNs: a convolution is this layer on every patch (zero padding is the input
+zero point, a product 0), with its weight stored dense; a batch norm right
+after a layer is folded into its float weight and bias before quantisation
+(for MAM layers too, whatever the sign of gamma: see ``_batchnorm.py``);
+max and average pooling work on the codes at the input's scale.
+
 The float interface quantises the input with the static input scale and
 dequantises the int8 output; ``argmax`` of the int8 output equals ``argmax``
 of the dequantised one.
 """
 
+from ._conv import IntAvgPool2d, IntConv2d, IntMaxPool2d
 from ._evaluate import evaluate
 from ._fixed_point import quantize_multiplier, requantize
 from ._layers import IntClamp, IntLinear
 from ._network import IntegerNetwork
 from ._pack import pack_integer
 
-__all__ = ["pack_integer", "evaluate", "IntegerNetwork", "IntLinear", "IntClamp", "quantize_multiplier", "requantize"]
+__all__ = ["pack_integer", "evaluate", "IntegerNetwork", "IntLinear", "IntClamp", "IntConv2d", "IntMaxPool2d",
+           "IntAvgPool2d", "quantize_multiplier", "requantize"]

@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ._conv import IntAvgPool2d, IntConv2d, IntMaxPool2d
 from ._layers import IntClamp, IntLinear
 from ._observer import dequantize, quantize
 
@@ -15,7 +16,8 @@ class IntegerNetwork(nn.Module):
     """A network whose whole inference is integer (see :mod:`mamext.quant`).
 
     ``layers`` runs on int8 codes (:class:`IntLinear`, :class:`IntClamp`,
-    ``nn.Flatten``). The float interface quantises the input with the static
+    ``nn.Flatten``, and for CNNs :class:`IntConv2d`, :class:`IntMaxPool2d`,
+    :class:`IntAvgPool2d`). The float interface quantises the input with the static
     ``input_scale``/``input_zero_point`` and dequantises the int8 output with
     ``output_scale``/``output_zero_point``:
 
@@ -28,9 +30,9 @@ class IntegerNetwork(nn.Module):
                  output_scale: float, output_zero_point: int):
         super().__init__()
         for layer in layers:
-            if not isinstance(layer, (IntLinear, IntClamp, nn.Flatten)):
+            if not isinstance(layer, (IntLinear, IntClamp, nn.Flatten, IntConv2d, IntMaxPool2d, IntAvgPool2d)):
                 raise TypeError(f"IntegerNetwork: unsupported layer {type(layer).__name__}; expected IntLinear, "
-                                "IntClamp or nn.Flatten")
+                                "IntConv2d, IntMaxPool2d, IntAvgPool2d, IntClamp or nn.Flatten")
         self.layers = nn.Sequential(*layers)
         self.input_scale, self.input_zero_point = float(input_scale), int(input_zero_point)
         self.output_scale, self.output_zero_point = float(output_scale), int(output_zero_point)

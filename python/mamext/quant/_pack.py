@@ -7,20 +7,26 @@ from typing import Iterable, List, Tuple
 import torch
 from torch import nn
 
+from ..nn.conv import MAMConv2d
 from ..nn.modules import MAMLinear
 from ..sparse import PackedLayer, effective_weight
+from ._batchnorm import batchnorm_affine, fold_batchnorm
+from ._conv import IntAvgPool2d, IntConv2d, IntMaxPool2d, explicit_padding
 from ._layers import IntClamp, IntLinear
 from ._network import IntegerNetwork
 from ._observer import MinMaxObserver
 
 _WHERE = "mamext.quant.pack_integer"
-_SUPPORTED = "nn.Sequential, MAMLinear, nn.Linear, PackedMAMLinear, PackedLinear, nn.ReLU, nn.Flatten, nn.Identity, " \
+_SUPPORTED = "nn.Sequential, MAMLinear, nn.Linear, PackedMAMLinear, PackedLinear, MAMConv2d, nn.Conv2d, " \
+             "nn.MaxPool2d, nn.AvgPool2d, nn.BatchNorm1d/2d (after a layer), nn.ReLU, nn.Flatten, nn.Identity, " \
              "nn.Dropout"
 
 
 def _kind(module: nn.Module, name: str) -> str:
     bases = ((nn.Identity, "noop"), (nn.Dropout, "noop"), (nn.Flatten, "flatten"), (nn.ReLU, "relu"),
-             (MAMLinear, "linear"), (PackedLayer, "linear"), (nn.Linear, "linear"))
+             (MAMLinear, "linear"), (PackedLayer, "linear"), (nn.Linear, "linear"), (MAMConv2d, "conv"),
+             (nn.Conv2d, "conv"), (nn.MaxPool2d, "maxpool"), (nn.AvgPool2d, "avgpool"),
+             (nn.BatchNorm1d, "batchnorm"), (nn.BatchNorm2d, "batchnorm"))
     for base, kind in bases:
         if isinstance(module, base) and type(module).forward is base.forward:
             return kind
@@ -45,9 +51,12 @@ def _float_weight(name: str, module: nn.Module) -> torch.Tensor:
                              "pack_integer needs the float model (or a float-packed one)")
         weight = module.to_dense_weight()
     else:
-        if isinstance(module, MAMLinear) and bool(module.beta.item() != 0):
-            raise ValueError(f"{_WHERE}: MAMLinear '{name}' still blends in the MAC layer (beta="
+        if isinstance(module, (MAMLinear, MAMConv2d)) and bool(module.beta.item() != 0):
+            raise ValueError(f"{_WHERE}: {type(module).__name__} '{name}' still blends in the MAC layer (beta="
                              f"{float(module.beta):g}); finish the transition (beta=0) first")
+        if getattr(module, "padding_mode", "zeros") != "zeros":
+            raise ValueError(f"{_WHERE}: convolution '{name}' has padding_mode={module.padding_mode!r}; only "
+                             "'zeros' is supported")
         weight = effective_weight(module)
     for what, t in (("weight", weight), ("bias", module.bias)):
         if t is not None and not bool(torch.isfinite(t.detach()).all()):
@@ -56,19 +65,27 @@ def _float_weight(name: str, module: nn.Module) -> torch.Tensor:
 
 
 def _group(steps):
-    """Integer-network stages: ('linear', name, module, relu) with its fused ReLUs, ('relu',), ('flatten', m)."""
+    """Integer-network stages ``(kind, name, module, relu, bn)``: a linear or conv layer with the batch norm
+    right after it (``(name, module)``, folded) and its fused ReLUs; relu, flatten and pooling stages."""
     stages, i = [], 0
     while i < len(steps):
         name, module, kind = steps[i]
         i += 1
-        if kind == "linear":
+        bn = None
+        if kind in ("linear", "conv"):
+            if i < len(steps) and steps[i][2] == "batchnorm":
+                bn = steps[i][:2]
+                i += 1
             relu = False
             while i < len(steps) and steps[i][2] in ("noop", "relu"):
                 relu |= steps[i][2] == "relu"
                 i += 1
-            stages.append(("linear", name, module, relu))
-        elif kind in ("relu", "flatten"):
-            stages.append((kind, name, module, False))
+            stages.append((kind, name, module, relu, bn))
+        elif kind == "batchnorm":
+            raise ValueError(f"{_WHERE}: batch norm '{name}' must directly follow a linear layer or convolution, "
+                             "which absorbs it in the integer network")
+        elif kind != "noop":
+            stages.append((kind, name, module, False, None))
     return stages
 
 
@@ -82,16 +99,22 @@ def _batches(calibration) -> Iterable[torch.Tensor]:
 
 
 def _calibrate(stages, calibration) -> List[MinMaxObserver]:
-    """Observers of the input and of every linear stage's output (after its fused ReLUs)."""
-    observers = [MinMaxObserver()] + [MinMaxObserver() for s in stages if s[0] == "linear"]
+    """Observers of the input and of every linear or conv stage's output (after its batch norm and ReLUs)."""
+    observers = [MinMaxObserver()] + [MinMaxObserver() for s in stages if s[0] in ("linear", "conv")]
     batches = 0
     for x in _batches(calibration):
         batches += 1
         observers[0].observe(x, "the input")
         k = 0
-        for kind, name, module, relu in stages:
+        for kind, name, module, relu, bn in stages:
             x = module(x) if kind != "relu" else torch.relu(x)
-            if kind == "linear":
+            if bn is not None:
+                if kind == "linear" and x.dim() != 2:
+                    raise ValueError(f"{_WHERE}: batch norm '{bn[0]}' after linear layer '{name}' normalises "
+                                     f"dim 1 of its {x.dim()}-d output; it folds only into (batch, features) "
+                                     "outputs")
+                x = bn[1](x)
+            if kind in ("linear", "conv"):
                 x = torch.relu(x) if relu else x
                 k += 1
                 observers[k].observe(x, f"the output of '{name}'")
@@ -106,8 +129,12 @@ def pack_integer(model: nn.Module, calibration) -> IntegerNetwork:
     Args:
         model: an ``nn.Sequential`` (nested allowed) or single layer of
             ``MAMLinear``/``nn.Linear`` (dense, pruned with masks or zeros,
-            or float-packed), ``nn.ReLU``, ``nn.Flatten``, ``nn.Identity``,
-            ``nn.Dropout``. It is left unchanged (mode included).
+            or float-packed), ``MAMConv2d``/``nn.Conv2d`` (dense or pruned,
+            zero padding), ``nn.MaxPool2d``, ``nn.AvgPool2d``, a
+            ``nn.BatchNorm1d``/``BatchNorm2d`` right after a linear layer or
+            convolution (folded into it, running statistics), ``nn.ReLU``,
+            ``nn.Flatten``, ``nn.Identity``, ``nn.Dropout``. It is left
+            unchanged (mode included).
         calibration: an iterable of float input batches, or of ``(input,
             target)`` pairs; the activation ranges are their min/max.
 
@@ -121,7 +148,8 @@ def pack_integer(model: nn.Module, calibration) -> IntegerNetwork:
     try:
         model.eval()
         with torch.no_grad():
-            weights = {name: _float_weight(name, module) for kind, name, module, _ in stages if kind == "linear"}
+            weights = {name: _layer_parameters(name, module, bn) for kind, name, module, _, bn in stages
+                       if kind in ("linear", "conv")}
             observers = _calibrate(stages, calibration)
     finally:
         for module, mode in was_training:
@@ -129,20 +157,55 @@ def pack_integer(model: nn.Module, calibration) -> IntegerNetwork:
     return _build(stages, weights, [o.params() for o in observers])
 
 
+def _layer_parameters(name: str, module: nn.Module, bn):
+    """(weight, bias) the integer layer quantises: the layer's own, or float64 with the batch norm folded in."""
+    weight = _float_weight(name, module)
+    if bn is None:
+        return weight, module.bias
+    if bn[1].num_features != weight.shape[0]:
+        raise ValueError(f"{_WHERE}: batch norm '{bn[0]}' ({type(bn[1]).__name__}({bn[1].num_features})) does not "
+                         f"match the {weight.shape[0]} outputs of '{name}'")
+    return fold_batchnorm(weight, module.bias, *batchnorm_affine(bn[1], bn[0], _WHERE))
+
+
+def _conv_geometry(module: nn.Module):
+    """stride, (top, left, bottom, right) padding, dilation and groups of a convolution."""
+    return dict(stride=module.stride, padding=explicit_padding(module.padding, module.kernel_size, module.dilation),
+                dilation=module.dilation, groups=module.groups)
+
+
+def _pool(module: nn.Module, name: str, zero_point: int) -> nn.Module:
+    if module.ceil_mode or getattr(module, "return_indices", False):
+        raise ValueError(f"{_WHERE}: {type(module).__name__} '{name}' has ceil_mode=True or return_indices=True; "
+                         "neither is supported")
+    stride = module.stride if module.stride is not None else module.kernel_size
+    if isinstance(module, nn.MaxPool2d):
+        return IntMaxPool2d(module.kernel_size, stride, module.padding, module.dilation)
+    return IntAvgPool2d(module.kernel_size, stride, module.padding, zero_point=zero_point,
+                        count_include_pad=module.count_include_pad, divisor_override=module.divisor_override)
+
+
 def _build(stages, weights, params) -> IntegerNetwork:
     (scale, zero_point), k, layers = params[0], 0, []
     input_scale, input_zero_point = scale, zero_point
-    for kind, name, module, relu in stages:
-        if kind == "linear":
+    for kind, name, module, relu, _ in stages:
+        if kind in ("linear", "conv"):
             k += 1
             out_scale, out_zero_point = params[k]
-            layers.append(IntLinear.from_float(
-                weights[name], module.bias, mam=bool(getattr(module, "mam", isinstance(module, MAMLinear))),
-                input_scale=scale, input_zero_point=zero_point, output_scale=out_scale,
-                output_zero_point=out_zero_point, relu=relu))
+            weight, bias = weights[name]
+            quantisation = dict(input_scale=scale, input_zero_point=zero_point, output_scale=out_scale,
+                                output_zero_point=out_zero_point, relu=relu)
+            if kind == "conv":
+                layers.append(IntConv2d.from_float(weight, bias, mam=isinstance(module, MAMConv2d),
+                                                   **_conv_geometry(module), **quantisation))
+            else:
+                layers.append(IntLinear.from_float(
+                    weight, bias, mam=bool(getattr(module, "mam", isinstance(module, MAMLinear))), **quantisation))
             scale, zero_point = out_scale, out_zero_point
         elif kind == "relu":
             layers.append(IntClamp(zero_point))
+        elif kind in ("maxpool", "avgpool"):
+            layers.append(_pool(module, name, zero_point))
         else:
             layers.append(nn.Flatten(module.start_dim, module.end_dim))
     return IntegerNetwork(layers, input_scale=input_scale, input_zero_point=input_zero_point,

@@ -1,0 +1,201 @@
+"""Float lowering of convolutions, pooling and batch norms on per-sample (C, H, W) activations.
+
+Convolutions are exported from the weight they compute with: dense (a pruned
+weight is a stored 0, whose product is a candidate exactly as in PyTorch), or,
+for a pruned one where that takes fewer bytes, packed (CSR over the patch:
+the packed kernel's zero candidate stands for the pruned weights' products).
+A batch norm right after a MAC layer is folded into its weight and bias;
+after a MAM layer (or anywhere else) it stays a per-channel affine step: the
+MAM's products then round exactly as PyTorch's, and the step costs one
+multiply-add per output.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.modules.utils import _pair
+
+from ..nn.conv import MAMConv2d
+from ..quant._batchnorm import batchnorm_affine, check_batchnorm_channels, fold_batchnorm
+from ..quant._conv import explicit_padding
+from ..sparse import effective_weight, index_dtype
+from ._args import check_c_size
+from ._c_text import C_SIZEOF, CArray
+from ._network import Network
+from ._window import Window, window
+
+_WHERE = "mamext.export.to_c"
+
+BatchNormStep = Tuple[str, nn.Module]   # (qualified name, module)
+_C_INDEX = {torch.uint8: ("uint8_t", "u8"), torch.int16: ("int16_t", "i16"), torch.int32: ("int32_t", "i32")}
+
+
+def check_conv(qual: str, module: nn.Module) -> None:
+    """What the export of a convolution refuses: other padding modes, an unfinished MAM transition."""
+    if module.padding_mode != "zeros":
+        raise ValueError(f"{_WHERE}: convolution '{qual}' has padding_mode={module.padding_mode!r}; only 'zeros' "
+                         "is supported")
+    if isinstance(module, MAMConv2d) and bool(module.beta.item() != 0):
+        raise ValueError(f"{_WHERE}: MAMConv2d '{qual}' still blends in the MAC convolution (beta="
+                         f"{float(module.beta):g}); finish the transition (beta=0) before exporting")
+    for what, t in (("weight", effective_weight(module)), ("bias", module.bias)):
+        if t is not None and not bool(torch.isfinite(t.detach()).all()):
+            raise ValueError(f"{_WHERE}: convolution '{qual}' has non-finite (inf or NaN) {what} entries; C "
+                             "constants need finite values")
+
+
+def conv_window(qual: str, module: nn.Module, shape) -> Window:
+    if len(shape) == 3 and shape[0] != module.in_channels:
+        raise ValueError(f"{_WHERE}: convolution '{qual}' expects {module.in_channels} input channels, but gets "
+                         f"activations of shape {tuple(shape)} (input_shape wrong?)")
+    padding = explicit_padding(module.padding, module.kernel_size, module.dilation)
+    win = window(qual, shape, module.out_channels, module.kernel_size, module.stride, padding, module.dilation,
+                 module.groups)
+    check_c_size(module.weight.numel(), f"the weight of convolution '{qual}'")
+    return win
+
+
+def pool_window(qual: str, module: nn.Module, shape) -> Window:
+    """The window of a MaxPool2d/AvgPool2d, refusing what the runtime does not implement."""
+    name = type(module).__name__
+    if module.ceil_mode:
+        raise ValueError(f"{_WHERE}: {name} '{qual}' has ceil_mode=True; only ceil_mode=False is supported")
+    if getattr(module, "return_indices", False):
+        raise ValueError(f"{_WHERE}: {name} '{qual}' returns indices; only the pooled values can be exported")
+    if len(shape) != 3:
+        raise ValueError(f"{_WHERE}: {name} '{qual}' needs per-sample activations of shape (C, H, W), got "
+                         f"{tuple(shape)}")
+    dilation = getattr(module, "dilation", 1)
+    stride = module.stride if module.stride is not None else module.kernel_size
+    try:
+        if isinstance(module, nn.MaxPool2d):
+            expect = F.max_pool2d(torch.empty((1, *shape), device="meta"), module.kernel_size, stride,
+                                  module.padding, dilation)
+        else:
+            expect = F.avg_pool2d(torch.empty((1, *shape), device="meta"), module.kernel_size, stride,
+                                  module.padding, False, module.count_include_pad, module.divisor_override)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise ValueError(f"{_WHERE}: {name} '{qual}' cannot pool activations of shape {tuple(shape)}: {e}") from None
+    p_h, p_w = _pair(module.padding)
+    win = window(qual, shape, shape[0], module.kernel_size, stride, (p_h, p_w, p_h, p_w), dilation, shape[0])
+    if win.out_shape != tuple(expect.shape[1:]):
+        raise ValueError(f"{_WHERE}: {name} '{qual}': pooling geometry {win.out_shape} differs from PyTorch's "
+                         f"{tuple(expect.shape[1:])}")
+    return win
+
+
+def lower_conv(net: Network, prefix: str, qual: str, module: nn.Module, bn: Optional[BatchNormStep]) -> bool:
+    """A dense float convolution; returns whether it folded the batch norm ``bn`` that follows it."""
+    check_conv(qual, module)
+    win = conv_window(qual, module, net.shape)
+    mam = isinstance(module, MAMConv2d)
+    weight, bias = effective_weight(module), module.bias
+    fold = bn is not None and not mam
+    if fold:
+        check_batchnorm_channels(bn[1], bn[0], win.out_shape, _WHERE)
+        weight, bias = fold_batchnorm(weight, bias, *batchnorm_affine(bn[1], bn[0], _WHERE))
+    src, dst = net.current, net.spare_buffer()
+    net.write(dst, win.out_shape, f"the output of convolution '{qual}'")
+    net.arrays.append(win.struct(f"{prefix}_win"))
+    bias_name = None
+    if bias is not None:
+        net.arrays.append(CArray("float", f"{prefix}_bias", bias.detach().to(torch.float32).tolist()))
+        bias_name = f"{prefix}_bias"
+    net.patch, net.conv = max(net.patch, win.patch), True
+    rows = weight.to(torch.float32).reshape(win.c_out, win.patch)
+    kind = "mam" if mam else "lin"
+    packed = _emit_packed_conv(net, prefix, win, rows, kind, bias_name, src, dst)
+    if not packed:
+        net.arrays.append(CArray("float", f"{prefix}_w", rows.reshape(-1).tolist()))
+        net.statements.append(f"    mamrt_{kind}_conv2d_f32({src}, {dst}, &{prefix}_win, {prefix}_w, "
+                              f"{bias_name or '(const float *)0'}, mam_patch);")
+    kept = int((rows != 0).sum())
+    net.layers.append((qual, f"{'packed' if packed else 'dense'} {'MAM' if mam else 'MAC'} conv {win.c_in}->"
+                             f"{win.c_out} k{win.k_h}x{win.k_w} s{win.s_h}x{win.s_w} -> {win.out_shape}, kept "
+                             f"{kept}/{rows.numel()}, float32" + (f", {bn[0]} folded" if fold else "")))
+    return fold
+
+
+def position_loop(win: Window, body) -> list:
+    """Statements running ``body`` (lines using ``g_``, ``oh_``, ``ow_``) for every group and output position."""
+    head = ["    {", "        int32_t g_, oh_, ow_;", f"        for (g_ = 0; g_ < {win.groups}; ++g_) {{",
+            f"            for (oh_ = 0; oh_ < {win.h_out}; ++oh_) {{",
+            f"                for (ow_ = 0; ow_ < {win.w_out}; ++ow_) {{"]
+    tail = ["                }", "            }", "        }", "    }"]
+    return head + ["                    " + line for line in body] + tail
+
+
+def _emit_packed_conv(net: Network, prefix: str, win: Window, rows: torch.Tensor, kind: str, bias_name, src: str,
+                      dst: str) -> bool:
+    """A pruned convolution's weight as CSR rows over the patch, when that takes fewer bytes than dense:
+    each gathered patch is one row of the packed kernel of mam_runtime.h. Returns whether it was emitted."""
+    keep = rows != 0
+    kept, total = int(keep.sum()), rows.numel()
+    idx_type, suffix = _C_INDEX[index_dtype(win.patch)]
+    if kept == total or (4 + C_SIZEOF[idx_type]) * kept + 4 * (win.c_out + 1) >= 4 * total:
+        return False
+    offsets = [0] + keep.sum(1).cumsum(0).tolist()
+    net.arrays += [CArray("float", f"{prefix}_val", rows[keep].tolist()),
+                   CArray(idx_type, f"{prefix}_idx", keep.nonzero()[:, 1].tolist()),
+                   CArray("int32_t", f"{prefix}_off", offsets)]
+    cout_g = win.c_out // win.groups
+    net.col = max(net.col, cout_g)
+    bias = f"{bias_name} + g_ * {cout_g}" if bias_name else "(const float *)0"
+    net.statements += position_loop(win, [
+        f"mamrt_patch_f32({src}, &{prefix}_win, g_, oh_, ow_, mam_patch);",
+        f"mamrt_{kind}_csr_f32_{suffix}(mam_patch, mam_col, 1, {win.patch}, {cout_g}, {prefix}_val, {prefix}_idx,",
+        f"                       {prefix}_off + g_ * {cout_g}, {bias});",
+        f"mamrt_scatter_f32(mam_col, {dst}, &{prefix}_win, g_, oh_, ow_);"])
+    return True
+
+
+def lower_pool(net: Network, prefix: str, qual: str, module: nn.Module) -> None:
+    win = pool_window(qual, module, net.shape)
+    src, dst = net.current, net.spare_buffer()
+    net.write(dst, win.out_shape, f"the output of '{qual}'")
+    net.arrays.append(win.struct(f"{prefix}_win"))
+    net.conv = True
+    if isinstance(module, nn.MaxPool2d):
+        net.statements.append(f"    mamrt_maxpool2d_f32({src}, {dst}, &{prefix}_win);")
+        net.layers.append((qual, f"MaxPool2d k{win.k_h}x{win.k_w} s{win.s_h}x{win.s_w} -> {win.out_shape}"))
+    else:
+        divisor = module.divisor_override or 0
+        net.statements.append(f"    mamrt_avgpool2d_f32({src}, {dst}, &{prefix}_win, "
+                              f"{int(bool(module.count_include_pad))}, {divisor});")
+        net.layers.append((qual, f"AvgPool2d k{win.k_h}x{win.k_w} s{win.s_h}x{win.s_w} -> {win.out_shape}"))
+
+
+def lower_batchnorm(net: Network, prefix: str, qual: str, module: nn.Module) -> None:
+    """A batch norm that no MAC layer absorbs: ``y = x * scale[c] + shift[c]`` per channel (dim 0)."""
+    check_batchnorm_channels(module, qual, net.shape, _WHERE)
+    scale, shift = batchnorm_affine(module, qual, _WHERE)
+    src = net.current
+    dst = src if src != "input" else net.spare_buffer()
+    net.write(dst, net.shape, f"the output of '{qual}'")
+    net.arrays += [CArray("float", f"{prefix}_scale", scale.to(torch.float32).tolist()),
+                   CArray("float", f"{prefix}_shift", shift.to(torch.float32).tolist())]
+    net.conv = True
+    channels = net.shape[0]
+    net.statements.append(f"    mamrt_affine_f32({src}, {dst}, {channels}, {math.prod(net.shape[1:])}, "
+                          f"{prefix}_scale, {prefix}_shift);")
+    net.layers.append((qual, f"batch norm (per-channel affine) over {channels} channels"))
+
+
+def folded_linear(qual: str, module: nn.Module, bn: BatchNormStep, shape) -> Optional[nn.Linear]:
+    """An ``nn.Linear`` computing a MAC linear layer followed by ``bn``, or None where folding does not apply
+    (a MAM or packed layer, or activations with more than one dimension)."""
+    if type(module) is not nn.Linear or len(shape) != 1:
+        return None
+    N, K = effective_weight(module).shape
+    check_batchnorm_channels(bn[1], bn[0], (N,), _WHERE)
+    weight, bias = fold_batchnorm(effective_weight(module), module.bias, *batchnorm_affine(bn[1], bn[0], _WHERE))
+    layer = nn.Linear(K, N)
+    with torch.no_grad():
+        layer.weight.copy_(weight.to(torch.float32))
+        layer.bias.copy_(bias.to(torch.float32))
+    return layer.eval()

@@ -1,0 +1,192 @@
+/*
+ * Float convolution, pooling and per-channel affine kernels of the C code
+ * mamext.export.to_c writes, for one sample of activations in (C, H, W)
+ * layout (see mam_runtime_window.h for the window geometry).
+ *
+ * Header only, C99, everything `static inline` (see mam_runtime.h).
+ *
+ * A convolution gathers the patch of each output position into `patch`
+ * (c_in / groups * k_h * k_w floats, padding as 0.0f), then computes, for each
+ * output channel o of the group, over the patch in (channel, row, column)
+ * order with the weight row w[o] (dense, a pruned weight is 0):
+ *   MAM: (max + min of the products) + bias[o], the first product starting
+ *        both and later ones replacing them only when strictly better
+ *        (mam_semantics.h); a NaN product makes the output NaN;
+ *   MAC: the products summed in patch order, + bias[o].
+ * A padded position is a zero input, so its product (+-0) is a candidate of
+ * the max and the min, exactly as in the patch mamext.nn.MAMConv2d unfolds.
+ *
+ * A pruned convolution may instead keep its weights packed (CSR, as a packed
+ * linear layer, patch positions as column indices): the generated code then
+ * gathers each patch with mamrt_patch_f32, runs the packed kernel of
+ * mam_runtime.h on it as one row of c_out / groups neurons (its pruned-row
+ * zero candidate is the dense weight's zero product) and writes the outputs
+ * with mamrt_scatter_f32.
+ *
+ * Kernels:
+ *   mamrt_mam_conv2d_f32, mamrt_lin_conv2d_f32   convolution, groups included
+ *   mamrt_maxpool2d_f32                          max over the window, padding ignored, NaN wins
+ *   mamrt_avgpool2d_f32                          float sum in window order / divisor (PyTorch's)
+ *   mamrt_affine_f32                             y = x * scale[c] + shift[c] (a batch norm)
+ *
+ * Bit-exactness needs the floating-point conditions of mam_runtime.h.
+ */
+#ifndef MAM_RUNTIME_CONV_H
+#define MAM_RUNTIME_CONV_H
+
+#include <math.h>
+#include <stdint.h>
+
+#include "mam_runtime_window.h"
+#include "mam_semantics.h"
+
+/* The patch of output position (oh, ow) in group `group`; padding reads as 0.0f. */
+static inline void mamrt_patch_f32(const float *x, const mamrt_window *g, int32_t group, int32_t oh, int32_t ow,
+                                   float *patch)
+{
+    const int32_t cin_g = g->c_in / g->groups;
+    int32_t c, i, j, n = 0;
+    for (c = 0; c < cin_g; ++c) {
+        for (i = 0; i < g->k_h; ++i) {
+            const int32_t ih = oh * g->s_h - g->p_h + i * g->d_h;
+            for (j = 0; j < g->k_w; ++j) {
+                const int32_t at = mamrt_window_at(g, group * cin_g + c, ih, ow * g->s_w - g->p_w + j * g->d_w);
+                patch[n++] = at < 0 ? 0.0f : x[at];
+            }
+        }
+    }
+}
+
+/* The outputs col[0 .. c_out / groups) of group `group` at (oh, ow), written to their channels of y. */
+static inline void mamrt_scatter_f32(const float *col, float *y, const mamrt_window *g, int32_t group, int32_t oh,
+                                     int32_t ow)
+{
+    const int32_t cout_g = g->c_out / g->groups;
+    int32_t n;
+    for (n = 0; n < cout_g; ++n) y[((group * cout_g + n) * g->h_out + oh) * g->w_out + ow] = col[n];
+}
+
+/* max + min of the products w[k] * x[k], k < K (K >= 1); NaN when a product is NaN. */
+static inline float mamrt_mam_row_f32(const float *w, const float *x, int32_t K)
+{
+    float mx = w[0] * x[0], mn = mx;
+    int nan_seen = mx != mx;
+    int32_t k;
+    for (k = 1; k < K; ++k) {
+        const float p = w[k] * x[k];
+        nan_seen |= p != p;
+        mx = mamext_max_f32(mx, p);
+        mn = mamext_min_f32(mn, p);
+    }
+    return nan_seen ? NAN : mx + mn;
+}
+
+/* The products w[k] * x[k], k < K, summed in index order. */
+static inline float mamrt_lin_row_f32(const float *w, const float *x, int32_t K)
+{
+    float acc = 0.0f;
+    int32_t k;
+    for (k = 0; k < K; ++k) acc += w[k] * x[k];
+    return acc;
+}
+
+static inline void mamrt_conv2d_f32(const float *x, float *y, const mamrt_window *g, const float *w,
+                                    const float *bias, float *patch, int mam)
+{
+    const int32_t cout_g = g->c_out / g->groups;
+    const int32_t K = g->c_in / g->groups * g->k_h * g->k_w;
+    const int32_t plane = g->h_out * g->w_out;
+    int32_t group, oh, ow, o;
+    for (group = 0; group < g->groups; ++group) {
+        for (oh = 0; oh < g->h_out; ++oh) {
+            for (ow = 0; ow < g->w_out; ++ow) {
+                mamrt_patch_f32(x, g, group, oh, ow, patch);
+                for (o = group * cout_g; o < (group + 1) * cout_g; ++o) {
+                    float v = mam ? mamrt_mam_row_f32(w + o * K, patch, K) : mamrt_lin_row_f32(w + o * K, patch, K);
+                    if (bias) v = v + bias[o];
+                    y[o * plane + oh * g->w_out + ow] = v;
+                }
+            }
+        }
+    }
+}
+
+/* MAM convolution (dense weight (c_out, c_in / groups, k_h, k_w), bias may be null). */
+static inline void mamrt_mam_conv2d_f32(const float *x, float *y, const mamrt_window *g, const float *w,
+                                        const float *bias, float *patch)
+{
+    mamrt_conv2d_f32(x, y, g, w, bias, patch, 1);
+}
+
+/* Ordinary (MAC) convolution, the products summed in patch order. */
+static inline void mamrt_lin_conv2d_f32(const float *x, float *y, const mamrt_window *g, const float *w,
+                                        const float *bias, float *patch)
+{
+    mamrt_conv2d_f32(x, y, g, w, bias, patch, 0);
+}
+
+/* Max pooling: the largest input of the window (padding never wins); a NaN input wins. */
+static inline void mamrt_maxpool2d_f32(const float *x, float *y, const mamrt_window *g)
+{
+    int32_t c, oh, ow, i, j;
+    for (c = 0; c < g->c_out; ++c) {
+        for (oh = 0; oh < g->h_out; ++oh) {
+            for (ow = 0; ow < g->w_out; ++ow) {
+                float m = -INFINITY;
+                for (i = 0; i < g->k_h; ++i) {
+                    for (j = 0; j < g->k_w; ++j) {
+                        const int32_t at = mamrt_window_at(g, c, oh * g->s_h - g->p_h + i * g->d_h,
+                                                           ow * g->s_w - g->p_w + j * g->d_w);
+                        if (at >= 0 && (x[at] > m || x[at] != x[at])) m = x[at];
+                    }
+                }
+                y[(c * g->h_out + oh) * g->w_out + ow] = m;
+            }
+        }
+    }
+}
+
+/*
+ * Average pooling (no dilation): the float sum of the window's inputs in row
+ * order divided by `divisor` when positive, else by the window size counting
+ * padding (include_pad) or not.
+ */
+static inline void mamrt_avgpool2d_f32(const float *x, float *y, const mamrt_window *g, int include_pad,
+                                       int32_t divisor)
+{
+    int32_t c, oh, ow, ih, iw;
+    for (c = 0; c < g->c_out; ++c) {
+        for (oh = 0; oh < g->h_out; ++oh) {
+            for (ow = 0; ow < g->w_out; ++ow) {
+                int32_t h0 = oh * g->s_h - g->p_h, w0 = ow * g->s_w - g->p_w;
+                int32_t h1 = h0 + g->k_h, w1 = w0 + g->k_w, d;
+                float sum = 0.0f;
+                h1 = h1 < g->h + g->p_h ? h1 : g->h + g->p_h;
+                w1 = w1 < g->w + g->p_w ? w1 : g->w + g->p_w;
+                d = (h1 - h0) * (w1 - w0);
+                h0 = h0 > 0 ? h0 : 0;
+                w0 = w0 > 0 ? w0 : 0;
+                h1 = h1 < g->h ? h1 : g->h;
+                w1 = w1 < g->w ? w1 : g->w;
+                if (!include_pad) d = (h1 - h0) * (w1 - w0);
+                if (divisor > 0) d = divisor;
+                for (ih = h0; ih < h1; ++ih) {
+                    for (iw = w0; iw < w1; ++iw) sum += x[(c * g->h + ih) * g->w + iw];
+                }
+                y[(c * g->h_out + oh) * g->w_out + ow] = h0 < h1 && w0 < w1 ? sum / (float)d : 0.0f;
+            }
+        }
+    }
+}
+
+/* Per-channel affine map of `channels` planes of `plane` values (y may be x). */
+static inline void mamrt_affine_f32(const float *x, float *y, int32_t channels, int32_t plane, const float *scale,
+                                    const float *shift)
+{
+    int32_t c, i;
+    for (c = 0; c < channels; ++c) {
+        for (i = 0; i < plane; ++i) y[c * plane + i] = x[c * plane + i] * scale[c] + shift[c];
+    }
+}
+
+#endif /* MAM_RUNTIME_CONV_H */

@@ -1,0 +1,448 @@
+"""C export of CNNs (mamext.export.to_c): MAMConv2d / nn.Conv2d, pooling, folded batch norms, in float32
+(compiled with gcc -std=c99 -Wall -Wextra -Werror -pedantic, MAM exactly equal to PyTorch, MAC within float
+rounding) and in the integer-only path (bit for bit equal to mamext.quant's integer reference)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+import torch
+import torch.nn.utils.prune as torch_prune
+from torch import nn
+from torch.nn import functional as F
+
+from mamext import export
+from mamext.nn import MAMConv2d, MAMLinear
+from mamext.quant import IntAvgPool2d, IntConv2d, IntMaxPool2d, pack_integer
+from test_export_c import _compile, _run
+from test_export_int import _compile as _compile_int
+from test_export_int import _run as _run_int
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+
+_STRICT = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wshadow", "-Wstrict-prototypes",
+           "-Wmissing-prototypes", "-Wcast-qual", "-Wundef", "-Wconversion", "-Wsign-conversion",
+           "-Wdouble-promotion"]
+
+
+def _batchnorm(bn, negative=False, seed=0):
+    """Eval statistics away from the identity; ``negative``: every other gamma below zero."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.2, 0.2)
+        if negative:
+            bn.weight[::2] *= -1
+    return bn
+
+
+def _mam_cnn():
+    """MAM convolutions only (pruned, grouped, depthwise, strided, dilated, padded), pools, a MAM head."""
+    torch.manual_seed(3)
+    m = nn.Sequential(MAMConv2d(2, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, padding=1),
+                      MAMConv2d(6, 6, 3, stride=2, padding=2, dilation=2, groups=3), nn.ReLU(),
+                      MAMConv2d(6, 6, 3, padding="same", groups=6, bias=False),           # depthwise
+                      nn.MaxPool2d(3, stride=1, padding=1, dilation=1),
+                      nn.AvgPool2d(2, padding=1, count_include_pad=False),
+                      nn.Flatten(), MAMLinear(6 * 2 * 2, 10))
+    torch_prune.l1_unstructured(m[0], "weight", amount=0.5)
+    with torch.no_grad():
+        m[3].weight[m[3].weight.abs() < 0.1] = 0
+    return m.eval()
+
+
+def _lenet(negative_gamma=True):
+    """LeNet-style: MAC and MAM convolutions with batch norms, pools, MAM and MAC classifier layers."""
+    torch.manual_seed(4)
+    m = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), _batchnorm(nn.BatchNorm2d(6), seed=1), nn.ReLU(),
+                      nn.MaxPool2d(2),
+                      MAMConv2d(6, 8, 3, padding=1, bias=False), _batchnorm(nn.BatchNorm2d(8), negative_gamma, 2),
+                      nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+                      MAMLinear(8 * 3 * 3, 32), _batchnorm(nn.BatchNorm1d(32), negative_gamma, 3), nn.ReLU(),
+                      nn.Linear(32, 16), _batchnorm(nn.BatchNorm1d(16), seed=4), nn.ReLU(), nn.Linear(16, 10))
+    torch_prune.l1_unstructured(m[9], "weight", amount=0.8)
+    return m.eval()
+
+
+def _inputs(n, shape, seed=0):
+    torch.manual_seed(seed)
+    x = torch.randn(n, *shape)
+    x[1] = 0.0                                  # every product 0: ties everywhere
+    x[2] = x[2].abs() + 0.5                     # all positive: the padding's 0 is the min of border patches
+    x[3] = x[3].round()                         # repeated values: tied products
+    return x
+
+
+def test_mam_cnn_is_exact(tmp_path):
+    m = _mam_cnn()
+    res = export.to_c(m, tmp_path, (2, 11, 11))
+    x = _inputs(24, (2, 11, 11))
+    x[4, 0, 5, 5] = float("inf")                # a pruned weight on inf: NaN, as in PyTorch
+    x[5, 1, 0, 0] = float("nan")
+    y = _run(_compile(res, tmp_path), x)
+    with torch.no_grad():
+        ref = m(x)
+    assert ref.isnan().any() and not ref[6:].isnan().any()
+    torch.testing.assert_close(y, ref, rtol=0, atol=0, equal_nan=True)
+    source = res.source.read_text()
+    assert "mamrt_mam_conv2d_f32" in source and "mamrt_avgpool2d_f32" in source
+    assert sorted(p.name for p in res.runtime) == ["mam_runtime.h", "mam_runtime_conv.h", "mam_runtime_csr.h",
+                                                   "mam_runtime_window.h", "mam_semantics.h"]
+    patch = 2 * 3 * 3                                               # the largest c_in / groups * k_h * k_w
+    column = 6                                                      # one position's outputs of a packed conv
+    assert res.ram_bytes == 4 * (6 * 11 * 11 + 6 * 6 * 6 + patch + column)
+    report = str(res)
+    assert "0: packed MAM conv" in report and "3: packed MAM conv" in report and "5: dense MAM conv" in report
+
+
+def test_padding_wins_and_ties(tmp_path):
+    """Positive weights and inputs: only the padding's zero product can be a border output's min."""
+    conv = MAMConv2d(1, 2, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.rand(2, 1, 3, 3) + 0.5)
+        conv.weight[1] = 1.0                                       # one channel of tied weights
+    m = nn.Sequential(conv).eval()
+    x = torch.rand(3, 1, 5, 5) + 1.0
+    x[1] = 2.0                                                     # every product tied
+    res = export.to_c(m, tmp_path, (1, 5, 5))
+    y = _run(_compile(res, tmp_path), x).reshape(3, 2, 5, 5)
+    with torch.no_grad():
+        ref = m(x)
+    assert torch.equal(y, ref)
+    interior_min = ref[:, :, 1:-1, 1:-1]
+    border = ref[:, :, 0, :]
+    assert bool((interior_min > 0).all())
+    assert torch.equal(y[1, 1, 0, 0], torch.tensor(2.0))          # max 2 + min 0 (padding)
+    assert torch.equal(y[1, 1, 2, 2], torch.tensor(4.0))          # max 2 + min 2
+    assert bool((border < interior_min.max()).all())
+
+
+def test_lenet_with_batchnorm_within_rounding(tmp_path):
+    m = _lenet()
+    res = export.to_c(m, tmp_path, (1, 12, 12))
+    x = _inputs(40, (1, 12, 12))
+    y = _run(_compile(res, tmp_path), x)
+    with torch.no_grad():
+        ref = m(x)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+    report = str(res)
+    assert "1 folded" in report and "13 folded" in report        # MAC layers absorb their batch norm
+    assert report.count("batch norm (per-channel affine)") == 2   # MAM layers keep it as a step
+
+
+def test_negative_gamma_batchnorm_after_mam(tmp_path):
+    """A negative BN scale after a MAM layer swaps max and min: the exported step keeps the order right."""
+    torch.manual_seed(6)
+    m = nn.Sequential(MAMConv2d(2, 4, 3), _batchnorm(nn.BatchNorm2d(4), negative=True, seed=7)).eval()
+    with torch.no_grad():
+        m[1].weight.fill_(-2.0)
+        m[1].running_mean.zero_()
+        m[1].running_var.fill_(1.0 - m[1].eps)
+        m[1].bias.zero_()
+    res = export.to_c(m, tmp_path, (2, 6, 6))
+    x = _inputs(8, (2, 6, 6))
+    y = _run(_compile(res, tmp_path), x).reshape(8, 4, 4, 4)
+    with torch.no_grad():
+        ref = m(x)
+        mam = m[0](x)
+    torch.testing.assert_close(y, ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(y, -2.0 * mam, rtol=1e-6, atol=1e-6)
+
+
+def test_batchnorms_without_a_layer_before_them(tmp_path):
+    """Batch norms first, after a ReLU, after a Flatten: per-channel affine steps (src: input or a buffer)."""
+    torch.manual_seed(16)
+    m = nn.Sequential(_batchnorm(nn.BatchNorm2d(2), seed=17), MAMConv2d(2, 3, 3), nn.ReLU(),
+                      _batchnorm(nn.BatchNorm2d(3), negative=True, seed=18), nn.Flatten(),
+                      _batchnorm(nn.BatchNorm1d(3 * 5 * 5), seed=19), nn.Linear(3 * 5 * 5, 4)).eval()
+    res = export.to_c(m, tmp_path, (2, 7, 7))
+    assert str(res).count("batch norm (per-channel affine)") == 3
+    x = _inputs(10, (2, 7, 7))
+    y = _run(_compile(res, tmp_path), x)
+    with torch.no_grad():
+        ref = m(x)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+
+
+def test_generated_cnns_compile_with_strict_flags(tmp_path):
+    """Dense, packed and encoded convolutions, pools and batch-norm steps, float and integer."""
+    x = _inputs(16, (2, 11, 11))
+    exports = [(_lenet(), (1, 12, 12), torch.float32), (_mam_cnn(), (2, 11, 11), torch.float32),
+               (pack_integer(_mam_cnn(), [x]), (2, 11, 11), torch.int8),
+               (pack_integer(_lenet(), [_inputs(16, (1, 12, 12))]), (1, 12, 12), torch.int8)]
+    for k, (model, shape, dtype) in enumerate(exports):
+        folder = tmp_path / str(k)
+        res = export.to_c(model, folder, shape, dtype, name="net")
+        assert ("packed MAM conv" in str(res)) == (k == 1) and ("B (dense:" in str(res)) == (k == 2)
+        done = subprocess.run(["gcc", *_STRICT, "-o", "net", "net.c", "net_main.c"], cwd=folder,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("model, shape, match", [
+    (nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"), (1, 5, 5), "padding_mode='reflect'"),
+    (MAMConv2d(1, 2, 3), (1, 5, 5), "beta"),
+    (nn.MaxPool2d(2, ceil_mode=True), (1, 5, 5), "ceil_mode"),
+    (nn.AvgPool2d(2, ceil_mode=True), (1, 5, 5), "ceil_mode"),
+    (nn.MaxPool2d(2, return_indices=True), (1, 5, 5), "indices"),
+    (nn.MaxPool2d(2, padding=2), (1, 5, 5), "pad should be at most half"),
+    (nn.BatchNorm2d(1, track_running_stats=False), (1, 5, 5), "running statistics"),
+    (nn.BatchNorm2d(3), (1, 5, 5), r"BatchNorm2d\(3\)"),
+    (nn.Conv2d(3, 2, 3), (1, 5, 5), "expects 3 input channels"),
+    (nn.Conv2d(1, 2, 3), (25,), r"shape \(C, H, W\)"),
+    (nn.Conv2d(1, 2, 7), (1, 5, 5), "does not fit"),
+    (nn.Conv1d(1, 2, 3), (1, 5), "unsupported module"),
+    (nn.AdaptiveAvgPool2d(1), (1, 5, 5), "unsupported module"),
+])
+def test_refusals(tmp_path, model, shape, match):
+    if isinstance(model, MAMConv2d):
+        model.beta.fill_(0.5)
+    with pytest.raises(ValueError, match=match):
+        export.to_c(nn.Sequential(model).eval(), tmp_path, shape)
+
+
+def test_convolutions_need_float32_or_the_integer_path(tmp_path):
+    with pytest.raises(ValueError, match="pack_integer"):
+        export.to_c(nn.Sequential(MAMConv2d(1, 2, 3)).eval(), tmp_path, (1, 5, 5), torch.int8)
+
+
+def _pruned(conv, amount):
+    torch_prune.l1_unstructured(conv, "weight", amount=amount)
+    return conv
+
+
+_GEOMETRIES = {
+    "pruned_no_bias": lambda: _pruned(MAMConv2d(2, 4, 3, padding=1, bias=False), 0.8),
+    "pruned_mac_grouped": lambda: _pruned(nn.Conv2d(2, 6, 3, padding=1, groups=2), 0.7),
+    "same_even_kernel": lambda: MAMConv2d(2, 4, (2, 4), padding="same", dilation=(1, 2)),
+    "valid_stride3": lambda: MAMConv2d(2, 4, 3, stride=3, padding="valid", bias=False),
+    "depthwise_multiplier": lambda: MAMConv2d(2, 4, 3, padding=(0, 2), groups=2),
+    "mac_grouped_dilated": lambda: nn.Conv2d(2, 4, 3, stride=(1, 2), padding=2, dilation=2, groups=2),
+    "maxpool_dilated": lambda: nn.MaxPool2d(3, 2, 1, dilation=2),
+    "avgpool_pad": lambda: nn.AvgPool2d(3, 2, 1),
+    "avgpool_divisor": lambda: nn.AvgPool2d((3, 2), (1, 2), (1, 1), divisor_override=5),
+}
+
+
+@pytest.mark.parametrize("layer", sorted(_GEOMETRIES))
+def test_single_layer_geometries(tmp_path, layer):
+    """Each layer alone, float (MAM and pools exactly PyTorch's, MAC within rounding) and integer (bit for bit)."""
+    torch.manual_seed(13)
+    m = nn.Sequential(_GEOMETRIES[layer]()).eval()
+    x = _inputs(12, (2, 9, 8))
+    x[4, 0, 0, 0], x[5, 1, 3, 3], x[6, 0, 8, 7] = float("-inf"), float("nan"), float("inf")
+    res = export.to_c(m, tmp_path / "f", (2, 9, 8))
+    y = _run(_compile(res, tmp_path / "f"), x)
+    with torch.no_grad():
+        ref = m(x).reshape(len(x), -1)
+    exact = not isinstance(m[0], nn.Conv2d)
+    torch.testing.assert_close(y, ref, rtol=0 if exact else 1e-5, atol=0 if exact else 1e-5, equal_nan=True)
+    assert ("packed" in str(res)) == layer.startswith("pruned")
+    _int_round_trip(tmp_path / "q", nn.Sequential(_GEOMETRIES[layer]()).eval(), (2, 9, 8), n=40)
+
+
+# --------------------------------------------------------------------------- integer-only path
+
+def _int_codes(q, x):
+    """Quantised samples, random codes and the extremes (saturation, every code at the zero point)."""
+    n = x[0].numel()
+    torch.manual_seed(8)
+    extremes = torch.tensor([[127] * n, [-128] * n, [q.input_zero_point] * n], dtype=torch.int8)
+    return torch.cat([q.quantize_input(x).reshape(-1, n), torch.randint(-128, 128, (30, n), dtype=torch.int8),
+                      extremes])
+
+
+def _int_round_trip(tmp_path, model, shape, n=80):
+    torch.manual_seed(14)
+    x = _inputs(n, shape)
+    q = pack_integer(model, [x[: n // 2]])
+    res = export.to_c(q, tmp_path, shape, torch.int8, name="qnet")
+    codes = _int_codes(q, x)
+    got = _run_int(_compile_int(res, tmp_path), codes)
+    want = q.forward_int8(codes.reshape(-1, *shape)).reshape(len(codes), -1)
+    assert torch.equal(got, want)
+    return q, res, x, want
+
+
+def test_int_lenet_is_bit_exact_and_close_to_float(tmp_path):
+    m = _lenet(negative_gamma=True)
+    q, res, x, want = _int_round_trip(tmp_path, m, (1, 12, 12))
+    assert (want == 127).any() and (want == -128).any()
+    calls = re.findall(r"mamrt_q_\w+(?=\()", res.source.read_text())
+    assert calls[:4] == ["mamrt_q_lin_conv2d", "mamrt_q_maxpool2d", "mamrt_q_mam_conv2d", "mamrt_q_avgpool2d"]
+    assert sorted(p.name for p in res.runtime) == ["mam_runtime_conv_int.h", "mam_runtime_int.h",
+                                                   "mam_runtime_window.h", "mam_semantics.h"]
+    assert res.ram_bytes == 6 * 12 * 12 + 6 * 6 * 6 + 2 * 6 * 3 * 3      # int8 activations, int16 patch
+    with torch.no_grad():
+        ref = m(x)
+    # the batch norms (two with negative gammas after MAM layers) are folded: the integer network still
+    # computes the float model up to quantisation
+    assert float((q(x) - ref).abs().max()) < 0.03 * float(ref.abs().max())
+    assert float((q(x).argmax(1) == ref.argmax(1)).float().mean()) >= 0.95
+
+
+def test_int_mam_cnn_is_bit_exact(tmp_path):
+    """Pruned, grouped, depthwise, strided, dilated and 'same'-padded MAM convolutions, padded pools."""
+    m = _mam_cnn()
+    _int_round_trip(tmp_path, m, (2, 11, 11))
+
+
+@pytest.mark.parametrize("encoding", ["index", "delta", "bitmap"])
+def test_int_pruned_convolutions_in_each_encoding(tmp_path, encoding):
+    """Pruned convolutions (one grouped) stored in each index encoding, run patch by patch, bit for bit."""
+    torch.manual_seed(15)
+    m = nn.Sequential(_pruned(MAMConv2d(2, 8, 3, padding=1, bias=False), 0.8), nn.ReLU(),
+                      _pruned(nn.Conv2d(8, 6, 3, stride=2, groups=2), 0.7), nn.ReLU(),   # 3 x 36 bits a group
+                      _pruned(MAMConv2d(6, 4, 2, padding=1, groups=2), 0.6)).eval()      # 2 x 12 bits a group
+    x = _inputs(40, (2, 9, 9))
+    q = pack_integer(m, [x])
+    res = export.to_c(q, tmp_path, (2, 9, 9), torch.int8, name="qnet", index_encodings=(encoding,))
+    codes = _int_codes(q, x)
+    got = _run_int(_compile_int(res, tmp_path), codes)
+    assert torch.equal(got, q.forward_int8(codes.reshape(-1, 2, 9, 9)).reshape(len(codes), -1))
+    layers = res.layers
+    expect = {"index": "indices u8", "delta": "indices d8", "bitmap": "bitmap"}[encoding]
+    assert expect in layers[0]
+    if encoding == "bitmap":   # a group's bitmap must start on a byte: 3 x 36 bits do not, 2 x 12 bits do
+        assert "dense int8 weight" in layers[1] and "bitmap" in layers[2]
+    else:                      # grouped: each group starts at its own offsets in the value and index arrays
+        assert expect in layers[1]
+
+
+def test_int_cnn_has_no_float_in_object_code(tmp_path):
+    """Dense and encoded integer convolutions and both pools compile with no floating point at all."""
+    x = _inputs(16, (2, 11, 11))
+    res = export.to_c(pack_integer(_mam_cnn(), [x]), tmp_path, (2, 11, 11), torch.int8, name="qnet")
+    assert "B (dense:" in str(res) and "dense int8 weight" in str(res)
+    # -mgeneral-regs-only: any floating-point operation is a compile error on x86-64
+    machine = subprocess.run(["gcc", "-dumpmachine"], capture_output=True, text=True).stdout
+    flags = ["-mgeneral-regs-only"] if machine.startswith("x86_64") else []
+    subprocess.run(["gcc", *_STRICT, *flags, "-c", "-o", str(tmp_path / "net.o"), str(res.source)], check=True,
+                   capture_output=True, text=True)
+    symbols = subprocess.run(["nm", str(tmp_path / "net.o")], capture_output=True, text=True, check=True).stdout
+    assert not re.search(r"\b(__\w*(sf|df)\w*|__float\w*|__fix\w*)\b", symbols)
+
+
+def test_int_negative_gamma_folds_exactly():
+    """Folding a negative scale into a MAM layer negates its codes; max + min of the negated products is
+    exactly the negated max + min, so the folded layer equals the unfolded one followed by the scale."""
+    torch.manual_seed(9)
+    conv = MAMConv2d(2, 4, 3, padding=1)
+    bn = _batchnorm(nn.BatchNorm2d(4), negative=True, seed=10)
+    x = _inputs(40, (2, 6, 6))
+    folded = pack_integer(nn.Sequential(conv, bn).eval(), [x])
+    with torch.no_grad():
+        ref = bn.eval()(conv(x))
+    err = (folded(x) - ref).abs().max()
+    assert float(err) < 0.03 * float(ref.abs().max())
+    layer = folded.layers[0]
+    plain = pack_integer(nn.Sequential(conv).eval(), [x]).layers[0]
+    signs = torch.sign(bn.weight.detach()).to(torch.int64)
+    assert torch.equal(layer.weight.to(torch.int64), plain.weight.to(torch.int64) * signs[:, None, None, None])
+
+
+def _brute_force_conv(layer, codes):
+    """acc of an IntConv2d by plain loops over outputs and patch positions."""
+    B, C, H, W = codes.shape
+    k_h, k_w = layer.kernel_size
+    (s_h, s_w), (d_h, d_w), (top, left, bottom, right) = layer.stride, layer.dilation, layer.padding
+    h_out = (H + top + bottom - d_h * (k_h - 1) - 1) // s_h + 1
+    w_out = (W + left + right - d_w * (k_w - 1) - 1) // s_w + 1
+    cin_g, cout_g = C // layer.groups, layer.out_channels // layer.groups
+    acc = torch.zeros(B, layer.out_channels, h_out, w_out, dtype=torch.int64)
+    for b in range(B):
+        for o in range(layer.out_channels):
+            for i in range(h_out):
+                for j in range(w_out):
+                    products = []
+                    for c in range(cin_g):
+                        for u in range(k_h):
+                            for v in range(k_w):
+                                r, s = i * s_h - top + u * d_h, j * s_w - left + v * d_w
+                                inside = 0 <= r < H and 0 <= s < W
+                                xv = int(codes[b, o // cout_g * cin_g + c, r, s]) - layer.input_zero_point \
+                                    if inside else 0
+                                products.append(int(layer.weight[o, c, u, v]) * xv)
+                    total = max(products) + min(products) if layer.mam else sum(products)
+                    acc[b, o, i, j] = total + int(layer.bias[o])
+    return acc
+
+
+@pytest.mark.parametrize("mam", [True, False], ids=["mam", "mac"])
+def test_int_conv_reference_against_loops(mam):
+    torch.manual_seed(11)
+    weight = torch.randn(4, 1, 3, 2)
+    weight[weight.abs() < 0.3] = 0                                   # pruned weights
+    layer = IntConv2d.from_float(weight, torch.randn(4), mam=mam, stride=(2, 1), padding=(1, 0, 2, 1),
+                                 dilation=(1, 2), groups=2, input_scale=0.05, input_zero_point=-7,
+                                 output_scale=0.1, output_zero_point=3, relu=False)
+    codes = torch.randint(-128, 128, (2, 2, 7, 6), dtype=torch.int8)
+    assert torch.equal(layer.accumulate(codes), _brute_force_conv(layer, codes))
+
+
+@pytest.mark.parametrize("include_pad, divisor", [(True, None), (False, None), (True, 3)])
+def test_int_pools_against_float(include_pad, divisor):
+    torch.manual_seed(12)
+    codes = torch.randint(-128, 128, (3, 2, 7, 7), dtype=torch.int8)
+    codes[0] = 5                                                     # ties and exact halves
+    zp = -9
+    pool = IntAvgPool2d(3, 2, 1, zero_point=zp, count_include_pad=include_pad, divisor_override=divisor)
+    mean = F.avg_pool2d(codes.double() - zp, 3, 2, 1, count_include_pad=include_pad, divisor_override=divisor)
+    rounded = torch.sign(mean) * torch.floor(mean.abs() + 0.5)        # half away from zero
+    assert torch.equal(pool(codes).long(), (rounded + zp).clamp(-128, 127).long())
+    top = IntMaxPool2d(3, 2, 1, dilation=2)(codes)
+    assert torch.equal(top, F.max_pool2d(codes.double(), 3, 2, 1, dilation=2).to(torch.int8))
+
+
+def test_int_refusals():
+    x = torch.randn(8, 2, 6, 6)
+    with pytest.raises(ValueError, match="must directly follow"):
+        pack_integer(nn.Sequential(nn.BatchNorm2d(2).eval(), nn.Conv2d(2, 2, 3)).eval(), [x])
+    with pytest.raises(ValueError, match="padding_mode"):
+        pack_integer(nn.Sequential(nn.Conv2d(2, 2, 3, padding_mode="circular", padding=1)).eval(), [x])
+    with pytest.raises(ValueError, match="ceil_mode"):
+        pack_integer(nn.Sequential(nn.MaxPool2d(2, ceil_mode=True)).eval(), [x])
+    blending = MAMConv2d(2, 2, 3)
+    blending.beta.fill_(0.5)
+    with pytest.raises(ValueError, match="beta"):
+        pack_integer(nn.Sequential(blending).eval(), [x])
+    codes = torch.zeros(1, 4, 2, 2, dtype=torch.int32)
+    with pytest.raises(ValueError, match="padding"):
+        IntConv2d(codes, codes[0, 0, 0], codes[0, 0, 0], codes[0, 0, 0], mam=True, stride=1, padding=(0, -1, 0, 0),
+                  dilation=1, groups=1, input_zero_point=0, output_zero_point=0)
+    with pytest.raises(TypeError, match="int8 codes"):
+        IntMaxPool2d(2, 2, 0)(torch.zeros(1, 1, 4, 4))
+    wide = torch.randn(2, 4000, 3, 3)                             # 36000 products per MAC output
+    with pytest.raises(ValueError, match="int32 sums are exact"):
+        pack_integer(nn.Sequential(nn.Conv2d(4000, 1, 3)).eval(), [wide])
+
+
+# --------------------------------------------------------------------------- Cortex-M firmware
+
+def test_cnn_firmware_on_cortex_m(tmp_path):
+    """The exported CNNs built for Cortex-M under QEMU: the integer-only LeNet on a Cortex-M3 (no FPU: no
+    floating point anywhere) and the float MAM CNN on a Cortex-M4, both equal to their references."""
+    mcu = pytest.importorskip("mamext.mcu")
+    try:
+        mcu._tools.Compiler.find()
+        mcu._tools.find_qemu()
+    except mcu.ToolsMissingError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the firmware tests: {e}")
+        pytest.skip(str(e))
+    lenet, x = _lenet(), _inputs(6, (1, 12, 12))
+    integer = pack_integer(lenet, [_inputs(40, (1, 12, 12), seed=1)])
+    firmware = mcu.build(integer, tmp_path / "m3", (1, 12, 12), target="cortex-m3", dtype=torch.int8)
+    out, _ = firmware.run(x, repeats=1)
+    assert torch.equal(out, integer(x))
+    cnn, x = _mam_cnn(), _inputs(6, (2, 11, 11))
+    firmware = mcu.build(cnn, tmp_path / "m4", (2, 11, 11), target="cortex-m4", dtype=torch.float32)
+    out, _ = firmware.run(x, repeats=1)
+    with torch.no_grad():
+        assert torch.equal(out, cnn(x))
