@@ -265,3 +265,12 @@ def test_public_function_uses_the_operator():
     gm = torch.fx.experimental.proxy_tensor.make_fx(
         lambda a: mamext.mam_conv2d(a, weight, bias, stride, padding, dilation, groups))(x)
     assert any(n.target is INFERENCE.default for n in gm.graph.nodes)
+
+
+def test_autocast_widens_mixed_operands():
+    layer = mamext.nn.MAMConv2d(3, 4, 3, padding=1)
+    x = torch.randn(2, 3, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x.bfloat16())
+    assert out.dtype == torch.float32
+    assert_same(out, mam_conv2d_reference(x.bfloat16().float(), layer.weight, layer.bias, padding=1))

@@ -1,8 +1,8 @@
 // Operator schemas of the MAM 2-d convolution (zero padding, groups). Kernels:
 // ops/cpu/mam_conv2d_kernel.cpp (CPU only: on CUDA, mamext.mam_conv2d runs the
 // convolution as patch rows of mam_linear), ops/autograd/mam_conv2d_kernel.cpp
-// (autograd, forward and reverse mode); fake kernels and the public wrapper:
-// python/mamext/ops/mam_conv2d.py.
+// (autograd, forward and reverse mode), ops/autocast/mam_conv2d_kernel.cpp;
+// fake kernels and the raw wrapper: python/mamext/ops/mam_conv2d.py.
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(mamext, m) {
