@@ -182,6 +182,25 @@ def test_gradients(config):
         assert gx.dtype == gw.dtype == dtype and gx.shape == x.shape and gw.shape == weight.shape
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_backward_of_many_groups(threads):
+    # groups >= 4 x threads: one pass per group computes both gradients
+    x, weight, bias, args = _problem((16, 16, 3, 1, 1, 1, 16, 5, 6), "ints", torch.float64)
+    gout = sample((2, 16, 5, 6), "ints", torch.Generator().manual_seed(3), torch.float64)
+    out, amax, amin = FORWARD(x, weight, bias, *args)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        both = BACKWARD(gout, x, weight, amax, amin, *args, [True, True])
+        weight_only = BACKWARD(gout, x, weight, amax, amin, *args, [False, True])[1]
+    finally:
+        torch.set_num_threads(previous)
+    leaves = [x.clone().requires_grad_(), weight.clone().requires_grad_()]
+    _reference(*leaves, bias, args)[0].backward(gout)
+    assert torch.equal(both[0], leaves[0].grad) and torch.equal(both[1], leaves[1].grad)
+    assert torch.equal(weight_only, leaves[1].grad)
+
+
 def test_backward_output_mask_and_bad_indices():
     x, weight, bias, args = _problem(CONFIGS[1], "normal")
     out, amax, amin = FORWARD(x, weight, bias, *args)

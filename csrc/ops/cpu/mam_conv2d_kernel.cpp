@@ -97,6 +97,7 @@ struct ForwardJob {
   ConvShape s;
   cpu::PhaseLayout layout;
   std::vector<int64_t> offsets;  // plane offset of each patch position
+  std::vector<int64_t> runs;     // the offsets as runs (offset, length) of consecutive values
   int64_t Ng, K, wide;           // neurons per group, patch, wide grid size
   bool finite, direct;
   // dense path
@@ -112,6 +113,19 @@ std::vector<int64_t> plane_offsets(const cpu::ConvGeometry& g, const cpu::PhaseL
         off[k] = ((c * g.sH + a) * g.sW + b) * l.plane() + kh * g.dH / g.sH * l.Wq + kw * g.dW / g.sW;
       }
   return off;
+}
+
+std::vector<int64_t> offset_runs(const std::vector<int64_t>& off) {
+  std::vector<int64_t> runs;
+  for (size_t k = 0; k < off.size(); ++k) {
+    if (k > 0 && off[k] == off[k - 1] + 1) {
+      ++runs.back();
+      continue;
+    }
+    runs.push_back(off[k]);
+    runs.push_back(1);
+  }
+  return runs;
 }
 
 // Scratch layout of the dense path: tile, output tile, index tiles, packed
@@ -132,7 +146,7 @@ struct DenseScratch {
 template <typename T>
 size_t dense_scratch_bytes(const ForwardJob<T>& j, bool blocked) {
   const size_t rows = j.tile_rows, P = j.panel_width;
-  size_t b = aligned(rows * j.K * sizeof(T)) + aligned(rows * j.Ng * sizeof(T)) +
+  size_t b = aligned((rows * j.K + cpu::kIm2colSlack) * sizeof(T)) + aligned(rows * j.Ng * sizeof(T)) +
              2 * aligned(rows * j.Ng * sizeof(int32_t)) + aligned(rows * sizeof(int64_t));
   if (!blocked) return b + aligned(j.panels * j.K * P * sizeof(T));
   return b + aligned(j.k_block * P * sizeof(T)) + aligned(2 * rows * P * sizeof(T)) +
@@ -148,7 +162,7 @@ DenseScratch<T> dense_scratch(const ForwardJob<T>& j, char* p, bool blocked) {
     p += aligned(bytes);
     return r;
   };
-  d.tile = reinterpret_cast<T*>(take(rows * j.K * sizeof(T)));
+  d.tile = reinterpret_cast<T*>(take((rows * j.K + cpu::kIm2colSlack) * sizeof(T)));
   d.otile = reinterpret_cast<T*>(take(rows * j.Ng * sizeof(T)));
   d.atile = reinterpret_cast<int32_t*>(take(rows * j.Ng * sizeof(int32_t)));
   d.itile = reinterpret_cast<int32_t*>(take(rows * j.Ng * sizeof(int32_t)));
@@ -258,7 +272,7 @@ void run_items(const ForwardJob<T>& j, const ItemRange& r, int64_t begin, int64_
     }
     for (int64_t t0 = q0; t0 < q1; t0 += j.tile_rows) {
       const int64_t rows = std::min(j.tile_rows, q1 - t0);
-      ck.im2col(planes, j.offsets.data(), j.K, t0, t0 + rows, d.tile);
+      ck.im2col(planes, j.runs.data(), static_cast<int64_t>(j.runs.size() / 2), j.K, t0, t0 + rows, d.tile);
       dense_tile(j, d, grp, rows, !blocked);
       store_tile(j, d, b, grp, t0, rows);
     }
@@ -274,6 +288,7 @@ void plan_forward(ForwardJob<T>& j) {
   j.K = g.patch();
   j.layout = cpu::phase_layout(g);
   j.offsets = plane_offsets(g, j.layout);
+  j.runs = offset_runs(j.offsets);
   j.wide = g.Ho * j.layout.Wq;
   // One check of the operands decides between the exact fast paths and the
   // NaN-aware scan; the fast paths never test individual products.
@@ -334,45 +349,78 @@ std::vector<int64_t> patch_taps(const cpu::ConvGeometry& g) {
   return taps;
 }
 
-// grad_input per (image, group) and grad_weight per output channel: every
-// output element is owned by one thread, no atomics, deterministic.
+// Everything a backward call shares.
+template <typename T>
+struct BackwardJob {
+  const T* g;
+  const T* x;
+  const T* w;
+  const int32_t* amax;
+  const int32_t* amin;
+  T* gx;
+  T* gw;
+  ConvShape s;
+  std::vector<int64_t> taps;
+  int64_t Ng, K, plane, image;
+};
+
+// Both gradients of image n, group grp (gx and/or gw as the job asks).
+template <typename T>
+bool backward_item(const BackwardJob<T>& j, int64_t n, int64_t grp, bool input, bool weight) {
+  const auto& ck = Kernels<T>::conv();
+  const cpu::ConvGeometry& g = j.s.geo;
+  const int64_t o0 = (n * j.s.C_out + grp * j.Ng) * j.plane, x0 = (n * g.C_in + grp * g.Cg) * j.image;
+  bool ok = true;
+  if (input) ok &= ck.backward_input(j.g + o0, j.w + grp * j.Ng * j.K, j.amax + o0, j.amin + o0, j.gx + x0, j.Ng, g,
+                                     j.taps.data());
+  if (weight) ok &= ck.backward_weight(j.g + o0, j.x + x0, j.amax + o0, j.amin + o0, j.gw + grp * j.Ng * j.K, j.Ng,
+                                       g, j.taps.data());
+  return ok;
+}
+
+// grad_weight split by output channel, each looping over the images.
+template <typename T>
+void backward_weight_by_channel(const BackwardJob<T>& j, std::atomic<bool>& ok) {
+  const auto& ck = Kernels<T>::conv();
+  const cpu::ConvGeometry& g = j.s.geo;
+  at::parallel_for(0, j.s.C_out, 1, [&](int64_t b, int64_t e) {
+    for (int64_t o = b; o < e; ++o)
+      for (int64_t n = 0; n < j.s.N; ++n) {
+        const int64_t o0 = (n * j.s.C_out + o) * j.plane, x0 = (n * g.C_in + o / j.Ng * g.Cg) * j.image;
+        if (!ck.backward_weight(j.g + o0, j.x + x0, j.amax + o0, j.amin + o0, j.gw + o * j.K, 1, g, j.taps.data()))
+          ok.store(false);
+      }
+  });
+}
+
+// Every output element is owned by one thread (no atomics, deterministic):
+// with many groups, one pass per group over the images computes both
+// gradients while a slice is cache-hot; otherwise grad_input is split by
+// (image, group) and grad_weight by output channel.
 template <typename T>
 void backward_cpu(const at::Tensor& go, const at::Tensor& x, const at::Tensor& w, const at::Tensor& amax,
                   const at::Tensor& amin, at::Tensor* gx, at::Tensor* gw, const ConvShape& s) {
-  const auto& ck = Kernels<T>::conv();
   const cpu::ConvGeometry& g = s.geo;
-  const std::vector<int64_t> taps = patch_taps(g);
-  const int64_t Ng = s.C_out / s.groups, K = g.patch(), plane = g.Ho * g.Wo, image = g.H * g.W;
-  const T* gp = go.data_ptr<T>();
-  const int32_t* ap = amax.data_ptr<int32_t>();
-  const int32_t* an = amin.data_ptr<int32_t>();
+  const BackwardJob<T> j{go.data_ptr<T>(), x.data_ptr<T>(), w.data_ptr<T>(), amax.data_ptr<int32_t>(),
+                         amin.data_ptr<int32_t>(), gx ? gx->data_ptr<T>() : nullptr, gw ? gw->data_ptr<T>() : nullptr,
+                         s, patch_taps(g), s.C_out / s.groups, g.patch(), g.Ho * g.Wo, g.H * g.W};
   std::atomic<bool> ok{true};
-  if (gx) {
-    T* out = gx->data_ptr<T>();
-    const T* wp = w.data_ptr<T>();
-    at::parallel_for(0, s.N * s.groups, 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const int64_t n = i / s.groups, grp = i % s.groups, o0 = (n * s.C_out + grp * Ng) * plane;
-        if (!ck.backward_input(gp + o0, wp + grp * Ng * K, ap + o0, an + o0,
-                               out + (n * g.C_in + grp * g.Cg) * image, Ng, g, taps.data()))
-          ok.store(false);
-      }
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  if (gw && s.groups >= 4 * threads) {
+    at::parallel_for(0, s.groups, 1, [&](int64_t b, int64_t e) {
+      for (int64_t grp = b; grp < e; ++grp)
+        for (int64_t n = 0; n < s.N; ++n)
+          if (!backward_item(j, n, grp, gx != nullptr, true)) ok.store(false);
     });
+  } else {
+    if (gx)
+      at::parallel_for(0, s.N * s.groups, 1, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i)
+          if (!backward_item(j, i / s.groups, i % s.groups, true, false)) ok.store(false);
+      });
+    if (gw) backward_weight_by_channel(j, ok);
   }
-  if (gw) {
-    T* out = gw->data_ptr<T>();
-    const T* xp = x.data_ptr<T>();
-    at::parallel_for(0, s.C_out, 1, [&](int64_t b, int64_t e) {
-      for (int64_t o = b; o < e; ++o)
-        for (int64_t n = 0; n < s.N; ++n) {
-          const int64_t e0 = (n * s.C_out + o) * plane, grp = o / Ng;
-          if (!ck.backward_weight(gp + e0, xp + (n * g.C_in + grp * g.Cg) * image, ap + e0, an + e0,
-                                  out + o * K, 1, g, taps.data()))
-            ok.store(false);
-        }
-    });
-  }
-  TORCH_CHECK(ok.load(), "mam_conv2d_backward: argmax/argmin contain indices outside [0, ", K, ")");
+  TORCH_CHECK(ok.load(), "mam_conv2d_backward: argmax/argmin contain indices outside [0, ", j.K, ")");
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_common(const char* op, const at::Tensor& input,

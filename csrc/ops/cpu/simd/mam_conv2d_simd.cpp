@@ -76,15 +76,14 @@ void phase_split(const T* x, const ConvGeometry& g, const PhaseLayout& layout, T
   for (T* end = dst + layout.size; d < end; ++d) *d = T(0);
 }
 
-// Running max/min (and with TRACK their indices) of R * L consecutive wide
+// Running max/min (and with TRACK their indices) of NB * L consecutive wide
 // outputs starting at `base` over the whole patch of one neuron (weights w).
-template <typename T, bool TRACK>
+template <typename T, int NB, bool TRACK>
 inline void direct_block(const T* base, const int64_t* off, const T* w, int64_t K, T* mx_out, T* mn_out,
                          int32_t* ia, int32_t* ib) {
   using V = Vec<T>;
   using R = typename V::R;
   constexpr int L = V::L;
-  constexpr int NB = kBlockVectors;
   R mx[NB], mn[NB];
   const R w0 = V::bcast(w[0]);
   for (int r = 0; r < NB; ++r) mx[r] = mn[r] = V::mul(V::load(base + off[0] + r * L), w0);
@@ -138,37 +137,63 @@ inline void store_block(const T* mx, const T* mn, const int32_t* ia, const int32
   }
 }
 
+// The outputs [q, q + count) of one neuron: a full block, or (the tail of the
+// range) single vectors, which waste fewer lanes on a short last block.
+template <typename T, bool TRACK>
+inline void direct_range(const T* planes, const int64_t* offsets, const T* wo, T bias, bool has_bias, int64_t q,
+                         int64_t count, const ConvGeometry& g, const PhaseLayout& layout, T* oo, int32_t* ao,
+                         int32_t* io) {
+  constexpr int L = Vec<T>::L, B = kBlockVectors * L;
+  alignas(64) T mx[B], mn[B];
+  alignas(64) int32_t ia[B], ib[B];
+  const int64_t K = g.patch();
+  if (count > B - L) {
+    direct_block<T, kBlockVectors, TRACK>(planes + q, offsets, wo, K, mx, mn, ia, ib);
+    store_block<T>(mx, mn, ia, ib, bias, has_bias, q, imin(B, count), layout.Wq, g.Wo, oo, ao, io);
+    return;
+  }
+  for (int64_t v = 0; v < count; v += L) {
+    direct_block<T, 1, TRACK>(planes + q + v, offsets, wo, K, mx, mn, ia, ib);
+    store_block<T>(mx, mn, ia, ib, bias, has_bias, q + v, imin(L, count - v), layout.Wq, g.Wo, oo, ao, io);
+  }
+}
+
 template <typename T>
 void direct_forward(const T* planes, const int64_t* offsets, const T* w, const T* bias, T* out, int32_t* amax,
                     int32_t* amin, int64_t n, int64_t q0, int64_t q1, const ConvGeometry& g,
                     const PhaseLayout& layout) {
   constexpr int B = kBlockVectors * Vec<T>::L;
   static_assert(B <= kDirectBlockMax, "a block must fit in the planes' slack");
-  alignas(64) T mx[B], mn[B];
-  alignas(64) int32_t ia[B], ib[B];
   const int64_t K = g.patch(), plane = g.Ho * g.Wo;
   for (int64_t o = 0; o < n; ++o) {
     const T* wo = w + o * K;
     T* oo = out + o * plane;
-    int32_t* ao = amax ? amax + o * plane : nullptr;
-    int32_t* io = amax ? amin + o * plane : nullptr;
+    const T b = bias ? bias[o] : T(0);
     for (int64_t q = q0; q < q1; q += B) {
       if (amax)
-        direct_block<T, true>(planes + q, offsets, wo, K, mx, mn, ia, ib);
+        direct_range<T, true>(planes, offsets, wo, b, bias != nullptr, q, imin(B, q1 - q), g, layout, oo,
+                              amax + o * plane, amin + o * plane);
       else
-        direct_block<T, false>(planes + q, offsets, wo, K, mx, mn, ia, ib);
-      store_block<T>(mx, mn, ia, ib, bias ? bias[o] : T(0), bias != nullptr, q, imin(B, q1 - q), layout.Wq, g.Wo,
-                     oo, ao, io);
+        direct_range<T, false>(planes, offsets, wo, b, bias != nullptr, q, imin(B, q1 - q), g, layout, oo, nullptr,
+                               nullptr);
     }
   }
 }
 
 template <typename T>
-void im2col(const T* planes, const int64_t* offsets, int64_t K, int64_t q0, int64_t q1, T* tile) {
+void im2col(const T* planes, const int64_t* runs, int64_t nruns, int64_t K, int64_t q0, int64_t q1, T* tile) {
+  using V = Vec<T>;
+  constexpr int L = V::L;
+  static_assert(L <= kIm2colSlack, "a vector copy must fit in the tile's slack");
   for (int64_t q = q0; q < q1; ++q) {
     const T* base = planes + q;
-    T* row = tile + (q - q0) * K;
-    for (int64_t k = 0; k < K; ++k) row[k] = base[offsets[k]];
+    T* d = tile + (q - q0) * K;
+    for (int64_t r = 0; r < nruns; ++r) {
+      const T* s = base + runs[2 * r];
+      const int64_t n = runs[2 * r + 1];
+      for (int64_t i = 0; i < n; i += L) V::store(d + i, V::load(s + i));
+      d += n;
+    }
   }
 }
 

@@ -57,9 +57,17 @@ using DirectForwardFn = void (*)(const T* planes, const int64_t* offsets, const 
                                  int32_t* amax, int32_t* amin, int64_t n, int64_t q0, int64_t q1,
                                  const ConvGeometry& g, const PhaseLayout& layout);
 // im2col rows of the wide outputs [q0, q1) from the phase planes:
-// tile[(q - q0) * patch + k] = planes[q + offsets[k]].
+// tile[(q - q0) * patch + k] = planes[q + offset of k]. The patch positions
+// come as runs of consecutive plane offsets (runs[2r] the offset, runs[2r + 1]
+// the length; kernel columns at unit dilation and stride form one run), each
+// copied in whole vectors: a copy may write up to kIm2colSlack values past a
+// row (the next run or row overwrites them; the tile needs that much room
+// after its last row).
 template <typename T>
-using Im2colFn = void (*)(const T* planes, const int64_t* offsets, int64_t patch, int64_t q0, int64_t q1, T* tile);
+using Im2colFn = void (*)(const T* planes, const int64_t* runs, int64_t nruns, int64_t patch, int64_t q0,
+                          int64_t q1, T* tile);
+constexpr int64_t kIm2colSlack = 64;
+
 // Backward of one image's group (x, gx: (Cg, H, W); g, amax, amin:
 // (n, Ho, Wo); w, gw: (n, patch)). backward_input adds g * w[o, k] to gx at
 // the input position of patch position k (padded positions get nothing);
