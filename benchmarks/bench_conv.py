@@ -6,9 +6,12 @@ Layers: LeNet-sized (B=64, 1->6 5x5 on 28x28; 6->16 5x5 on 14x14) and
 small-VGG-sized (B=32, 64->64 3x3 pad 1 on 32x32; 128->128 3x3 pad 1 on
 16x16), plus a depthwise 3x3 (groups = channels). "inf" is a forward under
 ``torch.no_grad`` (the MAM inference kernel); "step" is forward + backward
-(gradients for input, weight and bias). Every figure is a median over --reps
-timed calls after warm-up, and every ratio divides two figures of this run.
-Prints a markdown table with the CPU and the load average at the start.
+(gradients for input, weight and bias). "patch route" is the same MAM
+convolution computed as patch rows of ``mam_linear`` (the route CUDA tensors
+take), for comparison with the direct CPU operator that ``MAMConv2d`` runs.
+Every figure is a median over --reps timed calls after warm-up, and every
+ratio divides two figures of this run. Prints a markdown table with the CPU
+and the load average at the start and the end.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from torch import nn
 import mamext
 from timing import median_ms
 from mamext._sysinfo import cpu_name
+from mamext.nn import conv as conv_module
 
 # (label, batch, C_in, C_out, kernel, padding, groups, H=W)
 LAYERS = [
@@ -34,6 +38,14 @@ LAYERS = [
 
 
 
+def patch_route(x, weight, bias, padding, groups):
+    """The MAM convolution as patch rows of mam_linear (stride 1, dilation 1)."""
+    kernel, pad = tuple(weight.shape[2:]), (padding, padding)
+    rows = conv_module._patch_rows(x, kernel, (1, 1), pad, (1, 1), groups)
+    out = conv_module._mam_rows(rows, weight.reshape(weight.shape[0], -1), bias, False)
+    h_out, w_out = conv_module._output_size(x.shape[2:], kernel, (1, 1), pad, (1, 1), "patch_route")
+    return out.reshape(x.shape[0], h_out, w_out, -1).permute(0, 3, 1, 2).contiguous()
+
 
 def bench_layer(batch, c_in, c_out, kernel, padding, groups, size, reps):
     torch.manual_seed(0)
@@ -44,19 +56,24 @@ def bench_layer(batch, c_in, c_out, kernel, padding, groups, size, reps):
     gout = torch.randn_like(conv(x))
     xg = x.clone().requires_grad_()
 
-    def step(layer):
+    def patched(inp):
+        return patch_route(inp, mam.weight, mam.bias, padding, groups)
+
+    def step(layer, forward=None):
         def run():
             layer.zero_grad(set_to_none=True)
             xg.grad = None
-            layer(xg).backward(gout)
+            (forward or layer)(xg).backward(gout)
         return run
 
     r = {}
     with torch.no_grad():
         r["conv_inf"] = median_ms(lambda: conv(x), reps)
         r["mam_inf"] = median_ms(lambda: mam(x), reps)
+        r["patch_inf"] = median_ms(lambda: patched(x), reps)
     r["conv_step"] = median_ms(step(conv), reps)
     r["mam_step"] = median_ms(step(mam), reps)
+    r["patch_step"] = median_ms(step(mam, patched), reps)
     return r
 
 
@@ -70,14 +87,15 @@ def main():
     print(f"CPU: {cpu_name()}; torch {torch.__version__}, {args.threads} threads, mamext kernels "
           f"{mamext.cpu_capability()}; 1-minute load average at start {load:.1f}\n")
     print("| layer | B | C_in->C_out | k | groups | HxW | Conv2d inf ms | MAM inf ms | inf ratio | "
-          "Conv2d step ms | MAM step ms | step ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "patch route inf ratio | Conv2d step ms | MAM step ms | step ratio | patch route step ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for label, batch, c_in, c_out, kernel, padding, groups, size in LAYERS:
         r = bench_layer(batch, c_in, c_out, kernel, padding, groups, size, args.reps)
         print(f"| {label} | {batch} | {c_in}->{c_out} | {kernel} | {groups} | {size}x{size} | "
               f"{r['conv_inf']:.3f} | {r['mam_inf']:.3f} | {r['mam_inf'] / r['conv_inf']:.2f}x | "
-              f"{r['conv_step']:.3f} | {r['mam_step']:.3f} | {r['mam_step'] / r['conv_step']:.2f}x |",
-              flush=True)
+              f"{r['patch_inf'] / r['conv_inf']:.2f}x | "
+              f"{r['conv_step']:.3f} | {r['mam_step']:.3f} | {r['mam_step'] / r['conv_step']:.2f}x | "
+              f"{r['patch_step'] / r['conv_step']:.2f}x |", flush=True)
     print(f"\n1-minute load average at the end: {os.getloadavg()[0]:.1f}")
 
 
