@@ -378,14 +378,15 @@ bool backward_item(const BackwardJob<T>& j, int64_t n, int64_t grp, bool input, 
   return ok;
 }
 
-// grad_weight split by output channel, each looping over the images.
+// grad_weight split by output channel; each thread takes the images one by
+// one (an image's input stays cache-hot for all of its channels).
 template <typename T>
 void backward_weight_by_channel(const BackwardJob<T>& j, std::atomic<bool>& ok) {
   const auto& ck = Kernels<T>::conv();
   const cpu::ConvGeometry& g = j.s.geo;
   at::parallel_for(0, j.s.C_out, 1, [&](int64_t b, int64_t e) {
-    for (int64_t o = b; o < e; ++o)
-      for (int64_t n = 0; n < j.s.N; ++n) {
+    for (int64_t n = 0; n < j.s.N; ++n)
+      for (int64_t o = b; o < e; ++o) {
         const int64_t o0 = (n * j.s.C_out + o) * j.plane, x0 = (n * g.C_in + o / j.Ng * g.Cg) * j.image;
         if (!ck.backward_weight(j.g + o0, j.x + x0, j.amax + o0, j.amin + o0, j.gw + o * j.K, 1, g, j.taps.data()))
           ok.store(false);

@@ -213,25 +213,54 @@ inline bool index_ok(int32_t i, int64_t K) {
   return static_cast<uint64_t>(static_cast<uint32_t>(i)) < static_cast<uint64_t>(K);
 }
 
+// Calls visit(e, a, b, ih0, iw0, inside) for every output e of one neuron's
+// (Ho, Wo) plane with valid indices a = amax[e], b = amin[e], where (ih0, iw0)
+// is the input position of the patch's origin and `inside` says that the
+// whole patch lies inside the input (no padded position: no bounds checks
+// needed). Returns false if some index was out of range (those are skipped).
+template <typename Visit>
+inline bool for_each_output(const ConvGeometry& g, const int32_t* amax, const int32_t* amin, Visit visit) {
+  const int64_t K = g.patch();
+  const int64_t span_h = (g.kH - 1) * g.dH, span_w = (g.kW - 1) * g.dW;
+  const int64_t lo = imin(g.Wo, ceil_div(g.pW, g.sW));  // first column whose patch starts inside
+  const int64_t hi = g.W - 1 - span_w + g.pW < 0 ? 0 : imin(g.Wo, (g.W - 1 - span_w + g.pW) / g.sW + 1);
+  bool ok = true;
+  for (int64_t oh = 0, e = 0; oh < g.Ho; ++oh) {
+    const int64_t ih0 = oh * g.sH - g.pH;
+    const bool row_inside = ih0 >= 0 && ih0 + span_h < g.H;
+    for (int64_t ow = 0; ow < g.Wo; ++ow, ++e) {
+      const int32_t a = amax[e], b = amin[e];
+      if (!index_ok(a, K) || !index_ok(b, K)) {
+        ok = false;
+        continue;
+      }
+      visit(e, a, b, ih0, ow * g.sW - g.pW, row_inside && ow >= lo && ow < hi);
+    }
+  }
+  return ok;
+}
+
 template <typename T>
 bool backward_input(const T* g, const T* w, const int32_t* amax, const int32_t* amin, T* gx, int64_t n,
                     const ConvGeometry& geo, const int64_t* taps) {
-  const int64_t K = geo.patch();
+  const int64_t K = geo.patch(), plane = geo.Ho * geo.Wo;
   bool ok = true;
   for (int64_t o = 0; o < n; ++o) {
     const T* wo = w + o * K;
-    for (int64_t oh = 0, e = o * geo.Ho * geo.Wo; oh < geo.Ho; ++oh)
-      for (int64_t ow = 0; ow < geo.Wo; ++ow, ++e) {
-        const int64_t ih0 = oh * geo.sH - geo.pH, iw0 = ow * geo.sW - geo.pW;
-        const int32_t a = amax[e], b = amin[e];
-        if (!index_ok(a, K) || !index_ok(b, K)) {
-          ok = false;
-          continue;
-        }
-        int64_t at;
-        if (input_position(geo, taps, a, ih0, iw0, &at)) gx[at] += g[e] * wo[a];
-        if (input_position(geo, taps, b, ih0, iw0, &at)) gx[at] += g[e] * wo[b];
+    const T* go = g + o * plane;
+    auto visit = [&](int64_t e, int32_t a, int32_t b, int64_t ih0, int64_t iw0, bool inside)
+        __attribute__((always_inline)) {
+      const int64_t origin = ih0 * geo.W + iw0;
+      int64_t at;
+      if (inside) {
+        gx[origin + taps[3 * a + 2]] += go[e] * wo[a];
+        gx[origin + taps[3 * b + 2]] += go[e] * wo[b];
+        return;
       }
+      if (input_position(geo, taps, a, ih0, iw0, &at)) gx[at] += go[e] * wo[a];
+      if (input_position(geo, taps, b, ih0, iw0, &at)) gx[at] += go[e] * wo[b];
+    };
+    ok &= for_each_output(geo, amax + o * plane, amin + o * plane, visit);
   }
   return ok;
 }
@@ -239,22 +268,24 @@ bool backward_input(const T* g, const T* w, const int32_t* amax, const int32_t* 
 template <typename T>
 bool backward_weight(const T* g, const T* x, const int32_t* amax, const int32_t* amin, T* gw, int64_t n,
                      const ConvGeometry& geo, const int64_t* taps) {
-  const int64_t K = geo.patch();
+  const int64_t K = geo.patch(), plane = geo.Ho * geo.Wo;
   bool ok = true;
   for (int64_t o = 0; o < n; ++o) {
-    T* go = gw + o * K;
-    for (int64_t oh = 0, e = o * geo.Ho * geo.Wo; oh < geo.Ho; ++oh)
-      for (int64_t ow = 0; ow < geo.Wo; ++ow, ++e) {
-        const int64_t ih0 = oh * geo.sH - geo.pH, iw0 = ow * geo.sW - geo.pW;
-        const int32_t a = amax[e], b = amin[e];
-        if (!index_ok(a, K) || !index_ok(b, K)) {
-          ok = false;
-          continue;
-        }
-        int64_t at;
-        go[a] += g[e] * (input_position(geo, taps, a, ih0, iw0, &at) ? x[at] : T(0));
-        go[b] += g[e] * (input_position(geo, taps, b, ih0, iw0, &at) ? x[at] : T(0));
+    T* wgo = gw + o * K;
+    const T* go = g + o * plane;
+    auto visit = [&](int64_t e, int32_t a, int32_t b, int64_t ih0, int64_t iw0, bool inside)
+        __attribute__((always_inline)) {
+      const int64_t origin = ih0 * geo.W + iw0;
+      int64_t at;
+      if (inside) {
+        wgo[a] += go[e] * x[origin + taps[3 * a + 2]];
+        wgo[b] += go[e] * x[origin + taps[3 * b + 2]];
+        return;
       }
+      wgo[a] += go[e] * (input_position(geo, taps, a, ih0, iw0, &at) ? x[at] : T(0));
+      wgo[b] += go[e] * (input_position(geo, taps, b, ih0, iw0, &at) ? x[at] : T(0));
+    };
+    ok &= for_each_output(geo, amax + o * plane, amin + o * plane, visit);
   }
   return ok;
 }
