@@ -1,6 +1,6 @@
 """MAMConv2d vs nn.Conv2d, inference and training step, in one run.
 
-    python benchmarks/bench_conv.py [--threads 2] [--reps 20]
+    python benchmarks/bench_conv.py [--threads 2] [--reps 20] [--clock wall|cpu]
 
 Layers: LeNet-sized (B=64, 1->6 5x5 on 28x28; 6->16 5x5 on 14x14) and
 small-VGG-sized (B=32, 64->64 3x3 pad 1 on 32x32; 128->128 3x3 pad 1 on
@@ -10,20 +10,25 @@ small-VGG-sized (B=32, 64->64 3x3 pad 1 on 32x32; 128->128 3x3 pad 1 on
 convolution computed as patch rows of ``mam_linear`` (the route CUDA tensors
 take), for comparison with the direct CPU operator that ``MAMConv2d`` runs.
 Every figure is a median over --reps timed calls after warm-up, and every
-ratio divides two figures of this run. Prints a markdown table with the CPU
-and the load average at the start and the end.
+ratio divides two figures of this run. The calls being compared alternate
+(one call of each per round), so that a machine shared with other work slows
+them alike. ``--clock cpu`` times the process's CPU time instead of the wall
+clock: with ``--threads 1`` it does not count the time other processes hold
+the core (cache sharing still shows). Prints a markdown table with the CPU and the load average at the
+start and the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import time
 
 import torch
 from torch import nn
 
 import mamext
-from timing import median_ms
 from mamext._sysinfo import cpu_name
 from mamext.nn import conv as conv_module
 
@@ -47,7 +52,24 @@ def patch_route(x, weight, bias, padding, groups):
     return out.reshape(x.shape[0], h_out, w_out, -1).permute(0, 3, 1, 2).contiguous()
 
 
-def bench_layer(batch, c_in, c_out, kernel, padding, groups, size, reps):
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def interleaved_medians(fns, reps, warmup=2, clock=time.perf_counter):
+    """{name: median ms} of ``reps`` timed calls of each function, one call of each per round."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            start = clock()
+            fn()
+            times[name].append((clock() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def bench_layer(batch, c_in, c_out, kernel, padding, groups, size, reps, clock):
     torch.manual_seed(0)
     conv = nn.Conv2d(c_in, c_out, kernel, padding=padding, groups=groups)
     mam = mamext.nn.MAMConv2d(c_in, c_out, kernel, padding=padding, groups=groups)
@@ -66,14 +88,11 @@ def bench_layer(batch, c_in, c_out, kernel, padding, groups, size, reps):
             (forward or layer)(xg).backward(gout)
         return run
 
-    r = {}
     with torch.no_grad():
-        r["conv_inf"] = median_ms(lambda: conv(x), reps)
-        r["mam_inf"] = median_ms(lambda: mam(x), reps)
-        r["patch_inf"] = median_ms(lambda: patched(x), reps)
-    r["conv_step"] = median_ms(step(conv), reps)
-    r["mam_step"] = median_ms(step(mam), reps)
-    r["patch_step"] = median_ms(step(mam, patched), reps)
+        r = interleaved_medians({"conv_inf": lambda: conv(x), "mam_inf": lambda: mam(x),
+                                 "patch_inf": lambda: patched(x)}, reps, clock=clock)
+    r.update(interleaved_medians({"conv_step": step(conv), "mam_step": step(mam),
+                                  "patch_step": step(mam, patched)}, reps, clock=clock))
     return r
 
 
@@ -81,16 +100,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
     print(f"CPU: {cpu_name()}; torch {torch.__version__}, {args.threads} threads, mamext kernels "
-          f"{mamext.cpu_capability()}; 1-minute load average at start {load:.1f}\n")
+          f"{mamext.cpu_capability()}; {args.clock} clock; 1-minute load average at start {load:.1f}\n")
     print("| layer | B | C_in->C_out | k | groups | HxW | Conv2d inf ms | MAM inf ms | inf ratio | "
           "patch route inf ratio | Conv2d step ms | MAM step ms | step ratio | patch route step ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for label, batch, c_in, c_out, kernel, padding, groups, size in LAYERS:
-        r = bench_layer(batch, c_in, c_out, kernel, padding, groups, size, args.reps)
+        r = bench_layer(batch, c_in, c_out, kernel, padding, groups, size, args.reps, CLOCKS[args.clock])
         print(f"| {label} | {batch} | {c_in}->{c_out} | {kernel} | {groups} | {size}x{size} | "
               f"{r['conv_inf']:.3f} | {r['mam_inf']:.3f} | {r['mam_inf'] / r['conv_inf']:.2f}x | "
               f"{r['patch_inf'] / r['conv_inf']:.2f}x | "
