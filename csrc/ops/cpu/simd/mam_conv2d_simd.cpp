@@ -34,7 +34,13 @@ constexpr Capability kCapability = Capability::NEON;
 constexpr Capability kCapability = Capability::Default;
 #endif
 
-constexpr int kBlockVectors = 4;  // vectors of outputs per register block
+// Vectors of outputs per register block: two accumulators each, within the
+// register file (32 vector registers with AVX-512, 16 otherwise).
+#if defined(MAMEXT_ISA_AVX512) || defined(MAMEXT_ISA_NEON)
+constexpr int kBlockVectors = 8;
+#else
+constexpr int kBlockVectors = 4;
+#endif
 
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -137,24 +143,31 @@ inline void store_block(const T* mx, const T* mn, const int32_t* ia, const int32
   }
 }
 
-// The outputs [q, q + count) of one neuron: a full block, or (the tail of the
-// range) single vectors, which waste fewer lanes on a short last block.
+// The outputs [q, q + count) of one neuron in register blocks: full ones,
+// then (the end of the range) half blocks and single vectors, which waste
+// fewer lanes on a short last block.
 template <typename T, bool TRACK>
 inline void direct_range(const T* planes, const int64_t* offsets, const T* wo, T bias, bool has_bias, int64_t q,
                          int64_t count, const ConvGeometry& g, const PhaseLayout& layout, T* oo, int32_t* ao,
                          int32_t* io) {
-  constexpr int L = Vec<T>::L, B = kBlockVectors * L;
+  constexpr int L = Vec<T>::L, NB = kBlockVectors, B = NB * L;
   alignas(64) T mx[B], mn[B];
   alignas(64) int32_t ia[B], ib[B];
   const int64_t K = g.patch();
-  if (count > B - L) {
-    direct_block<T, kBlockVectors, TRACK>(planes + q, offsets, wo, K, mx, mn, ia, ib);
-    store_block<T>(mx, mn, ia, ib, bias, has_bias, q, imin(B, count), layout.Wq, g.Wo, oo, ao, io);
-    return;
-  }
-  for (int64_t v = 0; v < count; v += L) {
-    direct_block<T, 1, TRACK>(planes + q + v, offsets, wo, K, mx, mn, ia, ib);
-    store_block<T>(mx, mn, ia, ib, bias, has_bias, q + v, imin(L, count - v), layout.Wq, g.Wo, oo, ao, io);
+  for (int64_t v = 0; v < count;) {
+    const int64_t rest = count - v;
+    int64_t width = L;
+    if (rest > B - L) {
+      direct_block<T, NB, TRACK>(planes + q + v, offsets, wo, K, mx, mn, ia, ib);
+      width = B;
+    } else if (NB >= 8 && rest > B / 2 - L) {
+      direct_block<T, NB / 2, TRACK>(planes + q + v, offsets, wo, K, mx, mn, ia, ib);
+      width = B / 2;
+    } else {
+      direct_block<T, 1, TRACK>(planes + q + v, offsets, wo, K, mx, mn, ia, ib);
+    }
+    store_block<T>(mx, mn, ia, ib, bias, has_bias, q + v, imin(width, rest), layout.Wq, g.Wo, oo, ao, io);
+    v += width;
   }
 }
 
