@@ -28,6 +28,7 @@ CONFIGS = [
     (4, 64, (2, 3), (2, 1), (0, 1), (1, 2), 2, 9, 8),   # dense, groups
     (6, 32, 1, 2, 0, 1, 1, 5, 5),                   # dense, 1x1 kernel
     (7, 32, (1, 3), 1, (0, 1), 1, 1, 3, 20),        # dense, K = 21: not a vector multiple
+    (2, 2, 3, 1, 1, 1, 1, 12, 14),                  # direct, a wide grid of full register blocks
 ]
 # small problems for gradcheck: direct with groups, depthwise, dense with groups
 GRAD_CONFIGS = [
