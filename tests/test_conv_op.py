@@ -18,7 +18,8 @@ INFERENCE = torch.ops.mamext.mam_conv2d_inference
 BACKWARD = torch.ops.mamext.mam_conv2d_backward
 
 # (C_in, C_out, kernel, stride, padding, dilation, groups, H, W). C_out / groups of 1 or 2 takes
-# the direct path on every ISA and dtype, 32 the dense path (panels of 8 to 48 neurons).
+# the direct path on every ISA and dtype, 32 the dense path (panels of 8 to 48 neurons), 56
+# dense panels with the neurons of a mostly empty last panel on the direct path (AVX2, AVX-512).
 CONFIGS = [
     (1, 2, 5, 1, 0, 1, 1, 9, 8),                    # direct, no padding
     (3, 2, 3, 1, 1, 1, 1, 7, 6),                    # direct, padding
@@ -29,6 +30,7 @@ CONFIGS = [
     (6, 32, 1, 2, 0, 1, 1, 5, 5),                   # dense, 1x1 kernel
     (7, 32, (1, 3), 1, (0, 1), 1, 1, 3, 20),        # dense, K = 21: not a vector multiple
     (2, 2, 3, 1, 1, 1, 1, 12, 14),                  # direct, a wide grid of full register blocks
+    (4, 112, 3, (1, 2), 1, 1, 2, 5, 6),             # 56 per group: dense panels, the rest direct
 ]
 # small problems for gradcheck: direct with groups, depthwise, dense with groups
 GRAD_CONFIGS = [
@@ -125,7 +127,7 @@ def test_adversarial_patterns(isa):
         assert_indices(amin, rmin)
 
 
-@pytest.mark.parametrize("c_out", [2, 32])
+@pytest.mark.parametrize("c_out", [2, 32, 56])
 def test_nan_and_inf(isa, c_out):
     x = torch.randn(2, 3, 5, 6)
     weight = torch.randn(c_out, 3, 3, 3)

@@ -100,8 +100,9 @@ struct ForwardJob {
   std::vector<int64_t> runs;     // the offsets as runs (offset, length) of consecutive values
   int64_t Ng, K, wide;           // neurons per group, patch, wide grid size
   bool finite, direct;
-  // dense path
-  int64_t tile_rows, panels, panel_width, k_block;
+  // dense path: neurons [0, n_dense) in `panels` weight panels; the rest (a
+  // last panel that would be mostly empty) take the direct path
+  int64_t tile_rows, panels, panel_width, k_block, n_dense;
 };
 
 std::vector<int64_t> plane_offsets(const cpu::ConvGeometry& g, const cpu::PhaseLayout& l) {
@@ -218,7 +219,7 @@ void store_tile(const ForwardJob<T>& j, const DenseScratch<T>& d, int64_t b, int
     if (++ow == Wq) ow = 0, ++oh;
   }
   const int64_t o0 = b * j.s.C_out + grp * j.Ng;
-  for (int64_t n = 0; n < j.Ng; ++n) {
+  for (int64_t n = 0; n < j.n_dense; ++n) {
     T* out = j.out + (o0 + n) * plane;
     for (int64_t t = 0; t < rows; ++t)
       if (at[t] >= 0) out[at[t]] = d.otile[t * j.Ng + n];
@@ -231,6 +232,17 @@ void store_tile(const ForwardJob<T>& j, const DenseScratch<T>& d, int64_t b, int
         an[at[t]] = d.itile[t * j.Ng + n];
       }
   }
+}
+
+// The direct path for neurons [n0, Ng) of group grp of image b over the wide
+// outputs [q0, q1), from the group's phase planes.
+template <typename T>
+void direct_neurons(const ForwardJob<T>& j, const T* planes, int64_t b, int64_t grp, int64_t n0, int64_t q0,
+                    int64_t q1) {
+  const int64_t o0 = b * j.s.C_out + grp * j.Ng + n0, plane = j.s.geo.Ho * j.s.geo.Wo, first = grp * j.Ng + n0;
+  Kernels<T>::conv().direct_forward(planes, j.offsets.data(), j.w + first * j.K, j.bias ? j.bias + first : nullptr,
+                                    j.out + o0 * plane, j.amax ? j.amax + o0 * plane : nullptr,
+                                    j.amax ? j.amin + o0 * plane : nullptr, j.Ng - n0, q0, q1, j.s.geo, j.layout);
 }
 
 // Work items: (image, group, chunk of the wide grid), chunk-minor.
@@ -259,10 +271,7 @@ void run_items(const ForwardJob<T>& j, const ItemRange& r, int64_t begin, int64_
       split_plane = plane_id;
     }
     if (j.direct) {
-      const int64_t o0 = b * j.s.C_out + grp * j.Ng, plane = g.Ho * g.Wo;
-      ck.direct_forward(planes, j.offsets.data(), j.w + grp * j.Ng * j.K, j.bias ? j.bias + grp * j.Ng : nullptr,
-                        j.out + o0 * plane, j.amax ? j.amax + o0 * plane : nullptr,
-                        j.amax ? j.amin + o0 * plane : nullptr, j.Ng, q0, q1, g, j.layout);
+      direct_neurons(j, planes, b, grp, 0, q0, q1);
       continue;
     }
     if (j.finite && !blocked && grp != packed_group) {
@@ -276,6 +285,7 @@ void run_items(const ForwardJob<T>& j, const ItemRange& r, int64_t begin, int64_
       dense_tile(j, d, grp, rows, !blocked);
       store_tile(j, d, b, grp, t0, rows);
     }
+    if (j.n_dense < j.Ng) direct_neurons(j, planes, b, grp, j.n_dense, q0, q1);
   }
 }
 
@@ -302,8 +312,12 @@ void plan_forward(ForwardJob<T>& j) {
   j.panel_width = kt.panel_width;
   j.panels = (j.Ng + kt.panel_width - 1) / kt.panel_width;
   j.k_block = kt.k_block;
-  // Few neurons per group would leave most lanes of a weight panel empty.
+  // Few neurons per group would leave most lanes of a weight panel empty:
+  // the direct path takes them (all of them, or those of a last panel).
   j.direct = j.finite && 2 * j.Ng <= kt.panel_width;
+  const int64_t rest = j.Ng % kt.panel_width;
+  if (j.finite && rest > 0 && 2 * rest <= kt.panel_width) j.panels = j.Ng / kt.panel_width;
+  j.n_dense = std::min(j.Ng, j.panels * kt.panel_width);
   const int64_t rb = kt.row_block;
   const int64_t rows = kTileBytes / (j.K * static_cast<int64_t>(sizeof(T))) / rb * rb;
   j.tile_rows = std::clamp<int64_t>(rows, rb, kMaxTileRows);

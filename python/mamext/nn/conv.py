@@ -141,14 +141,13 @@ def mam_conv2d(input: torch.Tensor, weight: torch.Tensor, bias=None, stride: Int
     x, padding = _explicit_padding(x, padding, kernel, stride, dilation, fn)
     h_out, w_out = _output_size(x.shape[2:], kernel, stride, padding, dilation, fn)
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    if x.device.type == "cpu":
+    if x.device.type == "cpu":  # the direct operator; CUDA has none and takes patch rows below
         result = mam_conv2d_op(x, weight, bias, stride, padding, dilation, groups, return_indices=return_indices)
-        if unbatched:
-            return tuple(t.squeeze(0) for t in result) if return_indices else result.squeeze(0)
-        if channels_last:
-            return (tuple(t.contiguous(memory_format=layout) for t in result) if return_indices
-                    else result.contiguous(memory_format=layout))
-        return result
+
+        def finish(t):  # (N, C_out, H_out, W_out) in the input's layout, unbatched as given
+            return t.squeeze(0) if unbatched else t.contiguous(memory_format=layout)
+
+        return tuple(map(finish, result)) if return_indices else finish(result)
     rows = _patch_rows(x, kernel, stride, padding, dilation, groups)
     result = _mam_rows(rows, weight.reshape(weight.shape[0], -1), bias, return_indices)
 
