@@ -105,6 +105,22 @@ def test_forward_matches_reference_and_patch_route(isa, config):
                 assert_indices(amin, patch[2])
 
 
+@pytest.mark.parametrize("c_out", [4, 64])
+def test_one_image_split_across_threads(isa, c_out):
+    # a single image: its wide output grid is split into chunks (direct and dense paths)
+    x, weight, bias, args = _problem((8, c_out, 3, 1, 1, 1, 1, 40, 36), "ints", batch=1)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out, amax, amin = FORWARD(x, weight, bias, *args)
+    finally:
+        torch.set_num_threads(previous)
+    (ref, rmax, rmin), _ = _cached_reference(("one image", c_out), x, weight, bias, args)
+    assert_same(out, ref)
+    assert_indices(amax, rmax)
+    assert_indices(amin, rmin)
+
+
 def test_adversarial_patterns(isa):
     # all products negative: the padded zero wins every border max; all positive: every border min
     x = -torch.rand(2, 3, 6, 5) - 0.5
@@ -166,7 +182,7 @@ def test_large_patch(isa):
 def test_gradients(config):
     x, weight, bias, args = _problem(config, "normal", torch.float64, batch=1)
     leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
-    assert torch.autograd.gradcheck(lambda a, w, b: FORWARD(a, w, b, *args)[0], leaves)
+    assert torch.autograd.gradcheck(lambda a, w, b: FORWARD(a, w, b, *args)[0], leaves, fast_mode=True)
     # integer data: every gradient sum is exact in any order, so equal to the reference's
     x, weight, bias, args = _problem(config, "ints", torch.float64)
     got = [t.clone().requires_grad_() for t in (x, weight, bias)]
