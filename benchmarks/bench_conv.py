@@ -1,27 +1,36 @@
 """MAMConv2d vs nn.Conv2d, inference and training step, in one run.
 
-    python benchmarks/bench_conv.py [--threads 2] [--reps 20]
+    python benchmarks/bench_conv.py [--threads 2] [--reps 20] [--clock wall|cpu]
 
 Layers: LeNet-sized (B=64, 1->6 5x5 on 28x28; 6->16 5x5 on 14x14) and
 small-VGG-sized (B=32, 64->64 3x3 pad 1 on 32x32; 128->128 3x3 pad 1 on
 16x16), plus a depthwise 3x3 (groups = channels). "inf" is a forward under
 ``torch.no_grad`` (the MAM inference kernel); "step" is forward + backward
-(gradients for input, weight and bias). Every figure is a median over --reps
-timed calls after warm-up, and every ratio divides two figures of this run.
-Prints a markdown table with the CPU and the load average at the start.
+(gradients for input, weight and bias). "patch route" is the same MAM
+convolution computed as patch rows of ``mam_linear`` (the route CUDA tensors
+take), for comparison with the direct CPU operator that ``MAMConv2d`` runs.
+Every figure is a median over --reps timed calls after warm-up, and every
+ratio divides two figures of this run. The calls being compared alternate
+(one call of each per round), so that a machine shared with other work slows
+them alike. ``--clock cpu`` times the process's CPU time instead of the wall
+clock: with ``--threads 1`` it does not count the time other processes hold
+the core (cache sharing still shows). Prints a markdown table with the CPU and the load average at the
+start and the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import time
 
 import torch
 from torch import nn
 
 import mamext
-from timing import median_ms
 from mamext._sysinfo import cpu_name
+from mamext.nn import conv as conv_module
 
 # (label, batch, C_in, C_out, kernel, padding, groups, H=W)
 LAYERS = [
@@ -34,8 +43,33 @@ LAYERS = [
 
 
 
+def patch_route(x, weight, bias, padding, groups):
+    """The MAM convolution as patch rows of mam_linear (stride 1, dilation 1)."""
+    kernel, pad = tuple(weight.shape[2:]), (padding, padding)
+    rows = conv_module._patch_rows(x, kernel, (1, 1), pad, (1, 1), groups)
+    out = conv_module._mam_rows(rows, weight.reshape(weight.shape[0], -1), bias, False)
+    h_out, w_out = conv_module._output_size(x.shape[2:], kernel, (1, 1), pad, (1, 1), "patch_route")
+    return out.reshape(x.shape[0], h_out, w_out, -1).permute(0, 3, 1, 2).contiguous()
 
-def bench_layer(batch, c_in, c_out, kernel, padding, groups, size, reps):
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def interleaved_medians(fns, reps, warmup=2, clock=time.perf_counter):
+    """{name: median ms} of ``reps`` timed calls of each function, one call of each per round."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            start = clock()
+            fn()
+            times[name].append((clock() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def bench_layer(batch, c_in, c_out, kernel, padding, groups, size, reps, clock):
     torch.manual_seed(0)
     conv = nn.Conv2d(c_in, c_out, kernel, padding=padding, groups=groups)
     mam = mamext.nn.MAMConv2d(c_in, c_out, kernel, padding=padding, groups=groups)
@@ -44,19 +78,21 @@ def bench_layer(batch, c_in, c_out, kernel, padding, groups, size, reps):
     gout = torch.randn_like(conv(x))
     xg = x.clone().requires_grad_()
 
-    def step(layer):
+    def patched(inp):
+        return patch_route(inp, mam.weight, mam.bias, padding, groups)
+
+    def step(layer, forward=None):
         def run():
             layer.zero_grad(set_to_none=True)
             xg.grad = None
-            layer(xg).backward(gout)
+            (forward or layer)(xg).backward(gout)
         return run
 
-    r = {}
     with torch.no_grad():
-        r["conv_inf"] = median_ms(lambda: conv(x), reps)
-        r["mam_inf"] = median_ms(lambda: mam(x), reps)
-    r["conv_step"] = median_ms(step(conv), reps)
-    r["mam_step"] = median_ms(step(mam), reps)
+        r = interleaved_medians({"conv_inf": lambda: conv(x), "mam_inf": lambda: mam(x),
+                                 "patch_inf": lambda: patched(x)}, reps, clock=clock)
+    r.update(interleaved_medians({"conv_step": step(conv), "mam_step": step(mam),
+                                  "patch_step": step(mam, patched)}, reps, clock=clock))
     return r
 
 
@@ -64,20 +100,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
     print(f"CPU: {cpu_name()}; torch {torch.__version__}, {args.threads} threads, mamext kernels "
-          f"{mamext.cpu_capability()}; 1-minute load average at start {load:.1f}\n")
+          f"{mamext.cpu_capability()}; {args.clock} clock; 1-minute load average at start {load:.1f}\n")
     print("| layer | B | C_in->C_out | k | groups | HxW | Conv2d inf ms | MAM inf ms | inf ratio | "
-          "Conv2d step ms | MAM step ms | step ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "patch route inf ratio | Conv2d step ms | MAM step ms | step ratio | patch route step ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for label, batch, c_in, c_out, kernel, padding, groups, size in LAYERS:
-        r = bench_layer(batch, c_in, c_out, kernel, padding, groups, size, args.reps)
+        r = bench_layer(batch, c_in, c_out, kernel, padding, groups, size, args.reps, CLOCKS[args.clock])
         print(f"| {label} | {batch} | {c_in}->{c_out} | {kernel} | {groups} | {size}x{size} | "
               f"{r['conv_inf']:.3f} | {r['mam_inf']:.3f} | {r['mam_inf'] / r['conv_inf']:.2f}x | "
-              f"{r['conv_step']:.3f} | {r['mam_step']:.3f} | {r['mam_step'] / r['conv_step']:.2f}x |",
-              flush=True)
+              f"{r['patch_inf'] / r['conv_inf']:.2f}x | "
+              f"{r['conv_step']:.3f} | {r['mam_step']:.3f} | {r['mam_step'] / r['conv_step']:.2f}x | "
+              f"{r['patch_step'] / r['conv_step']:.2f}x |", flush=True)
     print(f"\n1-minute load average at the end: {os.getloadavg()[0]:.1f}")
 
 

@@ -42,9 +42,15 @@ _FRESH_IMPORT_SCRIPT = textwrap.dedent("""
         gx, gw = ops.mam_linear_backward(torch.ones_like(out), x, w, argmax, argmin, [True, True])
         return out + ops.mam_linear_inference(x, w, b), gx, gw
 
+    def conv(x, w, b):
+        images, kernels, args = x.reshape(1, 1, 5, 4), w.reshape(3, 1, 2, 2), ([1, 1], [1, 0], [1, 1], 1)
+        out, argmax, argmin = ops.mam_conv2d_forward(images, kernels, b, *args)
+        gx, gw = ops.mam_conv2d_backward(torch.ones_like(out), images, kernels, argmax, argmin, *args, [True, True])
+        return out + ops.mam_conv2d_inference(images, kernels, b, *args), gx, gw
+
     def every_op(x, w, b):
         out, gx, gw = dense(x, w, b)
-        return out, gx, gw, packed(x, True), packed(x, False)
+        return out, gx, gw, packed(x, True), packed(x, False), *conv(x, w, b)
 
     x, w, b = torch.randn(5, 4), torch.randn(3, 4), torch.randn(3)
     eager = every_op(x, w, b)
@@ -120,6 +126,20 @@ def _packed(requires_grad=False, values_dtype=torch.float32, mam=True, bias=True
     return (x, values, indices, offsets, b, scale, K, mam)
 
 
+def _conv(requires_grad=False, dtype=torch.float32, bias=True):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 4, 5, 6, generator=g, dtype=dtype).requires_grad_(requires_grad)
+    w = torch.randn(6, 2, 3, 2, generator=g, dtype=dtype).requires_grad_(requires_grad)
+    b = torch.randn(6, generator=g, dtype=dtype).requires_grad_(requires_grad) if bias else None
+    return (x, w, b, [2, 1], [1, 0], [1, 2], 2)
+
+
+def _conv_backward_args(dtype=torch.float32, mask=(True, True)):
+    x, w, _, *args = _conv(dtype=dtype)
+    out, argmax, argmin = torch.ops.mamext.mam_conv2d_forward(x, w, None, *args)
+    return (torch.randn(out.shape, dtype=dtype), x, w, argmax, argmin, *args, list(mask))
+
+
 _ALL_UTILS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
 # Inference-only ops raise on backward: the aot test would differentiate them.
 _NO_BACKWARD_UTILS = ("test_schema", "test_autograd_registration", "test_faketensor")
@@ -140,6 +160,18 @@ SAMPLES = {
     "mam_linear_backward": [
         ("f32", _backward_args(), _ALL_UTILS),
         ("f64_weight_only", _backward_args(torch.float64, (False, True)), _ALL_UTILS),
+    ],
+    "mam_conv2d_forward": [
+        ("f32_grad", _conv(requires_grad=True), _ALL_UTILS),
+        ("f64_nobias", _conv(dtype=torch.float64, bias=False), _ALL_UTILS),
+    ],
+    "mam_conv2d_inference": [
+        ("bf16", _conv(dtype=torch.bfloat16), _ALL_UTILS),
+        ("f32_grad", _conv(requires_grad=True), _NO_BACKWARD_UTILS),
+    ],
+    "mam_conv2d_backward": [
+        ("f32", _conv_backward_args(), _ALL_UTILS),
+        ("f64_input_only", _conv_backward_args(torch.float64, (True, False)), _ALL_UTILS),
     ],
     "packed_linear": [
         ("f32_mam", _packed(), _ALL_UTILS),
@@ -169,7 +201,7 @@ def test_opcheck(op_name, sample_id, args, utils):
     opcheck(getattr(torch.ops.mamext, op_name).default, args, test_utils=utils)
 
 
-@pytest.mark.parametrize("op_name", ["mam_linear_inference", "packed_linear"])
+@pytest.mark.parametrize("op_name", ["mam_linear_inference", "mam_conv2d_inference", "packed_linear"])
 def test_inference_only_ops_refuse_backward(op_name):
     args = next(a for sid, a, _ in SAMPLES[op_name] if sid.endswith("grad"))
     out = getattr(torch.ops.mamext, op_name)(*args)

@@ -3,14 +3,16 @@
 Each output of a MAM convolution is the MAM neuron of its receptive field:
 ``y[b, o, i, j] = max_k(W[o, k] * patch[k]) + min_k(W[o, k] * patch[k]) + bias[o]``
 over the patch ``k`` of the input group of ``o``, in ``F.unfold``'s order
-(channel, kernel row, kernel column). It is computed exactly so: the patches
-are rows of the dense operator :func:`mamext.mam_linear`, one call for
-``groups == 1`` and one call per group otherwise. The rows are built with
-``Tensor.unfold`` views and one copy straight into ``(rows, patch)`` layout
-(cheaper than ``F.unfold``'s ``(patch, rows)`` layout plus a transpose, and
-its backward is a strided sum). Zero padding is
-part of the patch: a padded position contributes a zero product (as a pruned
-connection does), so it can win the max or the min.
+(channel, kernel row, kernel column). Zero padding is part of the patch: a
+padded position contributes a zero product (as a pruned connection does), so
+it can win the max or the min.
+
+On the CPU it is the operator ``torch.ops.mamext.mam_conv2d_*``
+(:mod:`mamext.ops.mam_conv2d`), a direct kernel that never builds the patch
+matrix. Elsewhere (CUDA) the patches are rows of the dense operator
+:func:`mamext.mam_linear`, one call for ``groups == 1`` and one call per group
+otherwise, built with ``Tensor.unfold`` views and one copy straight into
+``(rows, patch)`` layout. Both give the same bits.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.utils import _pair, _single
 
 from ..ops import mam_linear
+from ..ops.mam_conv2d import mam_conv2d_op
 from ._blend import BetaBlended
 
 __all__ = ["mam_conv2d", "mam_conv1d", "MAMConv2d", "MAMConv1d"]
@@ -72,6 +75,8 @@ def _explicit_padding(input, padding, kernel, stride, dilation, fn: str):
     if stride != (1, 1):
         raise ValueError(f"{fn}: padding='same' needs stride 1, got stride={stride}")
     totals = [d * (k - 1) for d, k in zip(dilation, kernel)]
+    if totals[0] % 2 == 0 and totals[1] % 2 == 0:
+        return input, (totals[0] // 2, totals[1] // 2)
     pads = [totals[1] // 2, totals[1] - totals[1] // 2, totals[0] // 2, totals[0] - totals[0] // 2]
     return F.pad(input, pads), (0, 0)
 
@@ -135,9 +140,16 @@ def mam_conv2d(input: torch.Tensor, weight: torch.Tensor, bias=None, stride: Int
     dilation = _pair_arg(dilation, "dilation", fn, 1)
     x, padding = _explicit_padding(x, padding, kernel, stride, dilation, fn)
     h_out, w_out = _output_size(x.shape[2:], kernel, stride, padding, dilation, fn)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    if x.device.type == "cpu":  # the direct operator; CUDA has none and takes patch rows below
+        result = mam_conv2d_op(x, weight, bias, stride, padding, dilation, groups, return_indices=return_indices)
+
+        def finish(t):  # (N, C_out, H_out, W_out) in the input's layout, unbatched as given
+            return t.squeeze(0) if unbatched else t.contiguous(memory_format=layout)
+
+        return tuple(map(finish, result)) if return_indices else finish(result)
     rows = _patch_rows(x, kernel, stride, padding, dilation, groups)
     result = _mam_rows(rows, weight.reshape(weight.shape[0], -1), bias, return_indices)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
 
     def to_image(t):  # (N * H_out * W_out, C_out) -> (N, C_out, H_out, W_out), unbatched as given
         t = t.reshape(x.shape[0], h_out, w_out, weight.shape[0]).permute(0, 3, 1, 2)
