@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "ops/cpu/simd/mam_conv2d_simd.h"
 #include "ops/cpu/simd/mam_linear_simd.h"
 #include "ops/cpu/simd/packed_linear_simd.h"
 
@@ -22,6 +23,7 @@ struct Isa {
   const char* name;
   const cpu::KernelTable* dense;
   const cpu::PackedKernelTable* packed;
+  const cpu::ConvKernelTable* conv;
   // The x86 gather paths of the packed tiny-batch float kernels reduce lanes
   // in a tree, so a zero result may carry either sign (documented there).
   bool packed_rows_zero_sign;
@@ -167,5 +169,6 @@ inline std::vector<uint8_t> index_bytes(const Csr& c, int ik, int64_t K) {
 void check_dense_all(const std::vector<Isa>& isas);
 void check_packed_all(const std::vector<Isa>& isas);
 void check_int8_all(const std::vector<Isa>& isas);
+void check_conv_all(const std::vector<Isa>& isas);
 
 }  // namespace kcheck
