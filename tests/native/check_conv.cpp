@@ -6,6 +6,7 @@
 // neuron ranges, the im2col path in tiles through the dense kernels (packed
 // panels, or forward_slow for NaN/inf data).
 #include "check_common.h"
+#include "ops/cpu/mam_conv2d_tables.h"
 #include "ops/cpu/simd/mam_conv2d_simd.h"
 
 namespace kcheck {
@@ -43,29 +44,14 @@ cpu::ConvGeometry geometry(const ConvCase& c) {
   return g;
 }
 
-// The index tables the glue builds: plane offset of each patch position
-// k = (c, kh, kw), those offsets as (offset, length) runs, and the backward
-// taps (kh * dH, kw * dW, linear input offset).
+// The index tables the glue builds (ops/cpu/mam_conv2d_tables.h).
 struct Tables {
   std::vector<int64_t> offsets, runs, taps;
 };
 
 Tables tables(const cpu::ConvGeometry& g, const cpu::PhaseLayout& l) {
-  Tables t;
-  for (int64_t c = 0; c < g.Cg; ++c)
-    for (int64_t kh = 0; kh < g.kH; ++kh)
-      for (int64_t kw = 0; kw < g.kW; ++kw) {
-        const int64_t a = kh * g.dH % g.sH, b = kw * g.dW % g.sW;
-        const int64_t off = ((c * g.sH + a) * g.sW + b) * l.plane() + kh * g.dH / g.sH * l.Wq + kw * g.dW / g.sW;
-        if (!t.offsets.empty() && off == t.offsets.back() + 1) {
-          ++t.runs.back();
-        } else {
-          t.runs.push_back(off);
-          t.runs.push_back(1);
-        }
-        t.offsets.push_back(off);
-        t.taps.insert(t.taps.end(), {kh * g.dH, kw * g.dW, (c * g.H + kh * g.dH) * g.W + kw * g.dW});
-      }
+  Tables t{cpu::plane_offsets(g, l), {}, cpu::patch_taps(g)};
+  t.runs = cpu::offset_runs(t.offsets);
   return t;
 }
 

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "common/compute_type.h"
+#include "ops/cpu/mam_conv2d_tables.h"
 #include "ops/cpu/simd/mam_conv2d_simd.h"
 #include "ops/cpu/simd/mam_linear_simd.h"
 #include "ops/mam_conv2d.h"
@@ -104,30 +105,6 @@ struct ForwardJob {
   // last panel that would be mostly empty) take the direct path
   int64_t tile_rows, panels, panel_width, k_block, n_dense;
 };
-
-std::vector<int64_t> plane_offsets(const cpu::ConvGeometry& g, const cpu::PhaseLayout& l) {
-  std::vector<int64_t> off(g.patch());
-  for (int64_t c = 0, k = 0; c < g.Cg; ++c)
-    for (int64_t kh = 0; kh < g.kH; ++kh)
-      for (int64_t kw = 0; kw < g.kW; ++kw, ++k) {
-        const int64_t a = kh * g.dH % g.sH, b = kw * g.dW % g.sW;
-        off[k] = ((c * g.sH + a) * g.sW + b) * l.plane() + kh * g.dH / g.sH * l.Wq + kw * g.dW / g.sW;
-      }
-  return off;
-}
-
-std::vector<int64_t> offset_runs(const std::vector<int64_t>& off) {
-  std::vector<int64_t> runs;
-  for (size_t k = 0; k < off.size(); ++k) {
-    if (k > 0 && off[k] == off[k - 1] + 1) {
-      ++runs.back();
-      continue;
-    }
-    runs.push_back(off[k]);
-    runs.push_back(1);
-  }
-  return runs;
-}
 
 // Scratch layout of the dense path: tile, output tile, index tiles, packed
 // panels (all panels of a group when K fits one block, else one panel plus
@@ -297,8 +274,8 @@ void plan_forward(ForwardJob<T>& j) {
   j.Ng = j.s.C_out / j.s.groups;
   j.K = g.patch();
   j.layout = cpu::phase_layout(g);
-  j.offsets = plane_offsets(g, j.layout);
-  j.runs = offset_runs(j.offsets);
+  j.offsets = cpu::plane_offsets(g, j.layout);
+  j.runs = cpu::offset_runs(j.offsets);
   j.wide = g.Ho * j.layout.Wq;
   // One check of the operands decides between the exact fast paths and the
   // NaN-aware scan; the fast paths never test individual products.
@@ -347,20 +324,6 @@ void forward_cpu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bia
     r.chunks = (j.wide + r.chunk_len - 1) / r.chunk_len;
   }
   at::parallel_for(0, planes * r.chunks, 1, [&](int64_t b, int64_t e) { run_items(j, r, b, e); });
-}
-
-// taps[3k..3k+2] of patch position k = (c, kh, kw): kh * dH, kw * dW and its
-// linear input offset (see ConvBackwardInputFn).
-std::vector<int64_t> patch_taps(const cpu::ConvGeometry& g) {
-  std::vector<int64_t> taps(3 * g.patch());
-  for (int64_t c = 0, k = 0; c < g.Cg; ++c)
-    for (int64_t kh = 0; kh < g.kH; ++kh)
-      for (int64_t kw = 0; kw < g.kW; ++kw, ++k) {
-        taps[3 * k] = kh * g.dH;
-        taps[3 * k + 1] = kw * g.dW;
-        taps[3 * k + 2] = (c * g.H + kh * g.dH) * g.W + kw * g.dW;
-      }
-  return taps;
 }
 
 // Everything a backward call shares.
@@ -418,7 +381,7 @@ void backward_cpu(const at::Tensor& go, const at::Tensor& x, const at::Tensor& w
   const cpu::ConvGeometry& g = s.geo;
   const BackwardJob<T> j{go.data_ptr<T>(), x.data_ptr<T>(), w.data_ptr<T>(), amax.data_ptr<int32_t>(),
                          amin.data_ptr<int32_t>(), gx ? gx->data_ptr<T>() : nullptr, gw ? gw->data_ptr<T>() : nullptr,
-                         s, patch_taps(g), s.C_out / s.groups, g.patch(), g.Ho * g.Wo, g.H * g.W};
+                         s, cpu::patch_taps(g), s.C_out / s.groups, g.patch(), g.Ho * g.Wo, g.H * g.W};
   std::atomic<bool> ok{true};
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   if (gw && s.groups >= 4 * threads) {
