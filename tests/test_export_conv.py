@@ -15,7 +15,7 @@ import torch.nn.utils.prune as torch_prune
 from torch import nn
 from torch.nn import functional as F
 
-from mamext import export
+from mamext import export, sparse
 from mamext.nn import MAMConv2d, MAMLinear
 from mamext.quant import IntAvgPool2d, IntConv2d, IntMaxPool2d, pack_integer
 from test_export_c import _compile, _run
@@ -421,6 +421,76 @@ def test_int_refusals():
     wide = torch.randn(2, 4000, 3, 3)                             # 36000 products per MAC output
     with pytest.raises(ValueError, match="int32 sums are exact"):
         pack_integer(nn.Sequential(nn.Conv2d(4000, 1, 3)).eval(), [wide])
+
+
+# --------------------------------------------------------------------------- packed convolutions, Unflatten
+
+def _flat_cnn():
+    """Flat inputs unflattened to images; pruned MAM and grouped MAC convolutions, a pool, a pruned MAM head."""
+    torch.manual_seed(21)
+    m = nn.Sequential(nn.Unflatten(1, (2, 9, 9)), MAMConv2d(2, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                      nn.Conv2d(8, 6, 3, groups=2), nn.ReLU(), nn.Flatten(), MAMLinear(24, 10)).eval()
+    for index, amount in ((1, 0.7), (4, 0.6), (7, 0.5)):
+        torch_prune.l1_unstructured(m[index], "weight", amount=amount)
+    return m
+
+
+def test_packed_convolutions_and_unflatten_in_float(tmp_path):
+    """Packed convolutions export from their kept connections: the MAM outputs equal PyTorch's exactly."""
+    masked = _flat_cnn()
+    packed = sparse.pack(masked, layers=["1", "4", "7"])
+    assert [type(packed[i]).__name__ for i in (1, 4)] == ["PackedMAMConv2d", "PackedConv2d"]
+    res = export.to_c(packed, tmp_path, (162,))
+    assert res.layers[0] == "0: Unflatten -> (2, 9, 9)"
+    assert "1: packed MAM conv 2->8" in res.layers[1] and "4: packed MAC conv 8->6" in res.layers[4]
+    x = _inputs(30, (162,))
+    y = _run(_compile(res, tmp_path), x)
+    with torch.no_grad():
+        ref, ref_masked = packed(x), masked(x)
+    torch.testing.assert_close(y, ref, rtol=1e-6, atol=1e-6)
+    mam_only = nn.Sequential(*list(packed)[:4], nn.Flatten()).eval()     # up to the MAC convolution: exact
+    res = export.to_c(mam_only, tmp_path / "mam", (162,))
+    with torch.no_grad():
+        assert torch.equal(_run(_compile(res, tmp_path / "mam"), x), mam_only(x))
+    torch.testing.assert_close(ref, ref_masked, rtol=1e-6, atol=1e-6)
+
+
+def test_packed_convolutions_in_the_integer_path(tmp_path):
+    """pack_integer of the packed model is the masked model's integer network, bit for bit, and exports."""
+    masked = _flat_cnn()
+    packed = sparse.pack(masked, layers=["1", "4", "7"])
+    x = _inputs(40, (162,))
+    from_packed, from_masked = pack_integer(packed, [x]), pack_integer(masked, [x])
+    codes = _int_codes(from_packed, x)
+    want = from_packed.forward_int8(codes)
+    assert torch.equal(want, from_masked.forward_int8(codes))
+    assert [layer.mam for layer in from_packed.layers if isinstance(layer, IntConv2d)] == [True, False]
+    res = export.to_c(from_packed, tmp_path, (162,), torch.int8, name="qnet")
+    assert res.layers[0] == "layers.0: Unflatten -> (2, 9, 9)"
+    assert torch.equal(_run_int(_compile_int(res, tmp_path), codes), want)
+
+
+@pytest.mark.parametrize("make, shape, match", [
+    (lambda: nn.Unflatten(0, (1, 25)), (25,), "unflattens the batch dimension"),
+    (lambda: nn.Unflatten(-2, (1, 25)), (25,), "unflattens the batch dimension"),
+    (lambda: nn.Unflatten(1, (2, 13)), (25,), "cannot unflatten"),
+    (lambda: nn.Unflatten(3, (1, 25)), (25,), "cannot unflatten"),
+    (lambda: sparse.pack(nn.Sequential(torch_prune.l1_unstructured(MAMConv2d(1, 2, 3), "weight", 0.5)),
+                         torch.int8, layers=["0"])[0], (1, 5, 5), "packed as int8"),
+    (lambda: sparse.pack(nn.Sequential(torch_prune.l1_unstructured(nn.Conv1d(1, 2, 3), "weight", 0.5)),
+                         layers=["0"])[0], (1, 5), "unsupported module 'PackedConv1d'|unsupported module '0'"),
+])
+def test_packed_and_unflatten_refusals(tmp_path, make, shape, match):
+    with pytest.raises(ValueError, match=match):
+        export.to_c(nn.Sequential(make()).eval(), tmp_path, shape)
+
+
+def test_packed_convolution_with_broken_buffers_is_refused(tmp_path):
+    packed = sparse.pack(_flat_cnn(), layers=["1"])
+    with torch.no_grad():
+        packed[1].indices[0] = 200                      # past the 18 positions of a patch
+    with pytest.raises(ValueError, match="packed convolution '1' has inconsistent buffers"):
+        export.to_c(packed, tmp_path, (162,))
 
 
 # --------------------------------------------------------------------------- Cortex-M firmware

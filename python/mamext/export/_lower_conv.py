@@ -24,6 +24,7 @@ from ..nn.conv import MAMConv2d
 from ..quant._batchnorm import batchnorm_affine, check_batchnorm_channels, fold_batchnorm
 from ..quant._conv import explicit_padding
 from ..sparse import effective_weight, index_dtype
+from ..sparse_conv import PackedConvNd
 from ._args import check_c_size
 from ._c_text import C_SIZEOF, CArray
 from ._network import Network
@@ -35,18 +36,45 @@ BatchNormStep = Tuple[str, nn.Module]   # (qualified name, module)
 _C_INDEX = {torch.uint8: ("uint8_t", "u8"), torch.int16: ("int16_t", "i16"), torch.int32: ("int32_t", "i32")}
 
 
-def check_conv(qual: str, module: nn.Module) -> None:
-    """What the export of a convolution refuses: other padding modes, an unfinished MAM transition."""
+def check_conv(qual: str, module: nn.Module, weight: torch.Tensor) -> None:
+    """What the export of a convolution refuses: other padding modes, an unfinished MAM transition,
+    non-finite constants (``weight``: the one it computes with, see :func:`conv_weight`)."""
     if module.padding_mode != "zeros":
         raise ValueError(f"{_WHERE}: convolution '{qual}' has padding_mode={module.padding_mode!r}; only 'zeros' "
                          "is supported")
     if isinstance(module, MAMConv2d) and bool(module.beta.item() != 0):
         raise ValueError(f"{_WHERE}: MAMConv2d '{qual}' still blends in the MAC convolution (beta="
                          f"{float(module.beta):g}); finish the transition (beta=0) before exporting")
-    for what, t in (("weight", effective_weight(module)), ("bias", module.bias)):
+    for what, t in (("weight", weight), ("bias", module.bias)):
         if t is not None and not bool(torch.isfinite(t.detach()).all()):
             raise ValueError(f"{_WHERE}: convolution '{qual}' has non-finite (inf or NaN) {what} entries; C "
                              "constants need finite values")
+
+
+def is_mam_conv(module: nn.Module) -> bool:
+    return isinstance(module, MAMConv2d) or (isinstance(module, PackedConvNd) and module.mam)
+
+
+def conv_weight(qual: str, module: nn.Module, shape) -> torch.Tensor:
+    """The dense weight a convolution computes with. A packed one's is its kept connections with the pruned
+    ones as zeros: exact, since a pruned connection and a zero weight both contribute a zero product (a zero
+    candidate of a MAM output, nothing to a sum). ``shape``: its per-sample input, to check the buffers on."""
+    if not isinstance(module, PackedConvNd):
+        return effective_weight(module)
+    if module.is_int8:
+        raise ValueError(f"{_WHERE}: convolution '{qual}' is packed as int8 (per-patch input scales), which the C "
+                         "export does not implement; export the float model (or one packed in float32), or "
+                         "integer-only through mamext.quant.pack_integer of the float model")
+    if module.indices.dtype not in _C_INDEX:
+        raise ValueError(f"{_WHERE}: packed convolution '{qual}' has {module.indices.dtype} indices; expected "
+                         "uint8, int16 or int32")
+    try:
+        with torch.no_grad():  # forward itself, not __call__: the user's hooks do not run
+            module.forward(torch.zeros((1, *shape), dtype=module.values.dtype, device=module.values.device))
+        weight = module.to_dense_weight()
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        raise ValueError(f"{_WHERE}: packed convolution '{qual}' has inconsistent buffers: {e}") from None
+    return weight.detach().cpu()
 
 
 def conv_window(qual: str, module: nn.Module, shape) -> Window:
@@ -56,7 +84,7 @@ def conv_window(qual: str, module: nn.Module, shape) -> Window:
     padding = explicit_padding(module.padding, module.kernel_size, module.dilation)
     win = window(qual, shape, module.out_channels, module.kernel_size, module.stride, padding, module.dilation,
                  module.groups)
-    check_c_size(module.weight.numel(), f"the weight of convolution '{qual}'")
+    check_c_size(module.out_channels * win.patch, f"the weight of convolution '{qual}'")
     return win
 
 
@@ -90,11 +118,12 @@ def pool_window(qual: str, module: nn.Module, shape) -> Window:
 
 
 def lower_conv(net: Network, prefix: str, qual: str, module: nn.Module, bn: Optional[BatchNormStep]) -> bool:
-    """A dense float convolution; returns whether it folded the batch norm ``bn`` that follows it."""
-    check_conv(qual, module)
+    """A float convolution (dense, pruned or packed; emitted dense or packed, whichever takes fewer bytes);
+    returns whether it folded the batch norm ``bn`` that follows it."""
     win = conv_window(qual, module, net.shape)
-    mam = isinstance(module, MAMConv2d)
-    weight, bias = effective_weight(module), module.bias
+    weight, bias = conv_weight(qual, module, net.shape), module.bias
+    check_conv(qual, module, weight)
+    mam = is_mam_conv(module)
     fold = bn is not None and not mam
     if fold:
         check_batchnorm_channels(bn[1], bn[0], win.out_shape, _WHERE)
