@@ -10,6 +10,7 @@ import json
 import os
 
 import pytest
+from torch import nn
 
 from mamext.__main__ import main as mamext_main
 from mamext.experiment import deployment
@@ -110,3 +111,42 @@ def test_goals_met_and_missed():
     rows[1].update(ram_bytes=5000, instructions=4e6)
     missed = deployment.goals(rows)
     assert ": missed (" in missed[0] and "5000 B RAM" in missed[0] and "(fewer: missed)" in missed[1]
+
+
+@pytest.fixture(scope="module")
+def cnn_run(tools, tmp_path_factory):
+    """The MAM-convolution CNN (the variant pruning convolutions too) on digits, deployed on both cores."""
+    out = tmp_path_factory.mktemp("experiment_mcu_cnn")
+    argv = ["experiment", "--arch", "cnn", "--mam-conv", "--dataset", "digits", "--quick", "--mcu",
+            "--mcu-samples", "30", "--quiet", "--out", str(out),
+            "--threads", "1"]   # several threads only contend on these tiny convolutions
+    assert mamext_main(argv) == 0
+    return json.loads((out / "results.json").read_text()), (out / "summary.md").read_text()
+
+
+def test_cnn_deployment_rows(cnn_run):
+    """The whole CNN (unflatten, convolutions, pooling, classifier) runs on the device bit for bit; the 32 KB
+    point prunes every linear layer and the convolutions, and counts the convolutions' weights."""
+    from mamext.experiment.models_cnn import build_cnn
+
+    results, summary = cnn_run
+    rows = results["deployment"]["rows"]
+    model = build_cnn("mac", (8, 8), 10, mam_conv=True)
+    every = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d)))
+    within = sum(model.get_submodule(name).weight.numel() for name in model.pruned_layer_names)
+    for model_name in ("mac", "mam"):
+        for target in ("cortex-m4", "cortex-m7"):
+            row = next(r for r in rows if (r["model"], r["point"], r.get("target")) ==
+                       (model_name, "within 1 pt", target))
+            assert "error" not in row, row
+            assert row["total"] == within
+    for row in rows:
+        if "error" in row:
+            continue
+        assert row["mismatches"] == 0 and row["device_acc"] == row["torch_int8_acc"]
+        assert row["flash_bytes"] > 0 and row["instructions"] > 0 and row["samples"] == 30
+        if row["point"] == "32 KB flash":
+            assert row["criterion"].endswith("(all linear layers and the convolutions)")
+            assert row["total"] == every
+    section = summary.split("## On a microcontroller", 1)[1]
+    assert len([line for line in section.splitlines() if line.startswith("| MA")]) == len(rows)

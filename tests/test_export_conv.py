@@ -425,12 +425,12 @@ def test_int_refusals():
 
 # --------------------------------------------------------------------------- packed convolutions, Unflatten
 
-def _flat_cnn():
-    """Flat inputs unflattened to images; pruned MAM and grouped MAC convolutions, a pool, a pruned MAM head."""
+def _flat_cnn(pruned=True):
+    """Flat inputs unflattened to images; MAM and grouped MAC convolutions, a pool, a MAM head (pruned)."""
     torch.manual_seed(21)
     m = nn.Sequential(nn.Unflatten(1, (2, 9, 9)), MAMConv2d(2, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                       nn.Conv2d(8, 6, 3, groups=2), nn.ReLU(), nn.Flatten(), MAMLinear(24, 10)).eval()
-    for index, amount in ((1, 0.7), (4, 0.6), (7, 0.5)):
+    for index, amount in ((1, 0.7), (4, 0.6), (7, 0.5)) if pruned else ():
         torch_prune.l1_unstructured(m[index], "weight", amount=amount)
     return m
 
@@ -495,9 +495,8 @@ def test_packed_convolution_with_broken_buffers_is_refused(tmp_path):
 
 # --------------------------------------------------------------------------- Cortex-M firmware
 
-def test_cnn_firmware_on_cortex_m(tmp_path):
-    """The exported CNNs built for Cortex-M under QEMU: the integer-only LeNet on a Cortex-M3 (no FPU: no
-    floating point anywhere) and the float MAM CNN on a Cortex-M4, both equal to their references."""
+def _mcu_with_tools():
+    """mamext.mcu where the Arm compiler and QEMU are installed; skips without them, except under CI."""
     mcu = pytest.importorskip("mamext.mcu")
     try:
         mcu._tools.Compiler.find()
@@ -506,6 +505,13 @@ def test_cnn_firmware_on_cortex_m(tmp_path):
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI must run the firmware tests: {e}")
         pytest.skip(str(e))
+    return mcu
+
+
+def test_cnn_firmware_on_cortex_m(tmp_path):
+    """The exported CNNs built for Cortex-M under QEMU: the integer-only LeNet on a Cortex-M3 (no FPU: no
+    floating point anywhere) and the float MAM CNN on a Cortex-M4, both equal to their references."""
+    mcu = _mcu_with_tools()
     lenet, x = _lenet(), _inputs(6, (1, 12, 12))
     integer = pack_integer(lenet, [_inputs(40, (1, 12, 12), seed=1)])
     firmware = mcu.build(integer, tmp_path / "m3", (1, 12, 12), target="cortex-m3", dtype=torch.int8)
@@ -516,3 +522,24 @@ def test_cnn_firmware_on_cortex_m(tmp_path):
     out, _ = firmware.run(x, repeats=1)
     with torch.no_grad():
         assert torch.equal(out, cnn(x))
+
+
+def test_fit_prunes_a_cnns_linear_layers_and_the_named_convolutions(tmp_path):
+    """mcu.fit on a CNN with flat inputs: by default it prunes the linear layers only (convolutions stay dense,
+    as prune_model's rules say); named convolutions (as modules or names) are pruned and counted too. The chosen
+    integer network runs on the device bit for bit."""
+    mcu = _mcu_with_tools()
+    model = _flat_cnn(pruned=False)
+    x = _inputs(40, (162,))
+    with torch.no_grad():
+        data = [(x, model(x).argmax(1))]
+    options = dict(flash_bytes=10 ** 6, ram_bytes=10 ** 6, fractions=(0.5,), calibration=[x])
+    linear_only = mcu.fit(model, data, **options)
+    assert (linear_only.table[0].kept, linear_only.table[0].total) == (120, 240)
+    convs = [layer for layer in linear_only.model.layers if isinstance(layer, IntConv2d)]
+    assert len(convs) == 2 and all(bool((conv.weight != 0).float().mean() > 0.9) for conv in convs)
+    named = mcu.fit(model, data, layers=[model[1], "4", "7"], **options)
+    assert named.table[0].total == 8 * 2 * 9 + 6 * 4 * 9 + 240 and named.table[0].kept == named.table[0].total // 2
+    firmware = mcu.build(named.model, tmp_path / "fw", (162,), target="cortex-m4")
+    out, _ = firmware.run(x[:8], repeats=1)
+    assert torch.equal(out, named.model(x[:8]))

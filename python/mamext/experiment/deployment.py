@@ -7,10 +7,16 @@ For each trained model (MAC, MAM) two networks are deployed:
   validation accuracy stays within 1 point of the unpruned one; hidden
   layers only, as in the sweep);
 * **32 KB flash**: :func:`mamext.mcu.fit` with a 32 KB flash budget on the
-  Cortex-M4: global pruning of every layer by that criterion's score, the
-  candidates being the sweep's fractions whose kept int8 weights alone fit
-  the budget (the largest few), chosen by integer-only accuracy on the
-  validation half.
+  Cortex-M4: global pruning of every linear layer (output layer included) by
+  that criterion's score, and of the convolutions too where the sweep prunes
+  them (``--arch cnn --mam-conv``; otherwise they stay dense), the candidates
+  being the sweep's fractions whose int8 weights alone (the kept ones of the
+  pruned layers, all of the others) fit the budget (the largest few), chosen
+  by integer-only accuracy on the validation half.
+
+A CNN (``--arch cnn``) is deployed whole: its ``nn.Unflatten`` turns the
+flattened image into ``(1, H, W)``, its convolutions, ReLUs and max pooling
+run as integer convolution and pooling kernels.
 
 Each is calibrated with :func:`mamext.quant.pack_integer` (static scales from
 the scoring images of the training set), compacted with
@@ -26,12 +32,12 @@ the unpruned float model's accuracy on the same images.
 from __future__ import annotations
 
 import tempfile
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from ..nn import MAMLinear
+from ..nn import MAMConv2d, MAMLinear
 from . import sweep
 from .options import UsageError
 
@@ -82,10 +88,30 @@ def _within_1pt(model: nn.Module, entry: dict, scoring, calibration) -> dict:
                 neurons=report.neurons_after, network=network)
 
 
-def _fit_fractions(model: nn.Module, fractions) -> List[float]:
-    """The largest sweep fractions (below 1) whose kept int8 weights, one byte each, fit the flash budget."""
-    total = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Linear, MAMLinear)))
-    fitting = [f for f in sorted(fractions, reverse=True) if f < 1.0 and f * total <= FLASH_BUDGET_BYTES]
+_LAYERS = (nn.Linear, MAMLinear, nn.Conv2d, MAMConv2d)
+
+
+def _fit_layers(model: nn.Module) -> Tuple[Optional[List[str]], str]:
+    """The layers :func:`mamext.mcu.fit` prunes and their description: every linear layer (``None``, fit's
+    default), and the convolutions the sweep prunes (``--arch cnn --mam-conv``) named with them."""
+    convs = [name for name in getattr(model, "pruned_layer_names", ())
+             if isinstance(model.get_submodule(name), (nn.Conv2d, MAMConv2d))]
+    if not convs:
+        has_conv = any(isinstance(m, (nn.Conv2d, MAMConv2d)) for m in model.modules())
+        return None, "all linear layers" if has_conv else "all layers"
+    linear = [name for name, m in model.named_modules() if isinstance(m, (nn.Linear, MAMLinear))]
+    return linear + convs, "all linear layers and the convolutions"
+
+
+def _fit_fractions(model: nn.Module, fractions, layers: Optional[List[str]]) -> List[float]:
+    """The largest sweep fractions (below 1) whose int8 weights, one byte each (the pruned layers' kept ones,
+    the other layers' all), fit the flash budget."""
+    weights = {name: m.weight.numel() for name, m in model.named_modules() if isinstance(m, _LAYERS)}
+    pruned = set(layers) if layers is not None else \
+        {name for name, m in model.named_modules() if isinstance(m, (nn.Linear, MAMLinear))}
+    total = sum(n for name, n in weights.items() if name in pruned)
+    fixed = sum(n for name, n in weights.items() if name not in pruned)
+    fitting = [f for f in sorted(fractions, reverse=True) if f < 1.0 and f * total + fixed <= FLASH_BUDGET_BYTES]
     return fitting[:MAX_FIT_CANDIDATES]
 
 
@@ -95,15 +121,16 @@ def _fit_budget(model: nn.Module, entry: dict, splits, calibration, fractions) -
     from ..mcu._targets import RAM_LENGTH
 
     score = sweep.CRITERIA[entry["criterion"]][0]
-    point = dict(point="32 KB flash", criterion=f"{score}-global (all layers)", network=None)
-    candidates = _fit_fractions(model, fractions)
+    layers, which = _fit_layers(model)
+    point = dict(point="32 KB flash", criterion=f"{score}-global ({which})", network=None)
+    candidates = _fit_fractions(model, fractions, layers)
     if not candidates:
         return dict(point, error="no fraction of the sweep keeps few enough weights for the budget")
     validation = [(splits.x_val.cpu(), splits.y_val.cpu())]
     try:
         result = mcu.fit(model.cpu(), validation, flash_bytes=FLASH_BUDGET_BYTES, ram_bytes=RAM_LENGTH,
                          target=TARGETS[0], score=score, fractions=candidates, calibration=calibration,
-                         input_shape=(splits.in_features,), loss_fn=nn.CrossEntropyLoss())
+                         input_shape=(splits.in_features,), loss_fn=nn.CrossEntropyLoss(), layers=layers)
     except ValueError as e:   # nothing fits: the message's first sentences say what the smallest needs
         return dict(point, error=str(e).splitlines()[0].removesuffix(" Tried:"))
     chosen = next(row for row in result.table if row.fraction == result.fraction)

@@ -218,5 +218,5 @@ def _emit_packed(net: Network, prefix: str, qual: str, layer: PackedLayer, kerne
 
 
 _LOWER: Dict[str, Callable[[Network, str, str, nn.Module], None]] = {
-    "noop": _lower_noop, "flatten": _lower_flatten, "unflatten": _lower_unflatten, "relu": _lower_relu, "linear": _lower_linear,
-    "maxpool": lower_pool, "avgpool": lower_pool, "batchnorm": lower_batchnorm}
+    "noop": _lower_noop, "flatten": _lower_flatten, "unflatten": _lower_unflatten, "relu": _lower_relu,
+    "linear": _lower_linear, "maxpool": lower_pool, "avgpool": lower_pool, "batchnorm": lower_batchnorm}
