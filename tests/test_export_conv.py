@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mamext import export, sparse
-from mamext.nn import MAMConv2d, MAMLinear
+from mamext.nn import MAMConv1d, MAMConv2d, MAMLinear
 from mamext.quant import IntAvgPool2d, IntConv2d, IntMaxPool2d, pack_integer
 from test_export_c import _compile, _run
 from test_export_int import _compile as _compile_int
@@ -197,7 +197,8 @@ def test_generated_cnns_compile_with_strict_flags(tmp_path):
     (nn.Conv2d(3, 2, 3), (1, 5, 5), "expects 3 input channels"),
     (nn.Conv2d(1, 2, 3), (25,), r"shape \(C, H, W\)"),
     (nn.Conv2d(1, 2, 7), (1, 5, 5), "does not fit"),
-    (nn.Conv1d(1, 2, 3), (1, 5), "unsupported module"),
+    (nn.MaxPool1d(2), (1, 5), "unsupported module"),
+    (nn.Conv1d(1, 2, 3), (1, 5, 5), r"shape \(C, L\)"),
     (nn.AdaptiveAvgPool2d(1), (1, 5, 5), "unsupported module"),
 ])
 def test_refusals(tmp_path, model, shape, match):
@@ -477,8 +478,6 @@ def test_packed_convolutions_in_the_integer_path(tmp_path):
     (lambda: nn.Unflatten(3, (1, 25)), (25,), "cannot unflatten"),
     (lambda: sparse.pack(nn.Sequential(torch_prune.l1_unstructured(MAMConv2d(1, 2, 3), "weight", 0.5)),
                          torch.int8, layers=["0"])[0], (1, 5, 5), "packed as int8"),
-    (lambda: sparse.pack(nn.Sequential(torch_prune.l1_unstructured(nn.Conv1d(1, 2, 3), "weight", 0.5)),
-                         layers=["0"])[0], (1, 5), "unsupported module 'PackedConv1d'|unsupported module '0'"),
 ])
 def test_packed_and_unflatten_refusals(tmp_path, make, shape, match):
     with pytest.raises(ValueError, match=match):
@@ -491,6 +490,45 @@ def test_packed_convolution_with_broken_buffers_is_refused(tmp_path):
         packed[1].indices[0] = 200                      # past the 18 positions of a patch
     with pytest.raises(ValueError, match="packed convolution '1' has inconsistent buffers"):
         export.to_c(packed, tmp_path, (162,))
+
+
+def _conv1d_net():
+    """1-d convolutions (pruned, strided, dilated, grouped, depthwise with 'same' padding of an even kernel), a
+    MAC one with a folded BatchNorm1d, a MAM head."""
+    torch.manual_seed(23)
+    m = nn.Sequential(MAMConv1d(2, 6, 3, padding=1), nn.ReLU(), MAMConv1d(6, 6, 3, stride=2, padding=2, dilation=2,
+                                                                        groups=3),
+                      MAMConv1d(6, 6, 4, padding="same", groups=6, bias=False), nn.Conv1d(6, 4, 3),
+                      _batchnorm(nn.BatchNorm1d(4), seed=5), nn.ReLU(), nn.Flatten(), MAMLinear(4 * 5, 5)).eval()
+    torch_prune.l1_unstructured(m[0], "weight", amount=0.6)
+    torch_prune.l1_unstructured(m[4], "weight", amount=0.5)
+    return m
+
+
+def test_conv1d_in_float(tmp_path):
+    """A 1-d convolution is a height-1 2-d one on (C, 1, L): MAM exact, MAC within rounding, packed too."""
+    m = _conv1d_net()
+    x = _inputs(30, (2, 13))
+    res = export.to_c(m, tmp_path, (2, 13))
+    assert "0: packed MAM conv1d 2->6 k3 s1 -> (6, 13)" in res.layers[0] and "5 folded" in res.layers[4]
+    with torch.no_grad():
+        torch.testing.assert_close(_run(_compile(res, tmp_path), x), m(x), rtol=1e-5, atol=1e-5)
+    mam_part = nn.Sequential(*list(m)[:4], nn.Flatten()).eval()
+    packed = sparse.pack(mam_part, layers=["0"])
+    assert type(packed[0]).__name__ == "PackedMAMConv1d"
+    for model, where in ((mam_part, "mam"), (packed, "packed")):
+        res = export.to_c(model, tmp_path / where, (2, 13))
+        with torch.no_grad():
+            assert torch.equal(_run(_compile(res, tmp_path / where), x), model(x))
+
+
+def test_conv1d_in_the_integer_path(tmp_path):
+    m = _conv1d_net()
+    q, res, x, _ = _int_round_trip(tmp_path, m, (2, 13))
+    assert [type(layer).__name__ for layer in q.layers][:3] == ["Unflatten", "IntConv2d", "Flatten"]
+    assert "integer MAM conv 2->6 k1x3" in res.layers[1]
+    with torch.no_grad():
+        assert float((q(x).argmax(1) == m(x).argmax(1)).float().mean()) >= 0.9
 
 
 # --------------------------------------------------------------------------- Cortex-M firmware
