@@ -17,7 +17,8 @@
 Supported modules: ``nn.Sequential`` (nested), ``MAMLinear`` and ``nn.Linear``
 (dense, pruned or packed), ``MAMConv2d`` and ``nn.Conv2d`` (pruned ones from
 their masks or zeros, or float-packed as ``PackedMAMConv2d``/``PackedConv2d``;
-zero padding), ``nn.MaxPool2d``, ``nn.AvgPool2d``,
+zero padding), ``MAMConv1d`` and ``nn.Conv1d`` (likewise; run as height-1 2-d
+convolutions on ``(C, L)`` activations), ``nn.MaxPool2d``, ``nn.AvgPool2d``,
 ``nn.BatchNorm1d``/``BatchNorm2d`` (running statistics; folded into a MAC
 layer before them, otherwise a per-channel affine step), ``nn.ReLU``,
 ``nn.Flatten``, ``nn.Unflatten`` (of the per-sample dimensions: both only

@@ -141,7 +141,9 @@ def pack_integer(model: nn.Module, calibration) -> IntegerNetwork:
         model: an ``nn.Sequential`` (nested allowed) or single layer of
             ``MAMLinear``/``nn.Linear`` (dense, pruned with masks or zeros,
             or float-packed), ``MAMConv2d``/``nn.Conv2d`` (dense, pruned or
-            float-packed as ``PackedMAMConv2d``/``PackedConv2d``; zero padding), ``nn.MaxPool2d``, ``nn.AvgPool2d``, a
+            float-packed as ``PackedMAMConv2d``/``PackedConv2d``; zero padding),
+            ``MAMConv1d``/``nn.Conv1d`` (likewise; a height-1 ``IntConv2d``
+            between an ``nn.Unflatten`` and an ``nn.Flatten``), ``nn.MaxPool2d``, ``nn.AvgPool2d``, a
             ``nn.BatchNorm1d``/``BatchNorm2d`` right after a linear layer or
             convolution (folded into it, running statistics), ``nn.ReLU``,
             ``nn.Flatten``, ``nn.Unflatten``, ``nn.Identity``, ``nn.Dropout``. It is left
