@@ -143,10 +143,11 @@ def pack_integer(model: nn.Module, calibration) -> IntegerNetwork:
             or float-packed), ``MAMConv2d``/``nn.Conv2d`` (dense, pruned or
             float-packed as ``PackedMAMConv2d``/``PackedConv2d``; zero padding),
             ``MAMConv1d``/``nn.Conv1d`` (likewise; a height-1 ``IntConv2d``
-            between an ``nn.Unflatten`` and an ``nn.Flatten``), ``nn.MaxPool2d``, ``nn.AvgPool2d``, a
-            ``nn.BatchNorm1d``/``BatchNorm2d`` right after a linear layer or
-            convolution (folded into it, running statistics), ``nn.ReLU``,
-            ``nn.Flatten``, ``nn.Unflatten``, ``nn.Identity``, ``nn.Dropout``. It is left
+            between an ``nn.Unflatten`` and an ``nn.Flatten``),
+            ``nn.MaxPool2d``, ``nn.AvgPool2d``, a ``nn.BatchNorm1d``/
+            ``BatchNorm2d`` right after a linear layer or convolution (folded
+            into it, running statistics), ``nn.ReLU``, ``nn.Flatten``,
+            ``nn.Unflatten``, ``nn.Identity``, ``nn.Dropout``. It is left
             unchanged (mode included).
         calibration: an iterable of float input batches, or of ``(input,
             target)`` pairs; the activation ranges are their min/max.
