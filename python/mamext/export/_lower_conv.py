@@ -1,5 +1,8 @@
 """Float lowering of convolutions, pooling and batch norms on per-sample (C, H, W) activations.
 
+A 1-d convolution on (C, L) activations runs as a height-1 2-d one on
+(C, 1, L), the same memory.
+
 Convolutions are exported from the weight they compute with: dense (a pruned
 weight is a stored 0, whose product is a candidate exactly as in PyTorch), or,
 for a pruned one where that takes fewer bytes, packed (CSR over the patch:
