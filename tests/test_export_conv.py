@@ -581,3 +581,13 @@ def test_fit_prunes_a_cnns_linear_layers_and_the_named_convolutions(tmp_path):
     firmware = mcu.build(named.model, tmp_path / "fw", (162,), target="cortex-m4")
     out, _ = firmware.run(x[:8], repeats=1)
     assert torch.equal(out, named.model(x[:8]))
+
+
+def test_fit_refuses_a_layer_outside_the_model():
+    from mamext import mcu
+
+    model = _flat_cnn(pruned=False)
+    x = _inputs(8, (162,))
+    with pytest.raises(ValueError, match="layers holds a Conv2d that is not a module of model"):
+        mcu.fit(model, [(x, torch.zeros(8, dtype=torch.long))], flash_bytes=10 ** 6, ram_bytes=10 ** 6,
+                layers=[nn.Conv2d(8, 6, 3)])
