@@ -150,3 +150,22 @@ def test_cnn_deployment_rows(cnn_run):
             assert row["total"] == every
     section = summary.split("## On a microcontroller", 1)[1]
     assert len([line for line in section.splitlines() if line.startswith("| MA")]) == len(rows)
+
+
+def test_fit_layers_of_the_cnn():
+    """The 32 KB point prunes what the score applies to: every linear layer (the MAM ones for selection), and
+    the convolutions only where the sweep prunes them; the weights it leaves dense count against the budget."""
+    from mamext.experiment.models_cnn import build_cnn
+
+    plain, mam_conv = build_cnn("mam", (28, 28), 10), build_cnn("mam", (28, 28), 10, mam_conv=True)
+    assert deployment._fit_layers(plain, "magnitude") == (None, ["fc1", "fc2", "out"], "all linear layers")
+    assert deployment._fit_layers(plain, "selection") == (None, ["fc1", "fc2"], "the MAM linear layers")
+    named = ["fc1", "fc2", "out", "conv1", "conv2"]
+    assert deployment._fit_layers(mam_conv, "gradient") == (named, named, "all linear layers and the convolutions")
+    assert deployment._fit_layers(mam_conv, "selection")[0] == ["fc1", "fc2", "conv1", "conv2"]
+    convs = 16 * 9 + 32 * 16 * 9
+    linear = 32 * 7 * 7 * 256 + 256 * 128 + 128 * 10
+    edge = (deployment.FLASH_BUDGET_BYTES - convs) / linear      # the largest fraction with dense convolutions
+    fractions = [edge * 1.001, edge * 0.999, 0.01]
+    assert deployment._fit_fractions(plain, fractions, ["fc1", "fc2", "out"]) == fractions[1:]
+    assert deployment._fit_fractions(mam_conv, fractions, named) == fractions

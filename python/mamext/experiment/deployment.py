@@ -7,9 +7,10 @@ For each trained model (MAC, MAM) two networks are deployed:
   validation accuracy stays within 1 point of the unpruned one; hidden
   layers only, as in the sweep);
 * **32 KB flash**: :func:`mamext.mcu.fit` with a 32 KB flash budget on the
-  Cortex-M4: global pruning of every linear layer (output layer included) by
-  that criterion's score, and of the convolutions too where the sweep prunes
-  them (``--arch cnn --mam-conv``; otherwise they stay dense), the candidates
+  Cortex-M4: global pruning of every linear layer (output layer included;
+  the MAM ones only for the selection score) by that criterion's score, and of
+  the convolutions too where the sweep prunes them (``--arch cnn
+  --mam-conv``; otherwise they stay dense), the candidates
   being the sweep's fractions whose int8 weights alone (the kept ones of the
   pruned layers, all of the others) fit the budget (the largest few), chosen
   by integer-only accuracy on the validation half.
@@ -37,6 +38,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from .. import prune as mprune
+from ..prune.layers import CONV_KINDS
 from ..nn import MAMConv2d, MAMLinear
 from . import sweep
 from .options import UsageError
@@ -91,24 +94,26 @@ def _within_1pt(model: nn.Module, entry: dict, scoring, calibration) -> dict:
 _LAYERS = (nn.Linear, MAMLinear, nn.Conv2d, MAMConv2d)
 
 
-def _fit_layers(model: nn.Module) -> Tuple[Optional[List[str]], str]:
-    """The layers :func:`mamext.mcu.fit` prunes and their description: every linear layer (``None``, fit's
-    default), and the convolutions the sweep prunes (``--arch cnn --mam-conv``) named with them."""
+def _fit_layers(model: nn.Module, score: str) -> Tuple[Optional[List[str]], List[str], str]:
+    """What :func:`mamext.mcu.fit` prunes: its ``layers`` argument, the names it covers and their description.
+    Every linear layer ``score`` applies to (``None``, fit's default), and, named with them, the convolutions
+    the sweep prunes (``--arch cnn --mam-conv``) that it applies to."""
+    spec = mprune.get_score(score, "mamext experiment --mcu")
+    linear = [name for name, m in model.named_modules() if isinstance(m, spec.layer_kinds)]
     convs = [name for name in getattr(model, "pruned_layer_names", ())
-             if isinstance(model.get_submodule(name), (nn.Conv2d, MAMConv2d))]
-    if not convs:
-        has_conv = any(isinstance(m, (nn.Conv2d, MAMConv2d)) for m in model.modules())
-        return None, "all linear layers" if has_conv else "all layers"
-    linear = [name for name, m in model.named_modules() if isinstance(m, (nn.Linear, MAMLinear))]
-    return linear + convs, "all linear layers and the convolutions"
+             if isinstance(model.get_submodule(name), spec.explicit_kinds)]
+    every_linear = [name for name, m in model.named_modules() if isinstance(m, (nn.Linear, MAMLinear))]
+    has_conv = any(isinstance(m, CONV_KINDS) for m in model.modules())
+    which = "the MAM linear layers" if linear != every_linear else "all linear layers" if has_conv else "all layers"
+    if convs:
+        return linear + convs, linear + convs, f"{which} and the convolutions"
+    return None, linear, which
 
 
-def _fit_fractions(model: nn.Module, fractions, layers: Optional[List[str]]) -> List[float]:
-    """The largest sweep fractions (below 1) whose int8 weights, one byte each (the pruned layers' kept ones,
-    the other layers' all), fit the flash budget."""
+def _fit_fractions(model: nn.Module, fractions, pruned: List[str]) -> List[float]:
+    """The largest sweep fractions (below 1) whose int8 weights, one byte each (the kept ones of the ``pruned``
+    layers, all of the others), fit the flash budget."""
     weights = {name: m.weight.numel() for name, m in model.named_modules() if isinstance(m, _LAYERS)}
-    pruned = set(layers) if layers is not None else \
-        {name for name, m in model.named_modules() if isinstance(m, (nn.Linear, MAMLinear))}
     total = sum(n for name, n in weights.items() if name in pruned)
     fixed = sum(n for name, n in weights.items() if name not in pruned)
     fitting = [f for f in sorted(fractions, reverse=True) if f < 1.0 and f * total + fixed <= FLASH_BUDGET_BYTES]
@@ -121,9 +126,9 @@ def _fit_budget(model: nn.Module, entry: dict, splits, calibration, fractions) -
     from ..mcu._targets import RAM_LENGTH
 
     score = sweep.CRITERIA[entry["criterion"]][0]
-    layers, which = _fit_layers(model)
+    layers, pruned, which = _fit_layers(model, score)
     point = dict(point="32 KB flash", criterion=f"{score}-global ({which})", network=None)
-    candidates = _fit_fractions(model, fractions, layers)
+    candidates = _fit_fractions(model, fractions, pruned)
     if not candidates:
         return dict(point, error="no fraction of the sweep keeps few enough weights for the budget")
     validation = [(splits.x_val.cpu(), splits.y_val.cpu())]
