@@ -10,6 +10,7 @@ import json
 import os
 
 import pytest
+from torch import nn
 
 from mamext.__main__ import main as mamext_main
 from mamext.experiment import deployment
@@ -110,3 +111,61 @@ def test_goals_met_and_missed():
     rows[1].update(ram_bytes=5000, instructions=4e6)
     missed = deployment.goals(rows)
     assert ": missed (" in missed[0] and "5000 B RAM" in missed[0] and "(fewer: missed)" in missed[1]
+
+
+@pytest.fixture(scope="module")
+def cnn_run(tools, tmp_path_factory):
+    """The MAM-convolution CNN (the variant pruning convolutions too) on digits, deployed on both cores."""
+    out = tmp_path_factory.mktemp("experiment_mcu_cnn")
+    argv = ["experiment", "--arch", "cnn", "--mam-conv", "--dataset", "digits", "--quick", "--mcu",
+            "--mcu-samples", "30", "--quiet", "--out", str(out),
+            "--threads", "1"]   # several threads only contend on these tiny convolutions
+    assert mamext_main(argv) == 0
+    return json.loads((out / "results.json").read_text()), (out / "summary.md").read_text()
+
+
+def test_cnn_deployment_rows(cnn_run):
+    """The whole CNN (unflatten, convolutions, pooling, classifier) runs on the device bit for bit; the 32 KB
+    point prunes every linear layer and the convolutions, and counts the convolutions' weights."""
+    from mamext.experiment.models_cnn import build_cnn
+
+    results, summary = cnn_run
+    rows = results["deployment"]["rows"]
+    model = build_cnn("mac", (8, 8), 10, mam_conv=True)
+    every = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d)))
+    within = sum(model.get_submodule(name).weight.numel() for name in model.pruned_layer_names)
+    for model_name in ("mac", "mam"):
+        for target in ("cortex-m4", "cortex-m7"):
+            row = next(r for r in rows if (r["model"], r["point"], r.get("target")) ==
+                       (model_name, "within 1 pt", target))
+            assert "error" not in row, row
+            assert row["total"] == within
+    for row in rows:
+        if "error" in row:
+            continue
+        assert row["mismatches"] == 0 and row["device_acc"] == row["torch_int8_acc"]
+        assert row["flash_bytes"] > 0 and row["instructions"] > 0 and row["samples"] == 30
+        if row["point"] == "32 KB flash":
+            assert row["criterion"].endswith("(all linear layers and the convolutions)")
+            assert row["total"] == every
+    section = summary.split("## On a microcontroller", 1)[1]
+    assert len([line for line in section.splitlines() if line.startswith("| MA")]) == len(rows)
+
+
+def test_fit_layers_of_the_cnn():
+    """The 32 KB point prunes what the score applies to: every linear layer (the MAM ones for selection), and
+    the convolutions only where the sweep prunes them; the weights it leaves dense count against the budget."""
+    from mamext.experiment.models_cnn import build_cnn
+
+    plain, mam_conv = build_cnn("mam", (28, 28), 10), build_cnn("mam", (28, 28), 10, mam_conv=True)
+    assert deployment._fit_layers(plain, "magnitude") == (None, ["fc1", "fc2", "out"], "all linear layers")
+    assert deployment._fit_layers(plain, "selection") == (None, ["fc1", "fc2"], "the MAM linear layers")
+    named = ["fc1", "fc2", "out", "conv1", "conv2"]
+    assert deployment._fit_layers(mam_conv, "gradient") == (named, named, "all linear layers and the convolutions")
+    assert deployment._fit_layers(mam_conv, "selection")[0] == ["fc1", "fc2", "conv1", "conv2"]
+    convs = 16 * 9 + 32 * 16 * 9
+    linear = 32 * 7 * 7 * 256 + 256 * 128 + 128 * 10
+    edge = (deployment.FLASH_BUDGET_BYTES - convs) / linear      # the largest fraction with dense convolutions
+    fractions = [edge * 1.001, edge * 0.999, 0.01]
+    assert deployment._fit_fractions(plain, fractions, ["fc1", "fc2", "out"]) == fractions[1:]
+    assert deployment._fit_fractions(mam_conv, fractions, named) == fractions

@@ -15,8 +15,8 @@ import torch.nn.utils.prune as torch_prune
 from torch import nn
 from torch.nn import functional as F
 
-from mamext import export
-from mamext.nn import MAMConv2d, MAMLinear
+from mamext import export, sparse
+from mamext.nn import MAMConv1d, MAMConv2d, MAMLinear
 from mamext.quant import IntAvgPool2d, IntConv2d, IntMaxPool2d, pack_integer
 from test_export_c import _compile, _run
 from test_export_int import _compile as _compile_int
@@ -197,7 +197,8 @@ def test_generated_cnns_compile_with_strict_flags(tmp_path):
     (nn.Conv2d(3, 2, 3), (1, 5, 5), "expects 3 input channels"),
     (nn.Conv2d(1, 2, 3), (25,), r"shape \(C, H, W\)"),
     (nn.Conv2d(1, 2, 7), (1, 5, 5), "does not fit"),
-    (nn.Conv1d(1, 2, 3), (1, 5), "unsupported module"),
+    (nn.MaxPool1d(2), (1, 5), "unsupported module"),
+    (nn.Conv1d(1, 2, 3), (1, 5, 5), r"shape \(C, L\)"),
     (nn.AdaptiveAvgPool2d(1), (1, 5, 5), "unsupported module"),
 ])
 def test_refusals(tmp_path, model, shape, match):
@@ -423,11 +424,117 @@ def test_int_refusals():
         pack_integer(nn.Sequential(nn.Conv2d(4000, 1, 3)).eval(), [wide])
 
 
+# --------------------------------------------------------------------------- packed convolutions, Unflatten
+
+def _flat_cnn(pruned=True):
+    """Flat inputs unflattened to images; MAM and grouped MAC convolutions, a pool, a MAM head (pruned)."""
+    torch.manual_seed(21)
+    m = nn.Sequential(nn.Unflatten(1, (2, 9, 9)), MAMConv2d(2, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                      nn.Conv2d(8, 6, 3, groups=2), nn.ReLU(), nn.Flatten(), MAMLinear(24, 10)).eval()
+    for index, amount in ((1, 0.7), (4, 0.6), (7, 0.5)) if pruned else ():
+        torch_prune.l1_unstructured(m[index], "weight", amount=amount)
+    return m
+
+
+def test_packed_convolutions_and_unflatten_in_float(tmp_path):
+    """Packed convolutions export from their kept connections: the MAM outputs equal PyTorch's exactly."""
+    masked = _flat_cnn()
+    packed = sparse.pack(masked, layers=["1", "4", "7"])
+    assert [type(packed[i]).__name__ for i in (1, 4)] == ["PackedMAMConv2d", "PackedConv2d"]
+    res = export.to_c(packed, tmp_path, (162,))
+    assert res.layers[0] == "0: Unflatten -> (2, 9, 9)"
+    assert "1: packed MAM conv 2->8" in res.layers[1] and "4: packed MAC conv 8->6" in res.layers[4]
+    x = _inputs(30, (162,))
+    y = _run(_compile(res, tmp_path), x)
+    with torch.no_grad():
+        ref, ref_masked = packed(x), masked(x)
+    torch.testing.assert_close(y, ref, rtol=1e-6, atol=1e-6)
+    mam_only = nn.Sequential(*list(packed)[:4], nn.Flatten()).eval()     # up to the MAC convolution: exact
+    res = export.to_c(mam_only, tmp_path / "mam", (162,))
+    with torch.no_grad():
+        assert torch.equal(_run(_compile(res, tmp_path / "mam"), x), mam_only(x))
+    torch.testing.assert_close(ref, ref_masked, rtol=1e-6, atol=1e-6)
+
+
+def test_packed_convolutions_in_the_integer_path(tmp_path):
+    """pack_integer of the packed model is the masked model's integer network, bit for bit, and exports."""
+    masked = _flat_cnn()
+    packed = sparse.pack(masked, layers=["1", "4", "7"])
+    x = _inputs(40, (162,))
+    from_packed, from_masked = pack_integer(packed, [x]), pack_integer(masked, [x])
+    codes = _int_codes(from_packed, x)
+    want = from_packed.forward_int8(codes)
+    assert torch.equal(want, from_masked.forward_int8(codes))
+    assert [layer.mam for layer in from_packed.layers if isinstance(layer, IntConv2d)] == [True, False]
+    res = export.to_c(from_packed, tmp_path, (162,), torch.int8, name="qnet")
+    assert res.layers[0] == "layers.0: Unflatten -> (2, 9, 9)"
+    assert torch.equal(_run_int(_compile_int(res, tmp_path), codes), want)
+
+
+@pytest.mark.parametrize("make, shape, match", [
+    (lambda: nn.Unflatten(0, (1, 25)), (25,), "unflattens the batch dimension"),
+    (lambda: nn.Unflatten(-2, (1, 25)), (25,), "unflattens the batch dimension"),
+    (lambda: nn.Unflatten(1, (2, 13)), (25,), "cannot unflatten"),
+    (lambda: nn.Unflatten(3, (1, 25)), (25,), "cannot unflatten"),
+    (lambda: sparse.pack(nn.Sequential(torch_prune.l1_unstructured(MAMConv2d(1, 2, 3), "weight", 0.5)),
+                         torch.int8, layers=["0"])[0], (1, 5, 5), "packed as int8"),
+])
+def test_packed_and_unflatten_refusals(tmp_path, make, shape, match):
+    with pytest.raises(ValueError, match=match):
+        export.to_c(nn.Sequential(make()).eval(), tmp_path, shape)
+
+
+def test_packed_convolution_with_broken_buffers_is_refused(tmp_path):
+    packed = sparse.pack(_flat_cnn(), layers=["1"])
+    with torch.no_grad():
+        packed[1].indices[0] = 200                      # past the 18 positions of a patch
+    with pytest.raises(ValueError, match="packed convolution '1' has inconsistent buffers"):
+        export.to_c(packed, tmp_path, (162,))
+
+
+def _conv1d_net():
+    """1-d convolutions (pruned, strided, dilated, grouped, depthwise with 'same' padding of an even kernel), a
+    MAC one with a folded BatchNorm1d, a MAM head."""
+    torch.manual_seed(23)
+    m = nn.Sequential(MAMConv1d(2, 6, 3, padding=1), nn.ReLU(), MAMConv1d(6, 6, 3, stride=2, padding=2, dilation=2,
+                                                                        groups=3),
+                      MAMConv1d(6, 6, 4, padding="same", groups=6, bias=False), nn.Conv1d(6, 4, 3),
+                      _batchnorm(nn.BatchNorm1d(4), seed=5), nn.ReLU(), nn.Flatten(), MAMLinear(4 * 5, 5)).eval()
+    torch_prune.l1_unstructured(m[0], "weight", amount=0.6)
+    torch_prune.l1_unstructured(m[4], "weight", amount=0.5)
+    return m
+
+
+def test_conv1d_in_float(tmp_path):
+    """A 1-d convolution is a height-1 2-d one on (C, 1, L): MAM exact, MAC within rounding, packed too."""
+    m = _conv1d_net()
+    x = _inputs(30, (2, 13))
+    res = export.to_c(m, tmp_path, (2, 13))
+    assert "0: packed MAM conv1d 2->6 k3 s1 -> (6, 13)" in res.layers[0] and "5 folded" in res.layers[4]
+    with torch.no_grad():
+        torch.testing.assert_close(_run(_compile(res, tmp_path), x), m(x), rtol=1e-5, atol=1e-5)
+    mam_part = nn.Sequential(*list(m)[:4], nn.Flatten()).eval()
+    packed = sparse.pack(mam_part, layers=["0"])
+    assert type(packed[0]).__name__ == "PackedMAMConv1d"
+    for model, where in ((mam_part, "mam"), (packed, "packed")):
+        res = export.to_c(model, tmp_path / where, (2, 13))
+        with torch.no_grad():
+            assert torch.equal(_run(_compile(res, tmp_path / where), x), model(x))
+
+
+def test_conv1d_in_the_integer_path(tmp_path):
+    m = _conv1d_net()
+    q, res, x, _ = _int_round_trip(tmp_path, m, (2, 13))
+    assert [type(layer).__name__ for layer in q.layers][:3] == ["Unflatten", "IntConv2d", "Flatten"]
+    assert "integer MAM conv 2->6 k1x3" in res.layers[1]
+    with torch.no_grad():
+        assert float((q(x).argmax(1) == m(x).argmax(1)).float().mean()) >= 0.9
+
+
 # --------------------------------------------------------------------------- Cortex-M firmware
 
-def test_cnn_firmware_on_cortex_m(tmp_path):
-    """The exported CNNs built for Cortex-M under QEMU: the integer-only LeNet on a Cortex-M3 (no FPU: no
-    floating point anywhere) and the float MAM CNN on a Cortex-M4, both equal to their references."""
+def _mcu_with_tools():
+    """mamext.mcu where the Arm compiler and QEMU are installed; skips without them, except under CI."""
     mcu = pytest.importorskip("mamext.mcu")
     try:
         mcu._tools.Compiler.find()
@@ -436,6 +543,13 @@ def test_cnn_firmware_on_cortex_m(tmp_path):
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI must run the firmware tests: {e}")
         pytest.skip(str(e))
+    return mcu
+
+
+def test_cnn_firmware_on_cortex_m(tmp_path):
+    """The exported CNNs built for Cortex-M under QEMU: the integer-only LeNet on a Cortex-M3 (no FPU: no
+    floating point anywhere) and the float MAM CNN on a Cortex-M4, both equal to their references."""
+    mcu = _mcu_with_tools()
     lenet, x = _lenet(), _inputs(6, (1, 12, 12))
     integer = pack_integer(lenet, [_inputs(40, (1, 12, 12), seed=1)])
     firmware = mcu.build(integer, tmp_path / "m3", (1, 12, 12), target="cortex-m3", dtype=torch.int8)
@@ -446,3 +560,34 @@ def test_cnn_firmware_on_cortex_m(tmp_path):
     out, _ = firmware.run(x, repeats=1)
     with torch.no_grad():
         assert torch.equal(out, cnn(x))
+
+
+def test_fit_prunes_a_cnns_linear_layers_and_the_named_convolutions(tmp_path):
+    """mcu.fit on a CNN with flat inputs: by default it prunes the linear layers only (convolutions stay dense,
+    as prune_model's rules say); named convolutions (as modules or names) are pruned and counted too. The chosen
+    integer network runs on the device bit for bit."""
+    mcu = _mcu_with_tools()
+    model = _flat_cnn(pruned=False)
+    x = _inputs(40, (162,))
+    with torch.no_grad():
+        data = [(x, model(x).argmax(1))]
+    options = dict(flash_bytes=10 ** 6, ram_bytes=10 ** 6, fractions=(0.5,), calibration=[x])
+    linear_only = mcu.fit(model, data, **options)
+    assert (linear_only.table[0].kept, linear_only.table[0].total) == (120, 240)
+    convs = [layer for layer in linear_only.model.layers if isinstance(layer, IntConv2d)]
+    assert len(convs) == 2 and all(bool((conv.weight != 0).float().mean() > 0.9) for conv in convs)
+    named = mcu.fit(model, data, layers=[model[1], "4", "7"], **options)
+    assert named.table[0].total == 8 * 2 * 9 + 6 * 4 * 9 + 240 and named.table[0].kept == named.table[0].total // 2
+    firmware = mcu.build(named.model, tmp_path / "fw", (162,), target="cortex-m4")
+    out, _ = firmware.run(x[:8], repeats=1)
+    assert torch.equal(out, named.model(x[:8]))
+
+
+def test_fit_refuses_a_layer_outside_the_model():
+    from mamext import mcu
+
+    model = _flat_cnn(pruned=False)
+    x = _inputs(8, (162,))
+    with pytest.raises(ValueError, match="layers holds a Conv2d that is not a module of model"):
+        mcu.fit(model, [(x, torch.zeros(8, dtype=torch.long))], flash_bytes=10 ** 6, ram_bytes=10 ** 6,
+                layers=[nn.Conv2d(8, 6, 3)])

@@ -7,10 +7,17 @@ For each trained model (MAC, MAM) two networks are deployed:
   validation accuracy stays within 1 point of the unpruned one; hidden
   layers only, as in the sweep);
 * **32 KB flash**: :func:`mamext.mcu.fit` with a 32 KB flash budget on the
-  Cortex-M4: global pruning of every layer by that criterion's score, the
-  candidates being the sweep's fractions whose kept int8 weights alone fit
-  the budget (the largest few), chosen by integer-only accuracy on the
-  validation half.
+  Cortex-M4: global pruning of every linear layer (output layer included;
+  the MAM ones only for the selection score) by that criterion's score, and of
+  the convolutions too where the sweep prunes them (``--arch cnn
+  --mam-conv``; otherwise they stay dense), the candidates
+  being the sweep's fractions whose int8 weights alone (the kept ones of the
+  pruned layers, all of the others) fit the budget (the largest few), chosen
+  by integer-only accuracy on the validation half.
+
+A CNN (``--arch cnn``) is deployed whole: its ``nn.Unflatten`` turns the
+flattened image into ``(1, H, W)``, its convolutions, ReLUs and max pooling
+run as integer convolution and pooling kernels.
 
 Each is calibrated with :func:`mamext.quant.pack_integer` (static scales from
 the scoring images of the training set), compacted with
@@ -26,12 +33,14 @@ the unpruned float model's accuracy on the same images.
 from __future__ import annotations
 
 import tempfile
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from ..nn import MAMLinear
+from .. import prune as mprune
+from ..prune.layers import CONV_KINDS
+from ..nn import MAMConv2d, MAMLinear
 from . import sweep
 from .options import UsageError
 
@@ -82,10 +91,32 @@ def _within_1pt(model: nn.Module, entry: dict, scoring, calibration) -> dict:
                 neurons=report.neurons_after, network=network)
 
 
-def _fit_fractions(model: nn.Module, fractions) -> List[float]:
-    """The largest sweep fractions (below 1) whose kept int8 weights, one byte each, fit the flash budget."""
-    total = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Linear, MAMLinear)))
-    fitting = [f for f in sorted(fractions, reverse=True) if f < 1.0 and f * total <= FLASH_BUDGET_BYTES]
+_LAYERS = (nn.Linear, MAMLinear, nn.Conv2d, MAMConv2d)
+
+
+def _fit_layers(model: nn.Module, score: str) -> Tuple[Optional[List[str]], List[str], str]:
+    """What :func:`mamext.mcu.fit` prunes: its ``layers`` argument, the names it covers and their description.
+    Every linear layer ``score`` applies to (``None``, fit's default), and, named with them, the convolutions
+    the sweep prunes (``--arch cnn --mam-conv``) that it applies to."""
+    spec = mprune.get_score(score, "mamext experiment --mcu")
+    linear = [name for name, m in model.named_modules() if isinstance(m, spec.layer_kinds)]
+    convs = [name for name in getattr(model, "pruned_layer_names", ())
+             if isinstance(model.get_submodule(name), spec.explicit_kinds)]
+    every_linear = [name for name, m in model.named_modules() if isinstance(m, (nn.Linear, MAMLinear))]
+    has_conv = any(isinstance(m, CONV_KINDS) for m in model.modules())
+    which = "the MAM linear layers" if linear != every_linear else "all linear layers" if has_conv else "all layers"
+    if convs:
+        return linear + convs, linear + convs, f"{which} and the convolutions"
+    return None, linear, which
+
+
+def _fit_fractions(model: nn.Module, fractions, pruned: List[str]) -> List[float]:
+    """The largest sweep fractions (below 1) whose int8 weights, one byte each (the kept ones of the ``pruned``
+    layers, all of the others), fit the flash budget."""
+    weights = {name: m.weight.numel() for name, m in model.named_modules() if isinstance(m, _LAYERS)}
+    total = sum(n for name, n in weights.items() if name in pruned)
+    fixed = sum(n for name, n in weights.items() if name not in pruned)
+    fitting = [f for f in sorted(fractions, reverse=True) if f < 1.0 and f * total + fixed <= FLASH_BUDGET_BYTES]
     return fitting[:MAX_FIT_CANDIDATES]
 
 
@@ -95,15 +126,16 @@ def _fit_budget(model: nn.Module, entry: dict, splits, calibration, fractions) -
     from ..mcu._targets import RAM_LENGTH
 
     score = sweep.CRITERIA[entry["criterion"]][0]
-    point = dict(point="32 KB flash", criterion=f"{score}-global (all layers)", network=None)
-    candidates = _fit_fractions(model, fractions)
+    layers, pruned, which = _fit_layers(model, score)
+    point = dict(point="32 KB flash", criterion=f"{score}-global ({which})", network=None)
+    candidates = _fit_fractions(model, fractions, pruned)
     if not candidates:
         return dict(point, error="no fraction of the sweep keeps few enough weights for the budget")
     validation = [(splits.x_val.cpu(), splits.y_val.cpu())]
     try:
         result = mcu.fit(model.cpu(), validation, flash_bytes=FLASH_BUDGET_BYTES, ram_bytes=RAM_LENGTH,
                          target=TARGETS[0], score=score, fractions=candidates, calibration=calibration,
-                         input_shape=(splits.in_features,), loss_fn=nn.CrossEntropyLoss())
+                         input_shape=(splits.in_features,), loss_fn=nn.CrossEntropyLoss(), layers=layers)
     except ValueError as e:   # nothing fits: the message's first sentences say what the smallest needs
         return dict(point, error=str(e).splitlines()[0].removesuffix(" Tried:"))
     chosen = next(row for row in result.table if row.fraction == result.fraction)

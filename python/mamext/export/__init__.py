@@ -16,10 +16,14 @@
 
 Supported modules: ``nn.Sequential`` (nested), ``MAMLinear`` and ``nn.Linear``
 (dense, pruned or packed), ``MAMConv2d`` and ``nn.Conv2d`` (pruned ones from
-their masks or zeros; zero padding), ``nn.MaxPool2d``, ``nn.AvgPool2d``,
+their masks or zeros, or float-packed as ``PackedMAMConv2d``/``PackedConv2d``;
+zero padding), ``MAMConv1d`` and ``nn.Conv1d`` (likewise; run as height-1 2-d
+convolutions on ``(C, L)`` activations), ``nn.MaxPool2d``, ``nn.AvgPool2d``,
 ``nn.BatchNorm1d``/``BatchNorm2d`` (running statistics; folded into a MAC
 layer before them, otherwise a per-channel affine step), ``nn.ReLU``,
-``nn.Flatten``, ``nn.Identity``, ``nn.Dropout`` (a no-op in inference).
+``nn.Flatten``, ``nn.Unflatten`` (of the per-sample dimensions: both only
+change the activation's shape), ``nn.Identity``, ``nn.Dropout`` (a no-op in
+inference).
 Anything else raises a ``ValueError`` naming the module. Networks with
 convolutions, pooling or batch-norm steps also get ``mam_runtime_conv.h`` and
 ``mam_runtime_window.h`` (integer networks: ``mam_runtime_conv_int.h``).

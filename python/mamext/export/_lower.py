@@ -1,6 +1,6 @@
 """Layer lowering: each supported layer becomes constant arrays and statements of a :class:`Network`.
 
-One function per layer kind (no-op, Flatten, ReLU, Linear/MAMLinear/packed;
+One function per layer kind (no-op, Flatten, Unflatten, ReLU, Linear/MAMLinear/packed;
 convolutions, pooling and batch norms in :mod:`._lower_conv`);
 each appends its constant arrays and the statements of ``<name>_infer``, and
 moves the current activation between the input and two static buffers.
@@ -76,6 +76,30 @@ def flatten_shape(net: Network, qual: str, module: nn.Flatten) -> None:
                          "is supported")
     net.shape = new[1:]
     net.layers.append((qual, f"Flatten -> {net.shape}"))
+
+
+def _lower_unflatten(net: Network, prefix: str, qual: str, module: nn.Unflatten) -> None:
+    unflatten_shape(net, qual, module)
+
+
+def unflatten_shape(net: Network, qual: str, module: nn.Unflatten) -> None:
+    """Apply ``module`` to the shape of the activations (a per-sample Unflatten is a no-op in C)."""
+    dim, rank = module.dim, len(net.shape) + 1
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        raise ValueError(f"{_WHERE}: '{qual}' ({module}) names its dimension ({dim!r}); only an int dim is "
+                         "supported")
+    if dim in (0, -rank):
+        raise ValueError(f"{_WHERE}: '{qual}' ({module}) unflattens the batch dimension (dim={dim} of activations "
+                         f"of shape (batch, {', '.join(map(str, net.shape))})); only the per-sample dimensions "
+                         "(dim >= 1) can be unflattened")
+    sample = torch.empty((1, *net.shape), device="meta")
+    try:
+        new = tuple(module(sample).shape)
+    except (IndexError, RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"{_WHERE}: '{qual}' ({module}) cannot unflatten activations of shape {net.shape}: "
+                         f"{e}") from None
+    net.shape = new[1:]
+    net.layers.append((qual, f"Unflatten -> {net.shape}"))
 
 
 def _lower_relu(net: Network, prefix: str, qual: str, module: nn.ReLU) -> None:
@@ -194,5 +218,5 @@ def _emit_packed(net: Network, prefix: str, qual: str, layer: PackedLayer, kerne
 
 
 _LOWER: Dict[str, Callable[[Network, str, str, nn.Module], None]] = {
-    "noop": _lower_noop, "flatten": _lower_flatten, "relu": _lower_relu, "linear": _lower_linear,
-    "maxpool": lower_pool, "avgpool": lower_pool, "batchnorm": lower_batchnorm}
+    "noop": _lower_noop, "flatten": _lower_flatten, "unflatten": _lower_unflatten, "relu": _lower_relu,
+    "linear": _lower_linear, "maxpool": lower_pool, "avgpool": lower_pool, "batchnorm": lower_batchnorm}

@@ -1,5 +1,8 @@
 """Float lowering of convolutions, pooling and batch norms on per-sample (C, H, W) activations.
 
+A 1-d convolution on (C, L) activations runs as a height-1 2-d one on
+(C, 1, L), the same memory.
+
 Convolutions are exported from the weight they compute with: dense (a pruned
 weight is a stored 0, whose product is a candidate exactly as in PyTorch), or,
 for a pruned one where that takes fewer bytes, packed (CSR over the patch:
@@ -20,10 +23,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.utils import _pair
 
-from ..nn.conv import MAMConv2d
 from ..quant._batchnorm import batchnorm_affine, check_batchnorm_channels, fold_batchnorm
 from ..quant._conv import explicit_padding
 from ..sparse import effective_weight, index_dtype
+from ..sparse_conv import MAM_CONV_KINDS, PackedConvNd
 from ._args import check_c_size
 from ._c_text import C_SIZEOF, CArray
 from ._network import Network
@@ -35,29 +38,70 @@ BatchNormStep = Tuple[str, nn.Module]   # (qualified name, module)
 _C_INDEX = {torch.uint8: ("uint8_t", "u8"), torch.int16: ("int16_t", "i16"), torch.int32: ("int32_t", "i32")}
 
 
-def check_conv(qual: str, module: nn.Module) -> None:
-    """What the export of a convolution refuses: other padding modes, an unfinished MAM transition."""
+def check_conv(qual: str, module: nn.Module, weight: torch.Tensor) -> None:
+    """What the export of a convolution refuses: other padding modes, an unfinished MAM transition,
+    non-finite constants (``weight``: the one it computes with, see :func:`conv_weight`)."""
     if module.padding_mode != "zeros":
         raise ValueError(f"{_WHERE}: convolution '{qual}' has padding_mode={module.padding_mode!r}; only 'zeros' "
                          "is supported")
-    if isinstance(module, MAMConv2d) and bool(module.beta.item() != 0):
-        raise ValueError(f"{_WHERE}: MAMConv2d '{qual}' still blends in the MAC convolution (beta="
+    if isinstance(module, MAM_CONV_KINDS) and bool(module.beta.item() != 0):
+        raise ValueError(f"{_WHERE}: {type(module).__name__} '{qual}' still blends in the MAC convolution (beta="
                          f"{float(module.beta):g}); finish the transition (beta=0) before exporting")
-    for what, t in (("weight", effective_weight(module)), ("bias", module.bias)):
+    for what, t in (("weight", weight), ("bias", module.bias)):
         if t is not None and not bool(torch.isfinite(t.detach()).all()):
             raise ValueError(f"{_WHERE}: convolution '{qual}' has non-finite (inf or NaN) {what} entries; C "
                              "constants need finite values")
 
 
+def is_mam_conv(module: nn.Module) -> bool:
+    return isinstance(module, MAM_CONV_KINDS) or (isinstance(module, PackedConvNd) and module.mam)
+
+
+def conv_weight(qual: str, module: nn.Module, shape) -> torch.Tensor:
+    """The dense weight a convolution computes with. A packed one's is its kept connections with the pruned
+    ones as zeros: exact, since a pruned connection and a zero weight both contribute a zero product (a zero
+    candidate of a MAM output, nothing to a sum). ``shape``: its per-sample input, to check the buffers on."""
+    if not isinstance(module, PackedConvNd):
+        return effective_weight(module)
+    if module.is_int8:
+        raise ValueError(f"{_WHERE}: convolution '{qual}' is packed as int8 (per-patch input scales), which the C "
+                         "export does not implement; export the float model (or one packed in float32), or "
+                         "integer-only through mamext.quant.pack_integer of the float model")
+    if module.indices.dtype not in _C_INDEX:
+        raise ValueError(f"{_WHERE}: packed convolution '{qual}' has {module.indices.dtype} indices; expected "
+                         "uint8, int16 or int32")
+    try:
+        with torch.no_grad():  # forward itself, not __call__: the user's hooks do not run
+            module.forward(torch.zeros((1, *shape), dtype=module.values.dtype, device=module.values.device))
+        weight = module.to_dense_weight()
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        raise ValueError(f"{_WHERE}: packed convolution '{qual}' has inconsistent buffers: {e}") from None
+    return weight.detach().cpu()
+
+
 def conv_window(qual: str, module: nn.Module, shape) -> Window:
+    """The window of a convolution on per-sample ``shape``; a 1-d one on (C, L) is a height-1 2-d one on
+    (C, 1, L) (the same memory)."""
+    kernel, stride, dilation, padding = module.kernel_size, module.stride, module.dilation, module.padding
+    if len(kernel) == 1:
+        if len(shape) != 2:
+            raise ValueError(f"{_WHERE}: 1-d convolution '{qual}' needs per-sample activations of shape (C, L), "
+                             f"got {tuple(shape)} (input_shape wrong?)")
+        shape = (shape[0], 1, shape[1])
+        kernel, stride, dilation = (1, *kernel), (1, *stride), (1, *dilation)
+        padding = padding if isinstance(padding, str) else (0, *padding)
     if len(shape) == 3 and shape[0] != module.in_channels:
         raise ValueError(f"{_WHERE}: convolution '{qual}' expects {module.in_channels} input channels, but gets "
                          f"activations of shape {tuple(shape)} (input_shape wrong?)")
-    padding = explicit_padding(module.padding, module.kernel_size, module.dilation)
-    win = window(qual, shape, module.out_channels, module.kernel_size, module.stride, padding, module.dilation,
-                 module.groups)
-    check_c_size(module.weight.numel(), f"the weight of convolution '{qual}'")
+    win = window(qual, shape, module.out_channels, kernel, stride, explicit_padding(padding, kernel, dilation),
+                 dilation, module.groups)
+    check_c_size(module.out_channels * win.patch, f"the weight of convolution '{qual}'")
     return win
+
+
+def conv_out_shape(module: nn.Module, win: Window) -> Tuple[int, ...]:
+    """The per-sample output shape: (C, H, W), or (C, L) for a 1-d convolution."""
+    return (win.c_out, win.w_out) if len(module.kernel_size) == 1 else win.out_shape
 
 
 def pool_window(qual: str, module: nn.Module, shape) -> Window:
@@ -90,17 +134,19 @@ def pool_window(qual: str, module: nn.Module, shape) -> Window:
 
 
 def lower_conv(net: Network, prefix: str, qual: str, module: nn.Module, bn: Optional[BatchNormStep]) -> bool:
-    """A dense float convolution; returns whether it folded the batch norm ``bn`` that follows it."""
-    check_conv(qual, module)
+    """A float convolution (dense, pruned or packed; emitted dense or packed, whichever takes fewer bytes);
+    returns whether it folded the batch norm ``bn`` that follows it."""
     win = conv_window(qual, module, net.shape)
-    mam = isinstance(module, MAMConv2d)
-    weight, bias = effective_weight(module), module.bias
+    weight, bias = conv_weight(qual, module, net.shape), module.bias
+    check_conv(qual, module, weight)
+    mam = is_mam_conv(module)
     fold = bn is not None and not mam
+    out_shape = conv_out_shape(module, win)
     if fold:
-        check_batchnorm_channels(bn[1], bn[0], win.out_shape, _WHERE)
+        check_batchnorm_channels(bn[1], bn[0], out_shape, _WHERE)
         weight, bias = fold_batchnorm(weight, bias, *batchnorm_affine(bn[1], bn[0], _WHERE))
     src, dst = net.current, net.spare_buffer()
-    net.write(dst, win.out_shape, f"the output of convolution '{qual}'")
+    net.write(dst, out_shape, f"the output of convolution '{qual}'")
     net.arrays.append(win.struct(f"{prefix}_win"))
     bias_name = None
     if bias is not None:
@@ -115,9 +161,11 @@ def lower_conv(net: Network, prefix: str, qual: str, module: nn.Module, bn: Opti
         net.statements.append(f"    mamrt_{kind}_conv2d_f32({src}, {dst}, &{prefix}_win, {prefix}_w, "
                               f"{bias_name or '(const float *)0'}, mam_patch);")
     kept = int((rows != 0).sum())
-    net.layers.append((qual, f"{'packed' if packed else 'dense'} {'MAM' if mam else 'MAC'} conv {win.c_in}->"
-                             f"{win.c_out} k{win.k_h}x{win.k_w} s{win.s_h}x{win.s_w} -> {win.out_shape}, kept "
-                             f"{kept}/{rows.numel()}, float32" + (f", {bn[0]} folded" if fold else "")))
+    geometry = f"conv1d {win.c_in}->{win.c_out} k{win.k_w} s{win.s_w}" if len(out_shape) == 2 else \
+        f"conv {win.c_in}->{win.c_out} k{win.k_h}x{win.k_w} s{win.s_h}x{win.s_w}"
+    net.layers.append((qual, f"{'packed' if packed else 'dense'} {'MAM' if mam else 'MAC'} {geometry} -> "
+                             f"{out_shape}, kept {kept}/{rows.numel()}, float32"
+                             + (f", {bn[0]} folded" if fold else "")))
     return fold
 
 

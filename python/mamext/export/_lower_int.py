@@ -11,7 +11,7 @@ from ..quant import IntAvgPool2d, IntClamp, IntConv2d, IntegerNetwork, IntLinear
 from ._args import check_c_size
 from ._c_text import CArray
 from ._index_encoding import choose_encoding
-from ._lower import flatten_shape
+from ._lower import flatten_shape, unflatten_shape
 from ._lower_conv_int import lower_int_conv, lower_int_pool
 from ._network import Network
 
@@ -29,6 +29,8 @@ def lower_int(model: IntegerNetwork, shape: Tuple[int, ...], encodings: FrozenSe
             _lower_clamp(net, qual, layer)
         elif isinstance(layer, nn.Flatten):
             flatten_shape(net, qual, layer)
+        elif isinstance(layer, nn.Unflatten):
+            unflatten_shape(net, qual, layer)
         elif isinstance(layer, IntConv2d):
             lower_int_conv(net, f"L{index}", qual, layer, encodings)
         elif isinstance(layer, (IntMaxPool2d, IntAvgPool2d)):

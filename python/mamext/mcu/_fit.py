@@ -112,6 +112,22 @@ def _copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+def _layer_names(model: nn.Module, layers):
+    """``layers`` with every module given as its qualified name in ``model``, so that it names the layers of
+    each pruned copy; None stays None (strings and anything else go to prune_model as they are)."""
+    if layers is None or isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+        return layers
+    names = {id(module): name for name, module in model.named_modules()}
+    out = []
+    for layer in layers:
+        if isinstance(layer, nn.Module):
+            if id(layer) not in names:
+                raise ValueError(f"{_WHERE}: layers holds a {type(layer).__name__} that is not a module of model")
+            layer = names[id(layer)]
+        out.append(layer)
+    return out
+
+
 def _compactor(option):
     """:func:`mamext.compact.compact` when compaction is on (``None``: when installed), else None."""
     try:
@@ -145,8 +161,9 @@ def _network(candidate: nn.Module, options: dict) -> tuple:
 def _try(model, fraction, batches, shape, work: Path, options: dict) -> tuple:
     """Prune a copy to ``fraction``, build its firmware (sizes only) and measure its accuracy."""
     candidate = _copy(model)
-    prune_model(candidate, fraction, score=options["score"], data=batches, loss_fn=options["loss_fn"])
-    counts = remaining(candidate)
+    prune_model(candidate, fraction, score=options["score"], layers=options["layers"], data=batches,
+                loss_fn=options["loss_fn"])
+    counts = remaining(candidate, layers=options["layers"])
     network, removed = _network(candidate, options)
     firmware = build_firmware(network, work / f"kept_{fraction:g}", shape, target=options["target"],
                               dtype=options["dtype"], calibration=None, name="mamnet", measure=False)
@@ -172,7 +189,7 @@ def _nothing_fits(table: List[FitRow], options: dict) -> ValueError:
 def fit(model: nn.Module, data, *, flash_bytes: int, ram_bytes: int, target: str = "cortex-m4",
         score: str = "magnitude", fractions: Sequence[float] = DEFAULT_FRACTIONS,
         dtype: torch.dtype = torch.int8, calibration=None, compact: Optional[bool] = None,
-        input_shape: Optional[Sequence[int]] = None, loss_fn=None) -> FitResult:
+        input_shape: Optional[Sequence[int]] = None, loss_fn=None, layers=None) -> FitResult:
     """The most accurate pruned (compacted) packed ``model`` whose firmware fits ``flash_bytes`` and ``ram_bytes``.
 
     For each fraction of connections to keep, a copy of ``model`` is pruned
@@ -187,6 +204,9 @@ def fit(model: nn.Module, data, *, flash_bytes: int, ram_bytes: int, target: str
 
     Args:
         input_shape: one sample's shape; default: the first batch's inputs without the batch dimension.
+        layers: the layers to prune, as :func:`mamext.prune.prune_model`'s
+            ``layers``: None (default) prunes every linear layer the score
+            applies to (a CNN's classifier), convolutions only when named.
         dtype, calibration: as in :func:`mamext.mcu.build` (with ``calibration``
             each pruned copy is calibrated with ``mamext.quant.pack_integer``).
         compact: remove what cannot influence the output
@@ -205,7 +225,8 @@ def fit(model: nn.Module, data, *, flash_bytes: int, ram_bytes: int, target: str
         raise TypeError(f"{_WHERE}: model must be an nn.Module, got {type(model).__name__}")
     options = dict(flash_bytes=_check_budget(flash_bytes, "flash_bytes"),
                    ram_bytes=_check_budget(ram_bytes, "ram_bytes"), target=get_target(target).name,
-                   score=score, dtype=dtype, calibration=calibration, loss_fn=loss_fn, compact=_compactor(compact))
+                   score=score, dtype=dtype, calibration=calibration, loss_fn=loss_fn, compact=_compactor(compact),
+                   layers=_layer_names(model, layers))
     if calibration is not None and dtype != torch.int8:
         raise ValueError(f"{_WHERE}: calibration= applies to dtype=torch.int8 only, got dtype={dtype}")
     if isinstance(score, str):

@@ -16,7 +16,7 @@ class IntegerNetwork(nn.Module):
     """A network whose whole inference is integer (see :mod:`mamext.quant`).
 
     ``layers`` runs on int8 codes (:class:`IntLinear`, :class:`IntClamp`,
-    ``nn.Flatten``, and for CNNs :class:`IntConv2d`, :class:`IntMaxPool2d`,
+    ``nn.Flatten``, and for CNNs ``nn.Unflatten``, :class:`IntConv2d`, :class:`IntMaxPool2d`,
     :class:`IntAvgPool2d`). The float interface quantises the input with the static
     ``input_scale``/``input_zero_point`` and dequantises the int8 output with
     ``output_scale``/``output_zero_point``:
@@ -30,9 +30,10 @@ class IntegerNetwork(nn.Module):
                  output_scale: float, output_zero_point: int):
         super().__init__()
         for layer in layers:
-            if not isinstance(layer, (IntLinear, IntClamp, nn.Flatten, IntConv2d, IntMaxPool2d, IntAvgPool2d)):
+            if not isinstance(layer, (IntLinear, IntClamp, nn.Flatten, nn.Unflatten, IntConv2d, IntMaxPool2d,
+                                      IntAvgPool2d)):
                 raise TypeError(f"IntegerNetwork: unsupported layer {type(layer).__name__}; expected IntLinear, "
-                                "IntConv2d, IntMaxPool2d, IntAvgPool2d, IntClamp or nn.Flatten")
+                                "IntConv2d, IntMaxPool2d, IntAvgPool2d, IntClamp, nn.Flatten or nn.Unflatten")
         self.layers = nn.Sequential(*layers)
         self.input_scale, self.input_zero_point = float(input_scale), int(input_zero_point)
         self.output_scale, self.output_zero_point = float(output_scale), int(output_zero_point)

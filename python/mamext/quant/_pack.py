@@ -7,9 +7,10 @@ from typing import Iterable, List, Tuple
 import torch
 from torch import nn
 
-from ..nn.conv import MAMConv2d
+from ..nn.conv import MAMConv1d, MAMConv2d
 from ..nn.modules import MAMLinear
 from ..sparse import PackedLayer, effective_weight
+from ..sparse_conv import PackedConvNd
 from ._batchnorm import batchnorm_affine, fold_batchnorm
 from ._conv import IntAvgPool2d, IntConv2d, IntMaxPool2d, explicit_padding
 from ._layers import IntClamp, IntLinear
@@ -18,18 +19,21 @@ from ._observer import MinMaxObserver
 
 _WHERE = "mamext.quant.pack_integer"
 _SUPPORTED = "nn.Sequential, MAMLinear, nn.Linear, PackedMAMLinear, PackedLinear, MAMConv2d, nn.Conv2d, " \
-             "nn.MaxPool2d, nn.AvgPool2d, nn.BatchNorm1d/2d (after a layer), nn.ReLU, nn.Flatten, nn.Identity, " \
-             "nn.Dropout"
+             "MAMConv1d, nn.Conv1d (and their float-packed versions), nn.MaxPool2d, nn.AvgPool2d, " \
+             "nn.BatchNorm1d/2d (after a layer), nn.ReLU, nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout"
 
 
 def _kind(module: nn.Module, name: str) -> str:
-    bases = ((nn.Identity, "noop"), (nn.Dropout, "noop"), (nn.Flatten, "flatten"), (nn.ReLU, "relu"),
-             (MAMLinear, "linear"), (PackedLayer, "linear"), (nn.Linear, "linear"), (MAMConv2d, "conv"),
-             (nn.Conv2d, "conv"), (nn.MaxPool2d, "maxpool"), (nn.AvgPool2d, "avgpool"),
+    bases = ((PackedConvNd, "conv"), (nn.Identity, "noop"), (nn.Dropout, "noop"), (nn.Flatten, "flatten"),
+             (nn.Unflatten, "unflatten"), (nn.ReLU, "relu"), (MAMLinear, "linear"), (PackedLayer, "linear"),
+             (nn.Linear, "linear"), (MAMConv2d, "conv"), (MAMConv1d, "conv"), (nn.Conv2d, "conv"),
+             (nn.Conv1d, "conv"), (nn.MaxPool2d, "maxpool"), (nn.AvgPool2d, "avgpool"),
              (nn.BatchNorm1d, "batchnorm"), (nn.BatchNorm2d, "batchnorm"))
     for base, kind in bases:
-        if isinstance(module, base) and type(module).forward is base.forward:
-            return kind
+        if isinstance(module, base):
+            if type(module).forward is base.forward:
+                return kind
+            break
     raise ValueError(f"{_WHERE}: unsupported module '{name}' ({type(module).__name__}); supported: {_SUPPORTED}")
 
 
@@ -45,23 +49,30 @@ def _steps(module: nn.Module, prefix: str = "") -> List[Tuple[str, nn.Module, st
 
 
 def _float_weight(name: str, module: nn.Module) -> torch.Tensor:
+    """The float weight a layer computes with; a packed layer's kept connections with the pruned ones as zeros
+    (exact: both are a zero product, a zero candidate of a MAM output)."""
+    if getattr(module, "padding_mode", "zeros") != "zeros":
+        raise ValueError(f"{_WHERE}: convolution '{name}' has padding_mode={module.padding_mode!r}; only "
+                         "'zeros' is supported")
     if isinstance(module, PackedLayer):
         if module.is_int8:
             raise ValueError(f"{_WHERE}: layer '{name}' is packed as int8 with per-sample input scales; "
                              "pack_integer needs the float model (or a float-packed one)")
         weight = module.to_dense_weight()
     else:
-        if isinstance(module, (MAMLinear, MAMConv2d)) and bool(module.beta.item() != 0):
+        if isinstance(module, (MAMLinear, MAMConv2d, MAMConv1d)) and bool(module.beta.item() != 0):
             raise ValueError(f"{_WHERE}: {type(module).__name__} '{name}' still blends in the MAC layer (beta="
                              f"{float(module.beta):g}); finish the transition (beta=0) first")
-        if getattr(module, "padding_mode", "zeros") != "zeros":
-            raise ValueError(f"{_WHERE}: convolution '{name}' has padding_mode={module.padding_mode!r}; only "
-                             "'zeros' is supported")
         weight = effective_weight(module)
     for what, t in (("weight", weight), ("bias", module.bias)):
         if t is not None and not bool(torch.isfinite(t.detach()).all()):
             raise ValueError(f"{_WHERE}: layer '{name}' has non-finite {what} entries")
     return weight.detach().cpu()
+
+
+def _is_mam(module: nn.Module) -> bool:
+    """Whether a linear layer or convolution (dense, pruned or packed) computes MAM outputs."""
+    return module.mam if isinstance(module, PackedLayer) else isinstance(module, (MAMLinear, MAMConv2d, MAMConv1d))
 
 
 def _group(steps):
@@ -129,11 +140,14 @@ def pack_integer(model: nn.Module, calibration) -> IntegerNetwork:
     Args:
         model: an ``nn.Sequential`` (nested allowed) or single layer of
             ``MAMLinear``/``nn.Linear`` (dense, pruned with masks or zeros,
-            or float-packed), ``MAMConv2d``/``nn.Conv2d`` (dense or pruned,
-            zero padding), ``nn.MaxPool2d``, ``nn.AvgPool2d``, a
-            ``nn.BatchNorm1d``/``BatchNorm2d`` right after a linear layer or
-            convolution (folded into it, running statistics), ``nn.ReLU``,
-            ``nn.Flatten``, ``nn.Identity``, ``nn.Dropout``. It is left
+            or float-packed), ``MAMConv2d``/``nn.Conv2d`` (dense, pruned or
+            float-packed as ``PackedMAMConv2d``/``PackedConv2d``; zero padding),
+            ``MAMConv1d``/``nn.Conv1d`` (likewise; a height-1 ``IntConv2d``
+            between an ``nn.Unflatten`` and an ``nn.Flatten``),
+            ``nn.MaxPool2d``, ``nn.AvgPool2d``, a ``nn.BatchNorm1d``/
+            ``BatchNorm2d`` right after a linear layer or convolution (folded
+            into it, running statistics), ``nn.ReLU``, ``nn.Flatten``,
+            ``nn.Unflatten``, ``nn.Identity``, ``nn.Dropout``. It is left
             unchanged (mode included).
         calibration: an iterable of float input batches, or of ``(input,
             target)`` pairs; the activation ranges are their min/max.
@@ -169,9 +183,23 @@ def _layer_parameters(name: str, module: nn.Module, bn):
 
 
 def _conv_geometry(module: nn.Module):
-    """stride, (top, left, bottom, right) padding, dilation and groups of a convolution."""
-    return dict(stride=module.stride, padding=explicit_padding(module.padding, module.kernel_size, module.dilation),
-                dilation=module.dilation, groups=module.groups)
+    """stride, (top, left, bottom, right) padding, dilation and groups of a convolution; a 1-d one's as a
+    height-1 2-d one's."""
+    kernel, stride, dilation, padding = module.kernel_size, module.stride, module.dilation, module.padding
+    if len(kernel) == 1:
+        kernel, stride, dilation = (1, *kernel), (1, *stride), (1, *dilation)
+        padding = padding if isinstance(padding, str) else (0, *padding)
+    return dict(stride=stride, padding=explicit_padding(padding, kernel, dilation), dilation=dilation,
+                groups=module.groups)
+
+
+def _int_conv(module: nn.Module, weight: torch.Tensor, bias, quantisation: dict) -> List[nn.Module]:
+    """The integer layers of a convolution: an :class:`IntConv2d`; for a 1-d one, a height-1 one between an
+    ``nn.Unflatten`` adding the height and an ``nn.Flatten`` removing it (shape changes only)."""
+    one_d = len(module.kernel_size) == 1
+    weight = weight.unsqueeze(2) if one_d else weight
+    conv = IntConv2d.from_float(weight, bias, mam=_is_mam(module), **_conv_geometry(module), **quantisation)
+    return [nn.Unflatten(1, (module.in_channels, 1)), conv, nn.Flatten(2, 3)] if one_d else [conv]
 
 
 def _pool(module: nn.Module, name: str, zero_point: int) -> nn.Module:
@@ -196,16 +224,16 @@ def _build(stages, weights, params) -> IntegerNetwork:
             quantisation = dict(input_scale=scale, input_zero_point=zero_point, output_scale=out_scale,
                                 output_zero_point=out_zero_point, relu=relu)
             if kind == "conv":
-                layers.append(IntConv2d.from_float(weight, bias, mam=isinstance(module, MAMConv2d),
-                                                   **_conv_geometry(module), **quantisation))
+                layers += _int_conv(module, weight, bias, quantisation)
             else:
-                layers.append(IntLinear.from_float(
-                    weight, bias, mam=bool(getattr(module, "mam", isinstance(module, MAMLinear))), **quantisation))
+                layers.append(IntLinear.from_float(weight, bias, mam=_is_mam(module), **quantisation))
             scale, zero_point = out_scale, out_zero_point
         elif kind == "relu":
             layers.append(IntClamp(zero_point))
         elif kind in ("maxpool", "avgpool"):
             layers.append(_pool(module, name, zero_point))
+        elif kind == "unflatten":
+            layers.append(nn.Unflatten(module.dim, module.unflattened_size))
         else:
             layers.append(nn.Flatten(module.start_dim, module.end_dim))
     return IntegerNetwork(layers, input_scale=input_scale, input_zero_point=input_zero_point,
