@@ -32,6 +32,28 @@ struct Isa {
 // The tables built into this program that the CPU can run, default first.
 std::vector<Isa> linked_isas();
 
+// The float (T = float) or double entry of a per-dtype pair of kernels.
+template <typename T, typename F32, typename F64>
+const auto& for_dtype(const F32& f32, const F64& f64) {
+  if constexpr (sizeof(T) == 4)
+    return f32;
+  else
+    return f64;
+}
+// An ISA's dense, packed float and convolution kernels for T.
+template <typename T>
+const cpu::DenseKernels<T>& dense_of(const Isa& isa) {
+  return for_dtype<T>(isa.dense->dense_f32, isa.dense->dense_f64);
+}
+template <typename T>
+const cpu::PackedFloatKernels<T>& packed_of(const Isa& isa) {
+  return for_dtype<T>(isa.packed->f32, isa.packed->f64);
+}
+template <typename T>
+const cpu::ConvKernels<T>& conv_of(const Isa& isa) {
+  return for_dtype<T>(isa.conv->f32, isa.conv->f64);
+}
+
 inline int64_t g_checks = 0, g_failures = 0;
 inline std::mt19937_64 g_rng;
 

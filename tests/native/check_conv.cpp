@@ -12,22 +12,6 @@
 namespace kcheck {
 namespace {
 
-template <typename T>
-const cpu::ConvKernels<T>& conv_of(const Isa& isa) {
-  if constexpr (sizeof(T) == 4)
-    return isa.conv->f32;
-  else
-    return isa.conv->f64;
-}
-
-template <typename T>
-const cpu::DenseKernels<T>& dense_of(const Isa& isa) {
-  if constexpr (sizeof(T) == 4)
-    return isa.dense->dense_f32;
-  else
-    return isa.dense->dense_f64;
-}
-
 // One convolution: input (N, C_in, H, W), weight (C_out, C_in / groups, kH, kW).
 struct ConvCase {
   const char* name;

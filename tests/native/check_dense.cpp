@@ -7,14 +7,6 @@
 namespace kcheck {
 namespace {
 
-template <typename T>
-const cpu::DenseKernels<T>& dense_of(const Isa& isa) {
-  if constexpr (sizeof(T) == 4)
-    return isa.dense->dense_f32;
-  else
-    return isa.dense->dense_f64;
-}
-
 // out[m, n] = max_k p + min_k p (+ bias[n]), p = x[m, k] * w[n, k], scanned in
 // k order: ties keep the earliest product (sign of zero included); the first
 // NaN product makes max, min and both indices that product's.

@@ -21,6 +21,7 @@
 
 #include "common/compute_type.h"
 #include "ops/autograd/inference_only.h"
+#include "ops/autograd/mam_node.h"
 
 namespace mamext {
 namespace {
@@ -46,15 +47,12 @@ struct ConvArgs {
 
 ForwardResult forward_below_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias,
                                      const ConvArgs& a) {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("mamext::mam_conv2d_forward", "").typed<ForwardSignature>();
-  at::AutoDispatchBelowADInplaceOrView guard;
-  return op.call(input, weight, bias, a.stride, a.padding, a.dilation, a.groups);
+  static const auto op = typed_op<ForwardSignature>("mamext::mam_conv2d_forward");
+  return call_below_autograd(op, input, weight, bias, a.stride, a.padding, a.dilation, a.groups);
 }
 
 const c10::TypedOperatorHandle<BackwardSignature>& backward_op() {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("mamext::mam_conv2d_backward", "").typed<BackwardSignature>();
+  static const auto op = typed_op<BackwardSignature>("mamext::mam_conv2d_backward");
   return op;
 }
 
@@ -78,25 +76,18 @@ class MamConv2dFunction : public torch::autograd::Function<MamConv2dFunction> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor& grad_out = grads[0];
-    variable_list result(7);
-    if (!grad_out.defined()) return result;
-    const bool need_input = ctx->needs_input_grad(0);
-    const bool need_weight = ctx->needs_input_grad(1);
-    const bool need_bias = ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2);
-    if (need_input || need_weight) {
+    auto input_and_weight = [&](std::array<bool, 2> mask) {
       const auto stride = ctx->saved_data["stride"].toIntVector();
       const auto padding = ctx->saved_data["padding"].toIntVector();
       const auto dilation = ctx->saved_data["dilation"].toIntVector();
-      auto [gx, gw] = backward_op().call(grad_out, saved[0], saved[1], saved[2], saved[3], stride, padding, dilation,
-                                         ctx->saved_data["groups"].toInt(), {need_input, need_weight});
-      if (need_input) result[0] = gx;
-      if (need_weight) result[1] = gw;
-    }
-    if (need_bias) {
+      return backward_op().call(grad_out, saved[0], saved[1], saved[2], saved[3], stride, padding, dilation,
+                                ctx->saved_data["groups"].toInt(), mask);
+    };
+    auto bias = [&] {
       const auto dtype = grad_out.scalar_type();
-      result[2] = grad_out.to(compute_type(dtype)).sum({0, 2, 3}).to(dtype);
-    }
-    return result;
+      return grad_out.to(compute_type(dtype)).sum({0, 2, 3}).to(dtype);
+    };
+    return mam_node_grads(ctx, grad_out, 7, input_and_weight, bias);
   }
 };
 
@@ -140,13 +131,10 @@ ForwardResult mam_conv2d_forward_autograd(const at::Tensor& input, const at::Ten
 }
 
 struct InferenceTag {
-  static at::Tensor call(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias,
-                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("mamext::mam_conv2d_inference", "")
-                               .typed<InferenceSignature>();
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return op.call(input, weight, bias, stride, padding, dilation, groups);
+  template <typename... Args>
+  static at::Tensor call(const Args&... args) {
+    static const auto op = typed_op<InferenceSignature>("mamext::mam_conv2d_inference");
+    return call_below_autograd(op, args...);
   }
   static const char* message() {
     return "mamext::mam_conv2d_inference is not differentiable: it tracks no indices; use mamext.mam_conv2d or "
@@ -163,13 +151,9 @@ at::Tensor mam_conv2d_inference_autograd(const at::Tensor& input, const at::Tens
 }
 
 struct BackwardTag {
-  static variable_list call(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
-                            const at::Tensor& argmax, const at::Tensor& argmin, at::IntArrayRef stride,
-                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                            std::array<bool, 2> mask) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [gx, gw] =
-        backward_op().call(grad_output, input, weight, argmax, argmin, stride, padding, dilation, groups, mask);
+  template <typename... Args>
+  static variable_list call(const Args&... args) {
+    auto [gx, gw] = call_below_autograd(backward_op(), args...);
     return {gx, gw};
   }
   static const char* message() {

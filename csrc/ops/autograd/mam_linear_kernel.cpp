@@ -22,6 +22,7 @@
 
 #include "common/compute_type.h"
 #include "ops/autograd/inference_only.h"
+#include "ops/autograd/mam_node.h"
 
 namespace mamext {
 namespace {
@@ -32,20 +33,16 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 ForwardResult forward_below_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("mamext::mam_linear_forward", "")
-                             .typed<ForwardResult(const at::Tensor&, const at::Tensor&, const OptTensor&)>();
-  at::AutoDispatchBelowADInplaceOrView guard;
-  return op.call(input, weight, bias);
+  static const auto op =
+      typed_op<ForwardResult(const at::Tensor&, const at::Tensor&, const OptTensor&)>("mamext::mam_linear_forward");
+  return call_below_autograd(op, input, weight, bias);
 }
 
 using BackwardSignature = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                              const at::Tensor&, const at::Tensor&, std::array<bool, 2>);
 
 const c10::TypedOperatorHandle<BackwardSignature>& backward_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("mamext::mam_linear_backward", "")
-                             .typed<BackwardSignature>();
+  static const auto op = typed_op<BackwardSignature>("mamext::mam_linear_backward");
   return op;
 }
 
@@ -65,25 +62,17 @@ class MamLinearFunction : public torch::autograd::Function<MamLinearFunction> {
     const at::Tensor& input = saved[0];
     const at::Tensor& weight = saved[1];
     const at::Tensor& grad_out = grads[0];
-    at::Tensor grad_input, grad_weight, grad_bias;
-    if (!grad_out.defined()) return {grad_input, grad_weight, grad_bias};
-    const bool need_input = ctx->needs_input_grad(0);
-    const bool need_weight = ctx->needs_input_grad(1);
-    const bool need_bias = ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2);
-    if (need_input || need_weight) {
-      auto [gx, gw] = backward_op().call(grad_out, input, weight, saved[2], saved[3], {need_input, need_weight});
-      if (need_input) grad_input = gx;
-      if (need_weight) grad_weight = gw;
-    }
-    if (need_bias) {
+    auto input_and_weight = [&](std::array<bool, 2> mask) {
+      return backward_op().call(grad_out, input, weight, saved[2], saved[3], mask);
+    };
+    auto bias = [&] {
       const auto dtype = grad_out.scalar_type();
       const c10::SymInt N = weight.sym_size(0);
       if (TORCH_GUARD_SIZE_OBLIVIOUS(N.sym_eq(0)))  // no neurons: reshape({-1, 0}) would be ambiguous
-        grad_bias = at::zeros({0}, grad_out.options());
-      else
-        grad_bias = grad_out.reshape_symint({-1, N}).to(compute_type(dtype)).sum(0).to(dtype);
-    }
-    return {grad_input, grad_weight, grad_bias};
+        return at::zeros({0}, grad_out.options());
+      return grad_out.reshape_symint({-1, N}).to(compute_type(dtype)).sum(0).to(dtype);
+    };
+    return mam_node_grads(ctx, grad_out, 3, input_and_weight, bias);
   }
 };
 
@@ -123,11 +112,9 @@ ForwardResult mam_linear_forward_autograd(const at::Tensor& input, const at::Ten
 
 struct InferenceTag {
   static at::Tensor call(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("mamext::mam_linear_inference", "")
-                               .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&)>();
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return op.call(input, weight, bias);
+    static const auto op =
+        typed_op<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&)>("mamext::mam_linear_inference");
+    return call_below_autograd(op, input, weight, bias);
   }
   static const char* message() {
     return "mamext::mam_linear_inference is not differentiable: it tracks no indices; use mamext.mam_linear or "
@@ -142,10 +129,9 @@ at::Tensor mam_linear_inference_autograd(const at::Tensor& input, const at::Tens
 }
 
 struct BackwardTag {
-  static variable_list call(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
-                            const at::Tensor& argmax, const at::Tensor& argmin, std::array<bool, 2> mask) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [gx, gw] = backward_op().call(grad_output, input, weight, argmax, argmin, mask);
+  template <typename... Args>
+  static variable_list call(const Args&... args) {
+    auto [gx, gw] = call_below_autograd(backward_op(), args...);
     return {gx, gw};
   }
   static const char* message() {
