@@ -39,6 +39,15 @@ using BackwardSignature = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, 
                                                              at::IntArrayRef, at::IntArrayRef, int64_t,
                                                              std::array<bool, 2>);
 
+constexpr char kForwardOp[] = "mamext::mam_conv2d_forward";
+constexpr char kInferenceOp[] = "mamext::mam_conv2d_inference";
+constexpr char kBackwardOp[] = "mamext::mam_conv2d_backward";
+constexpr char kInferenceMessage[] =
+    "mamext::mam_conv2d_inference is not differentiable: it tracks no indices; use mamext.mam_conv2d or "
+    "torch.ops.mamext.mam_conv2d_forward";
+constexpr char kBackwardMessage[] =
+    "mamext::mam_conv2d_backward is not differentiable: double backward through a MAM convolution is not supported";
+
 // Stride, padding, dilation and groups, as saved between forward and backward.
 struct ConvArgs {
   std::vector<int64_t> stride, padding, dilation;
@@ -47,13 +56,11 @@ struct ConvArgs {
 
 ForwardResult forward_below_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias,
                                      const ConvArgs& a) {
-  static const auto op = typed_op<ForwardSignature>("mamext::mam_conv2d_forward");
-  return call_below_autograd(op, input, weight, bias, a.stride, a.padding, a.dilation, a.groups);
+  return call_below_autograd(op_handle<ForwardSignature, kForwardOp>(), input, weight, bias, a.stride, a.padding, a.dilation, a.groups);
 }
 
 const c10::TypedOperatorHandle<BackwardSignature>& backward_op() {
-  static const auto op = typed_op<BackwardSignature>("mamext::mam_conv2d_backward");
-  return op;
+  return op_handle<BackwardSignature, kBackwardOp>();
 }
 
 class MamConv2dFunction : public torch::autograd::Function<MamConv2dFunction> {
@@ -130,17 +137,7 @@ ForwardResult mam_conv2d_forward_autograd(const at::Tensor& input, const at::Ten
   return {outs[0], outs[1], outs[2]};
 }
 
-struct InferenceTag {
-  template <typename... Args>
-  static at::Tensor call(const Args&... args) {
-    static const auto op = typed_op<InferenceSignature>("mamext::mam_conv2d_inference");
-    return call_below_autograd(op, args...);
-  }
-  static const char* message() {
-    return "mamext::mam_conv2d_inference is not differentiable: it tracks no indices; use mamext.mam_conv2d or "
-           "torch.ops.mamext.mam_conv2d_forward";
-  }
-};
+using InferenceTag = RedispatchTag<InferenceSignature, kInferenceOp, kInferenceMessage>;
 
 at::Tensor mam_conv2d_inference_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias,
                                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
@@ -150,26 +147,15 @@ at::Tensor mam_conv2d_inference_autograd(const at::Tensor& input, const at::Tens
   return inference_only_autograd<InferenceTag>(input, weight, bias, stride, padding, dilation, groups);
 }
 
-struct BackwardTag {
-  template <typename... Args>
-  static variable_list call(const Args&... args) {
-    auto [gx, gw] = call_below_autograd(backward_op(), args...);
-    return {gx, gw};
-  }
-  static const char* message() {
-    return "mamext::mam_conv2d_backward is not differentiable: double backward through a MAM convolution is not "
-           "supported";
-  }
-};
+using BackwardTag = RedispatchTag<BackwardSignature, kBackwardOp, kBackwardMessage>;
 
 std::tuple<at::Tensor, at::Tensor> mam_conv2d_backward_autograd(const at::Tensor& grad_output, const at::Tensor& input,
                                                                 const at::Tensor& weight, const at::Tensor& argmax,
                                                                 const at::Tensor& argmin, at::IntArrayRef stride,
                                                                 at::IntArrayRef padding, at::IntArrayRef dilation,
                                                                 int64_t groups, std::array<bool, 2> mask) {
-  variable_list grads = inference_only_autograd<BackwardTag>(grad_output, input, weight, argmax, argmin, stride,
-                                                             padding, dilation, groups, mask);
-  return {grads[0], grads[1]};
+  return non_differentiable_backward<BackwardTag>(grad_output, input, weight, argmax, argmin, stride, padding,
+                                                  dilation, groups, mask);
 }
 
 }  // namespace

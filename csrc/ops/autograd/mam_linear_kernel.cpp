@@ -32,18 +32,26 @@ using ForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-ForwardResult forward_below_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
-  static const auto op =
-      typed_op<ForwardResult(const at::Tensor&, const at::Tensor&, const OptTensor&)>("mamext::mam_linear_forward");
-  return call_below_autograd(op, input, weight, bias);
-}
-
+using ForwardSignature = ForwardResult(const at::Tensor&, const at::Tensor&, const OptTensor&);
+using InferenceSignature = at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&);
 using BackwardSignature = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                              const at::Tensor&, const at::Tensor&, std::array<bool, 2>);
 
+constexpr char kForwardOp[] = "mamext::mam_linear_forward";
+constexpr char kInferenceOp[] = "mamext::mam_linear_inference";
+constexpr char kBackwardOp[] = "mamext::mam_linear_backward";
+constexpr char kInferenceMessage[] =
+    "mamext::mam_linear_inference is not differentiable: it tracks no indices; use mamext.mam_linear or "
+    "torch.ops.mamext.mam_linear_forward";
+constexpr char kBackwardMessage[] =
+    "mamext::mam_linear_backward is not differentiable: double backward through a MAM layer is not supported";
+
+ForwardResult forward_below_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
+  return call_below_autograd(op_handle<ForwardSignature, kForwardOp>(), input, weight, bias);
+}
+
 const c10::TypedOperatorHandle<BackwardSignature>& backward_op() {
-  static const auto op = typed_op<BackwardSignature>("mamext::mam_linear_backward");
-  return op;
+  return op_handle<BackwardSignature, kBackwardOp>();
 }
 
 class MamLinearFunction : public torch::autograd::Function<MamLinearFunction> {
@@ -110,17 +118,7 @@ ForwardResult mam_linear_forward_autograd(const at::Tensor& input, const at::Ten
   return {outs[0], outs[1], outs[2]};
 }
 
-struct InferenceTag {
-  static at::Tensor call(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
-    static const auto op =
-        typed_op<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&)>("mamext::mam_linear_inference");
-    return call_below_autograd(op, input, weight, bias);
-  }
-  static const char* message() {
-    return "mamext::mam_linear_inference is not differentiable: it tracks no indices; use mamext.mam_linear or "
-           "torch.ops.mamext.mam_linear_forward";
-  }
-};
+using InferenceTag = RedispatchTag<InferenceSignature, kInferenceOp, kInferenceMessage>;
 
 at::Tensor mam_linear_inference_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
   if (has_tangent(input) || has_tangent(weight) || has_tangent(bias))
@@ -128,23 +126,12 @@ at::Tensor mam_linear_inference_autograd(const at::Tensor& input, const at::Tens
   return inference_only_autograd<InferenceTag>(input, weight, bias);
 }
 
-struct BackwardTag {
-  template <typename... Args>
-  static variable_list call(const Args&... args) {
-    auto [gx, gw] = call_below_autograd(backward_op(), args...);
-    return {gx, gw};
-  }
-  static const char* message() {
-    return "mamext::mam_linear_backward is not differentiable: double backward through a MAM layer is not "
-           "supported";
-  }
-};
+using BackwardTag = RedispatchTag<BackwardSignature, kBackwardOp, kBackwardMessage>;
 
 std::tuple<at::Tensor, at::Tensor> mam_linear_backward_autograd(const at::Tensor& grad_output, const at::Tensor& input,
                                                                 const at::Tensor& weight, const at::Tensor& argmax,
                                                                 const at::Tensor& argmin, std::array<bool, 2> mask) {
-  variable_list grads = inference_only_autograd<BackwardTag>(grad_output, input, weight, argmax, argmin, mask);
-  return {grads[0], grads[1]};
+  return non_differentiable_backward<BackwardTag>(grad_output, input, weight, argmax, argmin, mask);
 }
 
 }  // namespace

@@ -10,13 +10,17 @@
 
 #include <array>
 #include <cstddef>
+#include <tuple>
+
+#include "ops/autograd/inference_only.h"
 
 namespace mamext {
 
-// The typed handle of operator `name` (callers keep it in a static).
-template <typename Signature>
-c10::TypedOperatorHandle<Signature> typed_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+// The typed handle of operator Name, looked up on first use.
+template <typename Signature, const char* Name>
+const c10::TypedOperatorHandle<Signature>& op_handle() {
+  static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(Name, "").typed<Signature>();
+  return op;
 }
 
 // op(args...) dispatched below the autograd keys.
@@ -24,6 +28,30 @@ template <typename Signature, typename... Args>
 auto call_below_autograd(const c10::TypedOperatorHandle<Signature>& op, const Args&... args) {
   at::AutoDispatchBelowADInplaceOrView guard;
   return op.call(args...);
+}
+
+// A Tag of inference_only_autograd (inference_only.h) for operator Name, not
+// differentiable itself: call redispatches to it below autograd, message()
+// is Message.
+inline at::Tensor as_function_output(at::Tensor t) { return t; }
+inline torch::autograd::variable_list as_function_output(std::tuple<at::Tensor, at::Tensor> t) {
+  return {std::get<0>(t), std::get<1>(t)};
+}
+template <typename Signature, const char* Name, const char* Message>
+struct RedispatchTag {
+  template <typename... Args>
+  static auto call(const Args&... args) {
+    return as_function_output(call_below_autograd(op_handle<Signature, Name>(), args...));
+  }
+  static const char* message() { return Message; }
+};
+
+// The autograd kernel of a backward operator (grad_input, grad_weight), which
+// is not differentiable: Tag as above.
+template <typename Tag, typename... Args>
+std::tuple<at::Tensor, at::Tensor> non_differentiable_backward(const Args&... args) {
+  torch::autograd::variable_list grads = inference_only_autograd<Tag>(args...);
+  return {grads[0], grads[1]};
 }
 
 // The gradients of a node with `inputs` inputs (undefined where not needed):
