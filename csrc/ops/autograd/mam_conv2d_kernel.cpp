@@ -56,7 +56,8 @@ struct ConvArgs {
 
 ForwardResult forward_below_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias,
                                      const ConvArgs& a) {
-  return call_below_autograd(op_handle<ForwardSignature, kForwardOp>(), input, weight, bias, a.stride, a.padding, a.dilation, a.groups);
+  return call_below_autograd(op_handle<ForwardSignature, kForwardOp>(), input, weight, bias, a.stride, a.padding,
+                             a.dilation, a.groups);
 }
 
 const c10::TypedOperatorHandle<BackwardSignature>& backward_op() {
@@ -69,15 +70,11 @@ class MamConv2dFunction : public torch::autograd::Function<MamConv2dFunction> {
                                const OptTensor& bias, at::IntArrayRef stride, at::IntArrayRef padding,
                                at::IntArrayRef dilation, int64_t groups) {
     const ConvArgs a{stride.vec(), padding.vec(), dilation.vec(), groups};
-    auto [out, argmax, argmin] = forward_below_autograd(input, weight, bias, a);
-    ctx->save_for_backward({input, weight, argmax, argmin});
-    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
     ctx->saved_data["stride"] = a.stride;
     ctx->saved_data["padding"] = a.padding;
     ctx->saved_data["dilation"] = a.dilation;
     ctx->saved_data["groups"] = groups;
-    ctx->mark_non_differentiable({argmax, argmin});
-    return {out, argmax, argmin};
+    return record_forward(ctx, input, weight, bias, forward_below_autograd(input, weight, bias, a));
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -128,13 +125,12 @@ at::Tensor forward_from_indices(const at::Tensor& input, const at::Tensor& weigh
 ForwardResult mam_conv2d_forward_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias,
                                           at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                           int64_t groups) {
-  if (has_tangent(input) || has_tangent(weight) || has_tangent(bias) || in_functorch_transform()) {
+  if (needs_differentiable_forward(input, weight, bias)) {
     const ConvArgs a{stride.vec(), padding.vec(), dilation.vec(), groups};
     auto [out, argmax, argmin] = forward_below_autograd(input, weight, bias, a);
     return {forward_from_indices(input, weight, bias, a, argmax, argmin), argmax, argmin};
   }
-  variable_list outs = MamConv2dFunction::apply(input, weight, bias, stride, padding, dilation, groups);
-  return {outs[0], outs[1], outs[2]};
+  return forward_outputs(MamConv2dFunction::apply(input, weight, bias, stride, padding, dilation, groups));
 }
 
 using InferenceTag = RedispatchTag<InferenceSignature, kInferenceOp, kInferenceMessage>;

@@ -58,11 +58,7 @@ class MamLinearFunction : public torch::autograd::Function<MamLinearFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
                                const OptTensor& bias) {
-    auto [out, argmax, argmin] = forward_below_autograd(input, weight, bias);
-    ctx->save_for_backward({input, weight, argmax, argmin});
-    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
-    ctx->mark_non_differentiable({argmax, argmin});
-    return {out, argmax, argmin};
+    return record_forward(ctx, input, weight, bias, forward_below_autograd(input, weight, bias));
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -105,17 +101,12 @@ at::Tensor forward_from_indices(const at::Tensor& input, const at::Tensor& weigh
   return out.to(input.scalar_type()).reshape(sizes);
 }
 
-bool needs_differentiable_forward(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
-  return has_tangent(input) || has_tangent(weight) || has_tangent(bias) || in_functorch_transform();
-}
-
 ForwardResult mam_linear_forward_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
   if (needs_differentiable_forward(input, weight, bias)) {
     auto [out, argmax, argmin] = forward_below_autograd(input, weight, bias);
     return {forward_from_indices(input, weight, bias, argmax, argmin), argmax, argmin};
   }
-  variable_list outs = MamLinearFunction::apply(input, weight, bias);
-  return {outs[0], outs[1], outs[2]};
+  return forward_outputs(MamLinearFunction::apply(input, weight, bias));
 }
 
 using InferenceTag = RedispatchTag<InferenceSignature, kInferenceOp, kInferenceMessage>;

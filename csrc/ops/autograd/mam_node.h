@@ -10,6 +10,7 @@
 
 #include <array>
 #include <cstddef>
+#include <optional>
 #include <tuple>
 
 #include "ops/autograd/inference_only.h"
@@ -52,6 +53,33 @@ template <typename Tag, typename... Args>
 std::tuple<at::Tensor, at::Tensor> non_differentiable_backward(const Args&... args) {
   torch::autograd::variable_list grads = inference_only_autograd<Tag>(args...);
   return {grads[0], grads[1]};
+}
+
+// Records a training forward's result (out, argmax, argmin) on the node:
+// saves input, weight and the indices for the backward, and whether there is
+// a bias; the indices are not differentiable. Returns the node's outputs.
+inline torch::autograd::variable_list record_forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input,
+                                                     const at::Tensor& weight,
+                                                     const std::optional<at::Tensor>& bias,
+                                                     const std::tuple<at::Tensor, at::Tensor, at::Tensor>& result) {
+  const auto& [out, argmax, argmin] = result;
+  ctx->save_for_backward({input, weight, argmax, argmin});
+  ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+  ctx->mark_non_differentiable({argmax, argmin});
+  return {out, argmax, argmin};
+}
+
+// The three outputs of a training forward node as the operator's result.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_outputs(const torch::autograd::variable_list& outs) {
+  return {outs[0], outs[1], outs[2]};
+}
+
+// The forward must be written with differentiable ATen ops: forward-mode AD
+// (a tangent on an operand) or a torch.func transform (which refuses C++
+// autograd nodes).
+inline bool needs_differentiable_forward(const at::Tensor& input, const at::Tensor& weight,
+                                         const std::optional<at::Tensor>& bias) {
+  return has_tangent(input) || has_tangent(weight) || has_tangent(bias) || in_functorch_transform();
 }
 
 // The gradients of a node with `inputs` inputs (undefined where not needed):
