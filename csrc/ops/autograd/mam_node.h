@@ -1,7 +1,8 @@
 // Pieces shared by the autograd kernels of the MAM operators
 // (autograd/mam_linear_kernel.cpp, autograd/mam_conv2d_kernel.cpp): calls to
-// the operators below the autograd keys, and the backward of the recorded
-// node, whose first three inputs are input, weight and an optional bias
+// the operators below the autograd keys, the Tags of their non-differentiable
+// operators, and the recording and backward of the training forward's node,
+// whose first three inputs are input, weight and an optional bias
 // (saved_data["has_bias"]).
 #pragma once
 
