@@ -125,6 +125,14 @@ def assert_indices(got, want):
     assert torch.equal(got, want), f"indices differ at {(got != want).nonzero()[:5].tolist()}"
 
 
+def assert_same_forward(got, want):
+    """A training forward's (out, argmax, argmin) against the reference's: the output as
+    :func:`assert_same`, both index maps equal."""
+    assert_same(got[0], want[0])
+    assert_indices(got[1], want[1])
+    assert_indices(got[2], want[2])
+
+
 # ------------------------------------------------------ dense forward check ---
 
 class DenseOps:

@@ -11,7 +11,7 @@ import torch
 import mamext
 from mamext.nn import conv as conv_module
 from mamext.reference import mam_conv2d_reference
-from op_testing import assert_bitwise, assert_indices, assert_same, sample
+from op_testing import assert_bitwise, assert_indices, assert_same, assert_same_forward, sample
 
 FORWARD = torch.ops.mamext.mam_conv2d_forward
 INFERENCE = torch.ops.mamext.mam_conv2d_inference
@@ -64,6 +64,14 @@ def _reference(x, weight, bias, args):
     return mam_conv2d_reference(x, weight, bias, stride, padding, dilation, groups, return_indices=True)
 
 
+def _check_forward(x, weight, bias, args):
+    """The forward kernel against the reference: output and both index maps; returns the
+    kernel's (out, argmax, argmin)."""
+    got = FORWARD(x, weight, bias, *args)
+    assert_same_forward(got, _reference(x, weight, bias, args))
+    return got
+
+
 def _patch_route(x, weight, bias, args):
     """The patch rows through mam_linear (the route CUDA takes)."""
     stride, padding, dilation, groups = (tuple(a) if isinstance(a, list) else a for a in args)
@@ -112,13 +120,10 @@ def test_one_image_split_across_threads(isa, c_out):
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        out, amax, amin = FORWARD(x, weight, bias, *args)
+        got = FORWARD(x, weight, bias, *args)
     finally:
         torch.set_num_threads(previous)
-    (ref, rmax, rmin), _ = _cached_reference(("one image", c_out), x, weight, bias, args)
-    assert_same(out, ref)
-    assert_indices(amax, rmax)
-    assert_indices(amin, rmin)
+    assert_same_forward(got, _cached_reference(("one image", c_out), x, weight, bias, args)[0])
 
 
 def test_adversarial_patterns(isa):
@@ -126,21 +131,12 @@ def test_adversarial_patterns(isa):
     x = -torch.rand(2, 3, 6, 5) - 0.5
     for weight in (torch.rand(2, 3, 3, 3) + 0.5, torch.rand(32, 3, 3, 3) + 0.5):
         for sign in (1.0, -1.0):
-            args = [[1, 1], [1, 1], [1, 1], 1]
-            out, amax, amin = FORWARD(sign * x, weight, None, *args)
-            ref, rmax, rmin = _reference(sign * x, weight, None, args)
-            assert_same(out, ref)
-            assert_indices(amax, rmax)
-            assert_indices(amin, rmin)
+            _check_forward(sign * x, weight, None, [[1, 1], [1, 1], [1, 1], 1])
     # ties everywhere (+0 against -0 too): the lowest patch position, and its sign
     for weight in (torch.ones(2, 2, 2, 2), -torch.zeros(32, 2, 2, 2)):
         x = torch.zeros(1, 2, 4, 4)
         x[..., ::2] = -0.0
-        out, amax, amin = FORWARD(x, weight, None, [1, 1], [1, 1], [1, 1], 1)
-        ref, rmax, rmin = _reference(x, weight, None, [[1, 1], [1, 1], [1, 1], 1])
-        assert_same(out, ref)
-        assert_indices(amax, rmax)
-        assert_indices(amin, rmin)
+        _check_forward(x, weight, None, [[1, 1], [1, 1], [1, 1], 1])
 
 
 @pytest.mark.parametrize("c_out", [2, 32, 56])
@@ -150,12 +146,7 @@ def test_nan_and_inf(isa, c_out):
     x[0, 1, 2, 3] = float("nan")
     x[1, 0, 0, 0] = float("inf")  # inf * a padded 0: no product, the padding is a plain zero
     weight[1, 2, 1, 1] = 0.0      # inf * 0 = NaN inside the image
-    args = [[1, 1], [1, 1], [1, 1], 1]
-    out, amax, amin = FORWARD(x, weight, None, *args)
-    ref, rmax, rmin = _reference(x, weight, None, args)
-    assert_same(out, ref)
-    assert_indices(amax, rmax)
-    assert_indices(amin, rmin)
+    _check_forward(x, weight, None, [[1, 1], [1, 1], [1, 1], 1])
     x = torch.randn(2, 3, 5, 6)  # a NaN outside every patch (stride 2 skips it) changes nothing
     x[0, 0, 1, 1] = float("nan")
     args = [[2, 2], [0, 0], [1, 1], 1]
@@ -169,12 +160,7 @@ def test_large_patch(isa):
     weight = torch.rand(32, 3700, 3, 3, generator=g) * 0.1
     weight[0, 3699, 2, 2] = 5.0
     weight[1, 2000, 0, 1] = -5.0
-    args = [[1, 1], [1, 1], [1, 1], 1]
-    out, amax, amin = FORWARD(x, weight, None, *args)
-    ref, rmax, rmin = _reference(x, weight, None, args)
-    assert_same(out, ref)
-    assert_indices(amax, rmax)
-    assert_indices(amin, rmin)
+    _, amax, amin = _check_forward(x, weight, None, [[1, 1], [1, 1], [1, 1], 1])
     assert amax[0, 0, 1, 1] == 33_299 and amin[0, 1, 1, 1] == 2000 * 9 + 1
 
 

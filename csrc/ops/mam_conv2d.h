@@ -8,7 +8,7 @@
 #include <limits>
 #include <vector>
 
-#include "common/arg_checks.h"
+#include "common/operand_checks.h"
 #include "ops/cpu/simd/mam_conv2d_simd.h"
 
 namespace mamext {
@@ -32,23 +32,11 @@ inline void check_conv_pairs(const char* op, at::IntArrayRef stride, at::IntArra
 
 inline void check_conv_tensors(const char* op, const at::Tensor& input, const at::Tensor& weight,
                                const std::optional<at::Tensor>& bias) {
-  TORCH_CHECK(is_floating_input(input.scalar_type()), op, ": input must be ", kFloatingInputs, ", got ",
-              input.scalar_type());
-  TORCH_CHECK(weight.scalar_type() == input.scalar_type(), op, ": weight dtype ", weight.scalar_type(),
-              " does not match input dtype ", input.scalar_type());
-  TORCH_CHECK(weight.device() == input.device(), op, ": weight is on ", weight.device(), " but input is on ",
-              input.device());
+  check_input_and_weight(op, input, weight);
   TORCH_CHECK(input.dim() == 4, op, ": input must have shape (N, C_in, H, W), got ", input.sizes());
   TORCH_CHECK(weight.dim() == 4, op, ": weight must have shape (C_out, C_in / groups, kH, kW), got ",
               weight.sizes());
-  if (bias.has_value() && bias->defined()) {
-    TORCH_CHECK(bias->scalar_type() == input.scalar_type(), op, ": bias dtype ", bias->scalar_type(),
-                " does not match input dtype ", input.scalar_type());
-    TORCH_CHECK(bias->device() == input.device(), op, ": bias is on ", bias->device(), " but input is on ",
-                input.device());
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), op, ": bias must have shape (",
-                weight.size(0), "), got ", bias->sizes());
-  }
+  check_bias(op, input, bias, weight.size(0));
 }
 
 // Validates the forward operands and returns the shape.
@@ -87,19 +75,7 @@ inline ConvShape check_conv_backward_args(const char* op, const at::Tensor& grad
                                           const at::Tensor& argmin, at::IntArrayRef stride, at::IntArrayRef padding,
                                           at::IntArrayRef dilation, int64_t groups) {
   const ConvShape s = check_conv_args(op, input, weight, std::nullopt, stride, padding, dilation, groups);
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(), op, ": grad_output dtype ",
-              grad_output.scalar_type(), " does not match input dtype ", input.scalar_type());
-  TORCH_CHECK(grad_output.device() == input.device() && argmax.device() == input.device() &&
-                  argmin.device() == input.device(),
-              op, ": all tensors must be on ", input.device());
-  const std::vector<int64_t> sizes = s.out_sizes();
-  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(sizes), op, ": grad_output shape ", grad_output.sizes(),
-              " does not match the output shape ", at::IntArrayRef(sizes));
-  TORCH_CHECK(argmax.scalar_type() == at::kInt && argmin.scalar_type() == at::kInt, op,
-              ": argmax/argmin must be int32, got ", argmax.scalar_type(), " and ", argmin.scalar_type());
-  TORCH_CHECK(argmax.sizes() == grad_output.sizes() && argmin.sizes() == grad_output.sizes(), op,
-              ": argmax/argmin shapes ", argmax.sizes(), ", ", argmin.sizes(), " must equal grad_output's ",
-              grad_output.sizes());
+  check_backward_operands(op, grad_output, input, argmax, argmin, s.out_sizes());
   return s;
 }
 

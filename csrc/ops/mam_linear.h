@@ -6,7 +6,7 @@
 #include <ATen/ATen.h>
 #include <c10/util/Optional.h>
 
-#include "common/arg_checks.h"
+#include "common/operand_checks.h"
 
 namespace mamext {
 
@@ -19,12 +19,7 @@ struct DenseShape {
 
 inline DenseShape check_dense_args(const char* op, const at::Tensor& input, const at::Tensor& weight,
                                    const std::optional<at::Tensor>& bias) {
-  TORCH_CHECK(is_floating_input(input.scalar_type()), op, ": input must be ", kFloatingInputs, ", got ",
-              input.scalar_type());
-  TORCH_CHECK(weight.scalar_type() == input.scalar_type(), op, ": weight dtype ", weight.scalar_type(),
-              " does not match input dtype ", input.scalar_type());
-  TORCH_CHECK(weight.device() == input.device(), op, ": weight is on ", weight.device(), " but input is on ",
-              input.device());
+  check_input_and_weight(op, input, weight);
   TORCH_CHECK(input.dim() >= 1, op, ": input must have at least 1 dimension, got a scalar");
   TORCH_CHECK(weight.dim() == 2, op, ": weight must be 2-D (out_features, in_features), got shape ",
               weight.sizes());
@@ -35,14 +30,7 @@ inline DenseShape check_dense_args(const char* op, const at::Tensor& input, cons
               ") must equal weight's in_features (", K, "); input shape ", input.sizes(), ", weight shape ",
               weight.sizes());
   TORCH_CHECK(K <= std::numeric_limits<int32_t>::max(), op, ": in_features ", K, " exceeds int32 indices");
-  if (bias.has_value() && bias->defined()) {
-    TORCH_CHECK(bias->scalar_type() == input.scalar_type(), op, ": bias dtype ", bias->scalar_type(),
-                " does not match input dtype ", input.scalar_type());
-    TORCH_CHECK(bias->device() == input.device(), op, ": bias is on ", bias->device(), " but input is on ",
-                input.device());
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == N, op, ": bias must have shape (", N, "), got ",
-                bias->sizes());
-  }
+  check_bias(op, input, bias, N);
   DenseShape s;
   s.N = N;
   s.K = K;
@@ -56,18 +44,7 @@ inline DenseShape check_dense_args(const char* op, const at::Tensor& input, cons
 inline DenseShape check_backward_args(const char* op, const at::Tensor& grad_output, const at::Tensor& input,
                                 const at::Tensor& weight, const at::Tensor& argmax, const at::Tensor& argmin) {
   auto s = check_dense_args(op, input, weight, std::nullopt);
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(), op, ": grad_output dtype ",
-              grad_output.scalar_type(), " does not match input dtype ", input.scalar_type());
-  TORCH_CHECK(grad_output.device() == input.device() && argmax.device() == input.device() &&
-                  argmin.device() == input.device(),
-              op, ": all tensors must be on ", input.device());
-  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(s.out_sizes), op, ": grad_output shape ",
-              grad_output.sizes(), " does not match the output shape ", at::IntArrayRef(s.out_sizes));
-  TORCH_CHECK(argmax.scalar_type() == at::kInt && argmin.scalar_type() == at::kInt, op,
-              ": argmax/argmin must be int32, got ", argmax.scalar_type(), " and ", argmin.scalar_type());
-  TORCH_CHECK(argmax.sizes() == grad_output.sizes() && argmin.sizes() == grad_output.sizes(), op,
-              ": argmax/argmin shapes ", argmax.sizes(), ", ", argmin.sizes(), " must equal grad_output's ",
-              grad_output.sizes());
+  check_backward_operands(op, grad_output, input, argmax, argmin, s.out_sizes);
   return s;
 }
 

@@ -32,6 +32,68 @@ struct Isa {
 // The tables built into this program that the CPU can run, default first.
 std::vector<Isa> linked_isas();
 
+// A reference forward's outputs and int32 argmax/argmin, n elements each.
+template <typename T>
+struct MamRef {
+  std::vector<T> out;
+  std::vector<int32_t> amax, amin;
+};
+template <typename T>
+MamRef<T> mam_ref_of_size(int64_t n) {
+  return {std::vector<T>(n), std::vector<int32_t>(n), std::vector<int32_t>(n)};
+}
+
+// Stores at element e of r max_k p + min_k p (+ *bias when bias is not null)
+// over the products p = product(k), k = 0 .. K - 1 in order: a later product
+// wins only when strictly greater (smaller), so ties, +0 against -0 included,
+// keep the lowest k; the first NaN product makes max, min and both indices
+// its own.
+template <typename T, typename Product>
+void reference_fold(MamRef<T>& r, int64_t e, int64_t K, const T* bias, Product product) {
+  T mx = product(0), mn = mx;
+  int64_t ia = 0, ib = 0;
+  for (int64_t k = 1; k < K && mx == mx; ++k) {
+    const T p = product(k);
+    if (p != p) {
+      mx = mn = p;
+      ia = ib = k;
+    } else if (p > mx) {
+      mx = p;
+      ia = k;
+    } else if (p < mn) {
+      mn = p;
+      ib = k;
+    }
+  }
+  T v = mx + mn;
+  if (bias) v = v + *bias;
+  r.out[e] = v;
+  r.amax[e] = static_cast<int32_t>(ia);
+  r.amin[e] = static_cast<int32_t>(ib);
+}
+
+// The float (T = float) or double entry of a per-dtype pair of kernels.
+template <typename T, typename F32, typename F64>
+const auto& for_dtype(const F32& f32, const F64& f64) {
+  if constexpr (sizeof(T) == 4)
+    return f32;
+  else
+    return f64;
+}
+// An ISA's dense, packed float and convolution kernels for T.
+template <typename T>
+const cpu::DenseKernels<T>& dense_of(const Isa& isa) {
+  return for_dtype<T>(isa.dense->dense_f32, isa.dense->dense_f64);
+}
+template <typename T>
+const cpu::PackedFloatKernels<T>& packed_of(const Isa& isa) {
+  return for_dtype<T>(isa.packed->f32, isa.packed->f64);
+}
+template <typename T>
+const cpu::ConvKernels<T>& conv_of(const Isa& isa) {
+  return for_dtype<T>(isa.conv->f32, isa.conv->f64);
+}
+
 inline int64_t g_checks = 0, g_failures = 0;
 inline std::mt19937_64 g_rng;
 

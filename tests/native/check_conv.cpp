@@ -12,22 +12,6 @@
 namespace kcheck {
 namespace {
 
-template <typename T>
-const cpu::ConvKernels<T>& conv_of(const Isa& isa) {
-  if constexpr (sizeof(T) == 4)
-    return isa.conv->f32;
-  else
-    return isa.conv->f64;
-}
-
-template <typename T>
-const cpu::DenseKernels<T>& dense_of(const Isa& isa) {
-  if constexpr (sizeof(T) == 4)
-    return isa.dense->dense_f32;
-  else
-    return isa.dense->dense_f64;
-}
-
 // One convolution: input (N, C_in, H, W), weight (C_out, C_in / groups, kH, kW).
 struct ConvCase {
   const char* name;
@@ -72,45 +56,19 @@ T patch_value(const std::vector<T>& x, const ConvCase& c, const cpu::ConvGeometr
 }
 
 // out[n, o, oh, ow] = max_k p + min_k p (+ bias[o]) over the patch, p = patch
-// value * w[o, k], k ascending: a later product wins only when strictly
-// greater (smaller), so ties, +0 against -0 included, keep the lowest k; the
-// first NaN product makes max, min and both indices its own.
+// value * w[o, k], folded in k order by reference_fold.
 template <typename T>
-struct ConvRef {
-  std::vector<T> out;
-  std::vector<int32_t> amax, amin;
-};
-
-template <typename T>
-ConvRef<T> conv_reference(const std::vector<T>& x, const std::vector<T>& w, const T* bias, const ConvCase& c,
-                          const cpu::ConvGeometry& g) {
+MamRef<T> conv_reference(const std::vector<T>& x, const std::vector<T>& w, const T* bias, const ConvCase& c,
+                         const cpu::ConvGeometry& g) {
   const int64_t K = g.patch(), Ng = c.C_out / c.groups, total = c.N * c.C_out * g.Ho * g.Wo;
-  ConvRef<T> r{std::vector<T>(total), std::vector<int32_t>(total), std::vector<int32_t>(total)};
+  MamRef<T> r = mam_ref_of_size<T>(total);
   for (int64_t n = 0, e = 0; n < c.N; ++n)
     for (int64_t o = 0; o < c.C_out; ++o)
       for (int64_t oh = 0; oh < g.Ho; ++oh)
         for (int64_t ow = 0; ow < g.Wo; ++ow, ++e) {
           const T* wo = &w[o * K];
-          T mx = patch_value(x, c, g, n, o / Ng, oh, ow, 0) * wo[0], mn = mx;
-          int64_t ia = 0, ib = 0;
-          for (int64_t k = 1; k < K && mx == mx; ++k) {
-            const T p = patch_value(x, c, g, n, o / Ng, oh, ow, k) * wo[k];
-            if (p != p) {
-              mx = mn = p;
-              ia = ib = k;
-            } else if (p > mx) {
-              mx = p;
-              ia = k;
-            } else if (p < mn) {
-              mn = p;
-              ib = k;
-            }
-          }
-          T v = mx + mn;
-          if (bias) v = v + bias[o];
-          r.out[e] = v;
-          r.amax[e] = static_cast<int32_t>(ia);
-          r.amin[e] = static_cast<int32_t>(ib);
+          reference_fold(r, e, K, bias ? bias + o : nullptr,
+                         [&](int64_t k) { return patch_value(x, c, g, n, o / Ng, oh, ow, k) * wo[k]; });
         }
   return r;
 }
@@ -124,7 +82,7 @@ struct Problem {
   Tables t;
   std::vector<T> x, w, bias_values;
   const T* bias;
-  ConvRef<T> ref;
+  MamRef<T> ref;
   bool finite;
   int64_t K, Ng, plane, wide;
   std::string tag;  // data, type and case for the labels

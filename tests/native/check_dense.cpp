@@ -7,50 +7,16 @@
 namespace kcheck {
 namespace {
 
+// out[m, n] = max_k p + min_k p (+ bias[n]), p = x[m, k] * w[n, k], folded in
+// k order by reference_fold.
 template <typename T>
-const cpu::DenseKernels<T>& dense_of(const Isa& isa) {
-  if constexpr (sizeof(T) == 4)
-    return isa.dense->dense_f32;
-  else
-    return isa.dense->dense_f64;
-}
-
-// out[m, n] = max_k p + min_k p (+ bias[n]), p = x[m, k] * w[n, k], scanned in
-// k order: ties keep the earliest product (sign of zero included); the first
-// NaN product makes max, min and both indices that product's.
-template <typename T>
-struct DenseRef {
-  std::vector<T> out;
-  std::vector<int32_t> amax, amin;
-};
-
-template <typename T>
-DenseRef<T> dense_reference(const std::vector<T>& x, const std::vector<T>& w, const T* bias, int64_t M, int64_t N,
-                            int64_t K) {
-  DenseRef<T> r{std::vector<T>(M * N), std::vector<int32_t>(M * N), std::vector<int32_t>(M * N)};
+MamRef<T> dense_reference(const std::vector<T>& x, const std::vector<T>& w, const T* bias, int64_t M, int64_t N,
+                          int64_t K) {
+  MamRef<T> r = mam_ref_of_size<T>(M * N);
   for (int64_t m = 0; m < M; ++m)
-    for (int64_t n = 0; n < N; ++n) {
-      T mx = x[m * K] * w[n * K], mn = mx;
-      int64_t ia = 0, ib = 0;
-      for (int64_t k = 1; k < K && mx == mx; ++k) {
-        const T p = x[m * K + k] * w[n * K + k];
-        if (p != p) {
-          mx = mn = p;
-          ia = ib = k;
-        } else if (p > mx) {
-          mx = p;
-          ia = k;
-        } else if (p < mn) {
-          mn = p;
-          ib = k;
-        }
-      }
-      T v = mx + mn;
-      if (bias) v = v + bias[n];
-      r.out[m * N + n] = v;
-      r.amax[m * N + n] = static_cast<int32_t>(ia);
-      r.amin[m * N + n] = static_cast<int32_t>(ib);
-    }
+    for (int64_t n = 0; n < N; ++n)
+      reference_fold(r, m * N + n, K, bias ? bias + n : nullptr,
+                     [&](int64_t k) { return x[m * K + k] * w[n * K + k]; });
   return r;
 }
 
@@ -85,7 +51,7 @@ void run_panels(const cpu::DenseKernels<T>& kt, const std::vector<T>& x, const s
 
 template <typename T>
 void check_forward(const Isa& isa, Data d, const std::vector<T>& x, const std::vector<T>& w, const T* bias,
-                   const DenseRef<T>& ref, int64_t M, int64_t N, int64_t K) {
+                   const MamRef<T>& ref, int64_t M, int64_t N, int64_t K) {
   const auto& kt = dense_of<T>(isa);
   const int64_t MN = M * N;
   std::vector<T> out(MN);
@@ -124,7 +90,7 @@ void check_forward(const Isa& isa, Data d, const std::vector<T>& x, const std::v
 // accumulated in n (m) order, the argmax term first.
 template <typename T>
 void check_backward(const Isa& isa, Data d, const std::vector<T>& x, const std::vector<T>& w,
-                    const DenseRef<T>& ref, int64_t M, int64_t N, int64_t K) {
+                    const MamRef<T>& ref, int64_t M, int64_t N, int64_t K) {
   const auto& kt = dense_of<T>(isa);
   const auto g = make<T>(d == Data::Ties ? Data::Ties : Data::Random, M * N);
   std::vector<T> gx_ref(M * K, T(0)), gw_ref(N * K, T(0)), gx(M * K), gw(N * K);

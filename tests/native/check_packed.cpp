@@ -6,14 +6,6 @@
 namespace kcheck {
 namespace {
 
-template <typename T>
-const cpu::PackedFloatKernels<T>& packed_of(const Isa& isa) {
-  if constexpr (sizeof(T) == 4)
-    return isa.packed->f32;
-  else
-    return isa.packed->f64;
-}
-
 // The dense layer's result with pruned weights exactly 0: a pruned row has the
 // candidate 0 for both max and min (the scan starts there), a full row starts
 // at its first product; products in connection order. Non-finite data: NaN

@@ -21,6 +21,7 @@
 
 #include "common/compute_type.h"
 #include "ops/autograd/inference_only.h"
+#include "ops/autograd/mam_node.h"
 
 namespace mamext {
 namespace {
@@ -38,6 +39,15 @@ using BackwardSignature = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, 
                                                              at::IntArrayRef, at::IntArrayRef, int64_t,
                                                              std::array<bool, 2>);
 
+constexpr char kForwardOp[] = "mamext::mam_conv2d_forward";
+constexpr char kInferenceOp[] = "mamext::mam_conv2d_inference";
+constexpr char kBackwardOp[] = "mamext::mam_conv2d_backward";
+constexpr char kInferenceMessage[] =
+    "mamext::mam_conv2d_inference is not differentiable: it tracks no indices; use mamext.mam_conv2d or "
+    "torch.ops.mamext.mam_conv2d_forward";
+constexpr char kBackwardMessage[] =
+    "mamext::mam_conv2d_backward is not differentiable: double backward through a MAM convolution is not supported";
+
 // Stride, padding, dilation and groups, as saved between forward and backward.
 struct ConvArgs {
   std::vector<int64_t> stride, padding, dilation;
@@ -46,16 +56,12 @@ struct ConvArgs {
 
 ForwardResult forward_below_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias,
                                      const ConvArgs& a) {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("mamext::mam_conv2d_forward", "").typed<ForwardSignature>();
-  at::AutoDispatchBelowADInplaceOrView guard;
-  return op.call(input, weight, bias, a.stride, a.padding, a.dilation, a.groups);
+  return call_below_autograd(op_handle<ForwardSignature, kForwardOp>(), input, weight, bias, a.stride, a.padding,
+                             a.dilation, a.groups);
 }
 
 const c10::TypedOperatorHandle<BackwardSignature>& backward_op() {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("mamext::mam_conv2d_backward", "").typed<BackwardSignature>();
-  return op;
+  return op_handle<BackwardSignature, kBackwardOp>();
 }
 
 class MamConv2dFunction : public torch::autograd::Function<MamConv2dFunction> {
@@ -64,39 +70,28 @@ class MamConv2dFunction : public torch::autograd::Function<MamConv2dFunction> {
                                const OptTensor& bias, at::IntArrayRef stride, at::IntArrayRef padding,
                                at::IntArrayRef dilation, int64_t groups) {
     const ConvArgs a{stride.vec(), padding.vec(), dilation.vec(), groups};
-    auto [out, argmax, argmin] = forward_below_autograd(input, weight, bias, a);
-    ctx->save_for_backward({input, weight, argmax, argmin});
-    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
     ctx->saved_data["stride"] = a.stride;
     ctx->saved_data["padding"] = a.padding;
     ctx->saved_data["dilation"] = a.dilation;
     ctx->saved_data["groups"] = groups;
-    ctx->mark_non_differentiable({argmax, argmin});
-    return {out, argmax, argmin};
+    return record_forward(ctx, input, weight, bias, forward_below_autograd(input, weight, bias, a));
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor& grad_out = grads[0];
-    variable_list result(7);
-    if (!grad_out.defined()) return result;
-    const bool need_input = ctx->needs_input_grad(0);
-    const bool need_weight = ctx->needs_input_grad(1);
-    const bool need_bias = ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2);
-    if (need_input || need_weight) {
+    auto input_and_weight = [&](std::array<bool, 2> mask) {
       const auto stride = ctx->saved_data["stride"].toIntVector();
       const auto padding = ctx->saved_data["padding"].toIntVector();
       const auto dilation = ctx->saved_data["dilation"].toIntVector();
-      auto [gx, gw] = backward_op().call(grad_out, saved[0], saved[1], saved[2], saved[3], stride, padding, dilation,
-                                         ctx->saved_data["groups"].toInt(), {need_input, need_weight});
-      if (need_input) result[0] = gx;
-      if (need_weight) result[1] = gw;
-    }
-    if (need_bias) {
+      return backward_op().call(grad_out, saved[0], saved[1], saved[2], saved[3], stride, padding, dilation,
+                                ctx->saved_data["groups"].toInt(), mask);
+    };
+    auto bias = [&] {
       const auto dtype = grad_out.scalar_type();
-      result[2] = grad_out.to(compute_type(dtype)).sum({0, 2, 3}).to(dtype);
-    }
-    return result;
+      return grad_out.to(compute_type(dtype)).sum({0, 2, 3}).to(dtype);
+    };
+    return mam_node_grads(ctx, grad_out, 7, input_and_weight, bias);
   }
 };
 
@@ -130,29 +125,15 @@ at::Tensor forward_from_indices(const at::Tensor& input, const at::Tensor& weigh
 ForwardResult mam_conv2d_forward_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias,
                                           at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                           int64_t groups) {
-  if (has_tangent(input) || has_tangent(weight) || has_tangent(bias) || in_functorch_transform()) {
+  if (needs_differentiable_forward(input, weight, bias)) {
     const ConvArgs a{stride.vec(), padding.vec(), dilation.vec(), groups};
     auto [out, argmax, argmin] = forward_below_autograd(input, weight, bias, a);
     return {forward_from_indices(input, weight, bias, a, argmax, argmin), argmax, argmin};
   }
-  variable_list outs = MamConv2dFunction::apply(input, weight, bias, stride, padding, dilation, groups);
-  return {outs[0], outs[1], outs[2]};
+  return forward_outputs(MamConv2dFunction::apply(input, weight, bias, stride, padding, dilation, groups));
 }
 
-struct InferenceTag {
-  static at::Tensor call(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias,
-                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("mamext::mam_conv2d_inference", "")
-                               .typed<InferenceSignature>();
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return op.call(input, weight, bias, stride, padding, dilation, groups);
-  }
-  static const char* message() {
-    return "mamext::mam_conv2d_inference is not differentiable: it tracks no indices; use mamext.mam_conv2d or "
-           "torch.ops.mamext.mam_conv2d_forward";
-  }
-};
+using InferenceTag = RedispatchTag<InferenceSignature, kInferenceOp, kInferenceMessage>;
 
 at::Tensor mam_conv2d_inference_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias,
                                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
@@ -162,30 +143,15 @@ at::Tensor mam_conv2d_inference_autograd(const at::Tensor& input, const at::Tens
   return inference_only_autograd<InferenceTag>(input, weight, bias, stride, padding, dilation, groups);
 }
 
-struct BackwardTag {
-  static variable_list call(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
-                            const at::Tensor& argmax, const at::Tensor& argmin, at::IntArrayRef stride,
-                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                            std::array<bool, 2> mask) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [gx, gw] =
-        backward_op().call(grad_output, input, weight, argmax, argmin, stride, padding, dilation, groups, mask);
-    return {gx, gw};
-  }
-  static const char* message() {
-    return "mamext::mam_conv2d_backward is not differentiable: double backward through a MAM convolution is not "
-           "supported";
-  }
-};
+using BackwardTag = RedispatchTag<BackwardSignature, kBackwardOp, kBackwardMessage>;
 
 std::tuple<at::Tensor, at::Tensor> mam_conv2d_backward_autograd(const at::Tensor& grad_output, const at::Tensor& input,
                                                                 const at::Tensor& weight, const at::Tensor& argmax,
                                                                 const at::Tensor& argmin, at::IntArrayRef stride,
                                                                 at::IntArrayRef padding, at::IntArrayRef dilation,
                                                                 int64_t groups, std::array<bool, 2> mask) {
-  variable_list grads = inference_only_autograd<BackwardTag>(grad_output, input, weight, argmax, argmin, stride,
-                                                             padding, dilation, groups, mask);
-  return {grads[0], grads[1]};
+  return non_differentiable_backward<BackwardTag>(grad_output, input, weight, argmax, argmin, stride, padding,
+                                                  dilation, groups, mask);
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 
 #include "common/compute_type.h"
 #include "ops/autograd/inference_only.h"
+#include "ops/autograd/mam_node.h"
 
 namespace mamext {
 namespace {
@@ -31,33 +32,33 @@ using ForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-ForwardResult forward_below_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("mamext::mam_linear_forward", "")
-                             .typed<ForwardResult(const at::Tensor&, const at::Tensor&, const OptTensor&)>();
-  at::AutoDispatchBelowADInplaceOrView guard;
-  return op.call(input, weight, bias);
-}
-
+using ForwardSignature = ForwardResult(const at::Tensor&, const at::Tensor&, const OptTensor&);
+using InferenceSignature = at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&);
 using BackwardSignature = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                              const at::Tensor&, const at::Tensor&, std::array<bool, 2>);
 
+constexpr char kForwardOp[] = "mamext::mam_linear_forward";
+constexpr char kInferenceOp[] = "mamext::mam_linear_inference";
+constexpr char kBackwardOp[] = "mamext::mam_linear_backward";
+constexpr char kInferenceMessage[] =
+    "mamext::mam_linear_inference is not differentiable: it tracks no indices; use mamext.mam_linear or "
+    "torch.ops.mamext.mam_linear_forward";
+constexpr char kBackwardMessage[] =
+    "mamext::mam_linear_backward is not differentiable: double backward through a MAM layer is not supported";
+
+ForwardResult forward_below_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
+  return call_below_autograd(op_handle<ForwardSignature, kForwardOp>(), input, weight, bias);
+}
+
 const c10::TypedOperatorHandle<BackwardSignature>& backward_op() {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("mamext::mam_linear_backward", "")
-                             .typed<BackwardSignature>();
-  return op;
+  return op_handle<BackwardSignature, kBackwardOp>();
 }
 
 class MamLinearFunction : public torch::autograd::Function<MamLinearFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
                                const OptTensor& bias) {
-    auto [out, argmax, argmin] = forward_below_autograd(input, weight, bias);
-    ctx->save_for_backward({input, weight, argmax, argmin});
-    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
-    ctx->mark_non_differentiable({argmax, argmin});
-    return {out, argmax, argmin};
+    return record_forward(ctx, input, weight, bias, forward_below_autograd(input, weight, bias));
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -65,25 +66,17 @@ class MamLinearFunction : public torch::autograd::Function<MamLinearFunction> {
     const at::Tensor& input = saved[0];
     const at::Tensor& weight = saved[1];
     const at::Tensor& grad_out = grads[0];
-    at::Tensor grad_input, grad_weight, grad_bias;
-    if (!grad_out.defined()) return {grad_input, grad_weight, grad_bias};
-    const bool need_input = ctx->needs_input_grad(0);
-    const bool need_weight = ctx->needs_input_grad(1);
-    const bool need_bias = ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2);
-    if (need_input || need_weight) {
-      auto [gx, gw] = backward_op().call(grad_out, input, weight, saved[2], saved[3], {need_input, need_weight});
-      if (need_input) grad_input = gx;
-      if (need_weight) grad_weight = gw;
-    }
-    if (need_bias) {
+    auto input_and_weight = [&](std::array<bool, 2> mask) {
+      return backward_op().call(grad_out, input, weight, saved[2], saved[3], mask);
+    };
+    auto bias = [&] {
       const auto dtype = grad_out.scalar_type();
       const c10::SymInt N = weight.sym_size(0);
       if (TORCH_GUARD_SIZE_OBLIVIOUS(N.sym_eq(0)))  // no neurons: reshape({-1, 0}) would be ambiguous
-        grad_bias = at::zeros({0}, grad_out.options());
-      else
-        grad_bias = grad_out.reshape_symint({-1, N}).to(compute_type(dtype)).sum(0).to(dtype);
-    }
-    return {grad_input, grad_weight, grad_bias};
+        return at::zeros({0}, grad_out.options());
+      return grad_out.reshape_symint({-1, N}).to(compute_type(dtype)).sum(0).to(dtype);
+    };
+    return mam_node_grads(ctx, grad_out, 3, input_and_weight, bias);
   }
 };
 
@@ -108,32 +101,15 @@ at::Tensor forward_from_indices(const at::Tensor& input, const at::Tensor& weigh
   return out.to(input.scalar_type()).reshape(sizes);
 }
 
-bool needs_differentiable_forward(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
-  return has_tangent(input) || has_tangent(weight) || has_tangent(bias) || in_functorch_transform();
-}
-
 ForwardResult mam_linear_forward_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
   if (needs_differentiable_forward(input, weight, bias)) {
     auto [out, argmax, argmin] = forward_below_autograd(input, weight, bias);
     return {forward_from_indices(input, weight, bias, argmax, argmin), argmax, argmin};
   }
-  variable_list outs = MamLinearFunction::apply(input, weight, bias);
-  return {outs[0], outs[1], outs[2]};
+  return forward_outputs(MamLinearFunction::apply(input, weight, bias));
 }
 
-struct InferenceTag {
-  static at::Tensor call(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("mamext::mam_linear_inference", "")
-                               .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&)>();
-    at::AutoDispatchBelowADInplaceOrView guard;
-    return op.call(input, weight, bias);
-  }
-  static const char* message() {
-    return "mamext::mam_linear_inference is not differentiable: it tracks no indices; use mamext.mam_linear or "
-           "torch.ops.mamext.mam_linear_forward";
-  }
-};
+using InferenceTag = RedispatchTag<InferenceSignature, kInferenceOp, kInferenceMessage>;
 
 at::Tensor mam_linear_inference_autograd(const at::Tensor& input, const at::Tensor& weight, const OptTensor& bias) {
   if (has_tangent(input) || has_tangent(weight) || has_tangent(bias))
@@ -141,24 +117,12 @@ at::Tensor mam_linear_inference_autograd(const at::Tensor& input, const at::Tens
   return inference_only_autograd<InferenceTag>(input, weight, bias);
 }
 
-struct BackwardTag {
-  static variable_list call(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
-                            const at::Tensor& argmax, const at::Tensor& argmin, std::array<bool, 2> mask) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [gx, gw] = backward_op().call(grad_output, input, weight, argmax, argmin, mask);
-    return {gx, gw};
-  }
-  static const char* message() {
-    return "mamext::mam_linear_backward is not differentiable: double backward through a MAM layer is not "
-           "supported";
-  }
-};
+using BackwardTag = RedispatchTag<BackwardSignature, kBackwardOp, kBackwardMessage>;
 
 std::tuple<at::Tensor, at::Tensor> mam_linear_backward_autograd(const at::Tensor& grad_output, const at::Tensor& input,
                                                                 const at::Tensor& weight, const at::Tensor& argmax,
                                                                 const at::Tensor& argmin, std::array<bool, 2> mask) {
-  variable_list grads = inference_only_autograd<BackwardTag>(grad_output, input, weight, argmax, argmin, mask);
-  return {grads[0], grads[1]};
+  return non_differentiable_backward<BackwardTag>(grad_output, input, weight, argmax, argmin, mask);
 }
 
 }  // namespace

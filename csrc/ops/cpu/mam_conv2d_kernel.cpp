@@ -20,11 +20,13 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <cstdlib>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
+#include "common/aligned_scratch.h"
 #include "common/compute_type.h"
+#include "ops/cpu/dense_glue.h"
 #include "ops/cpu/mam_conv2d_tables.h"
 #include "ops/cpu/simd/mam_conv2d_simd.h"
 #include "ops/cpu/simd/mam_linear_simd.h"
@@ -49,18 +51,14 @@ const ConvKernelTable& conv_kernels() {
 
 namespace {
 
+// The convolution kernels of the active ISA for T (float or double).
 template <typename T>
-struct Kernels;
-template <>
-struct Kernels<float> {
-  static const cpu::DenseKernels<float>& dense() { return cpu::kernels().dense_f32; }
-  static const cpu::ConvKernels<float>& conv() { return cpu::conv_kernels().f32; }
-};
-template <>
-struct Kernels<double> {
-  static const cpu::DenseKernels<double>& dense() { return cpu::kernels().dense_f64; }
-  static const cpu::ConvKernels<double>& conv() { return cpu::conv_kernels().f64; }
-};
+const cpu::ConvKernels<T>& conv_kernels_for() {
+  if constexpr (std::is_same_v<T, double>)
+    return cpu::conv_kernels().f64;
+  else
+    return cpu::conv_kernels().f32;
+}
 
 // Wide rows per im2col tile: about kTileBytes of patches (L2 resident).
 constexpr int64_t kTileBytes = 256 * 1024;
@@ -68,23 +66,11 @@ constexpr int64_t kMaxTileRows = 1024;
 
 // Per-thread, 64-byte aligned scratch, grown as needed and reused across calls.
 void* thread_scratch(size_t bytes) {
-  struct Buffer {
-    void* ptr = nullptr;
-    size_t bytes = 0;
-    ~Buffer() { std::free(ptr); }
-  };
-  thread_local Buffer buf;
-  const size_t need = (bytes + 63) / 64 * 64;
-  if (buf.bytes < need) {
-    std::free(buf.ptr);
-    buf.ptr = std::aligned_alloc(64, need);
-    buf.bytes = buf.ptr ? need : 0;
-    TORCH_CHECK(buf.ptr, "mam_conv2d: out of memory allocating ", need, " bytes of scratch");
-  }
-  return buf.ptr;
+  thread_local AlignedScratch buf;
+  void* ptr = buf.reserve(bytes);
+  TORCH_CHECK(ptr, "mam_conv2d: out of memory allocating ", aligned(bytes), " bytes of scratch");
+  return ptr;
 }
-
-size_t aligned(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
 // Everything a forward call shares between its work items.
 template <typename T>
@@ -159,7 +145,7 @@ DenseScratch<T> dense_scratch(const ForwardJob<T>& j, char* p, bool blocked) {
 // (rows, Ng) results in d.otile (and d.atile/d.itile when tracking).
 template <typename T>
 void dense_tile(const ForwardJob<T>& j, const DenseScratch<T>& d, int64_t grp, int64_t rows, bool packed) {
-  const auto& kt = Kernels<T>::dense();
+  const auto& kt = dense_kernels<T>();
   const T* wg = j.w + grp * j.Ng * j.K;
   const T* bg = j.bias ? j.bias + grp * j.Ng : nullptr;
   int32_t* am = j.amax ? d.atile : nullptr;
@@ -217,7 +203,7 @@ template <typename T>
 void direct_neurons(const ForwardJob<T>& j, const T* planes, int64_t b, int64_t grp, int64_t n0, int64_t q0,
                     int64_t q1) {
   const int64_t o0 = b * j.s.C_out + grp * j.Ng + n0, plane = j.s.geo.Ho * j.s.geo.Wo, first = grp * j.Ng + n0;
-  Kernels<T>::conv().direct_forward(planes, j.offsets.data(), j.w + first * j.K, j.bias ? j.bias + first : nullptr,
+  conv_kernels_for<T>().direct_forward(planes, j.offsets.data(), j.w + first * j.K, j.bias ? j.bias + first : nullptr,
                                     j.out + o0 * plane, j.amax ? j.amax + o0 * plane : nullptr,
                                     j.amax ? j.amin + o0 * plane : nullptr, j.Ng - n0, q0, q1, j.s.geo, j.layout);
 }
@@ -229,8 +215,8 @@ struct ItemRange {
 
 template <typename T>
 void run_items(const ForwardJob<T>& j, const ItemRange& r, int64_t begin, int64_t end) {
-  const auto& ck = Kernels<T>::conv();
-  const auto& kt = Kernels<T>::dense();
+  const auto& ck = conv_kernels_for<T>();
+  const auto& kt = dense_kernels<T>();
   const bool blocked = j.K > j.k_block;
   const size_t planes_bytes = aligned(j.layout.size * sizeof(T));
   char* scratch = static_cast<char*>(thread_scratch(planes_bytes + (j.direct ? 0 : dense_scratch_bytes(j, blocked))));
@@ -269,7 +255,7 @@ void run_items(const ForwardJob<T>& j, const ItemRange& r, int64_t begin, int64_
 // Fills the job's geometry-derived fields and the path choice.
 template <typename T>
 void plan_forward(ForwardJob<T>& j) {
-  const auto& kt = Kernels<T>::dense();
+  const auto& kt = dense_kernels<T>();
   const cpu::ConvGeometry& g = j.s.geo;
   j.Ng = j.s.C_out / j.s.groups;
   j.K = g.patch();
@@ -344,7 +330,7 @@ struct BackwardJob {
 // Both gradients of image n, group grp (gx and/or gw as the job asks).
 template <typename T>
 bool backward_item(const BackwardJob<T>& j, int64_t n, int64_t grp, bool input, bool weight) {
-  const auto& ck = Kernels<T>::conv();
+  const auto& ck = conv_kernels_for<T>();
   const cpu::ConvGeometry& g = j.s.geo;
   const int64_t o0 = (n * j.s.C_out + grp * j.Ng) * j.plane, x0 = (n * g.C_in + grp * g.Cg) * j.image;
   bool ok = true;
@@ -359,7 +345,7 @@ bool backward_item(const BackwardJob<T>& j, int64_t n, int64_t grp, bool input, 
 // one (an image's input stays cache-hot for all of its channels).
 template <typename T>
 void backward_weight_by_channel(const BackwardJob<T>& j, std::atomic<bool>& ok) {
-  const auto& ck = Kernels<T>::conv();
+  const auto& ck = conv_kernels_for<T>();
   const cpu::ConvGeometry& g = j.s.geo;
   at::parallel_for(0, j.s.C_out, 1, [&](int64_t b, int64_t e) {
     for (int64_t n = 0; n < j.s.N; ++n)
@@ -410,21 +396,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_common(const char* op, co
   const at::ScalarType ct = compute_type(input.scalar_type());
   const at::Tensor x = input.to(ct).contiguous();
   const at::Tensor w = weight.to(ct).contiguous();
-  at::Tensor b;
-  if (bias_opt.has_value() && bias_opt->defined()) b = bias_opt->to(ct).contiguous();
-  at::Tensor out = at::empty(s.out_sizes(), x.options());
-  at::Tensor amax, amin;
-  if (track) {
-    amax = at::empty(s.out_sizes(), x.options().dtype(at::kInt));
-    amin = at::empty(s.out_sizes(), x.options().dtype(at::kInt));
-  }
+  const at::Tensor b = compute_bias(bias_opt, ct);
+  ForwardOutputs o(s.out_sizes(), x.options(), track);
   if (s.N > 0 && s.C_out > 0) {
-    if (ct == at::kDouble)
-      forward_cpu<double>(x, w, b, out, track ? &amax : nullptr, track ? &amin : nullptr, s);
-    else
-      forward_cpu<float>(x, w, b, out, track ? &amax : nullptr, track ? &amin : nullptr, s);
+    with_compute_type(ct, [&](auto zero) {
+      forward_cpu<decltype(zero)>(x, w, b, o.out, o.amax_or_null(), o.amin_or_null(), s);
+    });
   }
-  return {out.to(input.scalar_type()), amax, amin};
+  return {o.out.to(input.scalar_type()), o.amax, o.amin};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mam_conv2d_forward_cpu(
@@ -458,10 +437,9 @@ std::tuple<at::Tensor, at::Tensor> mam_conv2d_backward_cpu(const at::Tensor& gra
   if (mask[0]) gx = at::zeros(x.sizes(), x.options());
   if (mask[1]) gw = at::zeros(w.sizes(), w.options());
   if (s.N > 0 && s.C_out > 0 && (mask[0] || mask[1])) {
-    if (ct == at::kDouble)
-      backward_cpu<double>(g, x, w, am, an, mask[0] ? &gx : nullptr, mask[1] ? &gw : nullptr, s);
-    else
-      backward_cpu<float>(g, x, w, am, an, mask[0] ? &gx : nullptr, mask[1] ? &gw : nullptr, s);
+    with_compute_type(ct, [&](auto zero) {
+      backward_cpu<decltype(zero)>(g, x, w, am, an, mask[0] ? &gx : nullptr, mask[1] ? &gw : nullptr, s);
+    });
   }
   gx = mask[0] ? gx.to(input.scalar_type()) : at::empty({0}, input.options());
   gw = mask[1] ? gw.to(input.scalar_type()) : at::empty({0}, input.options());

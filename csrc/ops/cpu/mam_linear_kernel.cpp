@@ -7,10 +7,11 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <cstdlib>
 #include <tuple>
 
+#include "common/aligned_scratch.h"
 #include "common/compute_type.h"
+#include "ops/cpu/dense_glue.h"
 #include "ops/cpu/simd/mam_linear_simd.h"
 #include "ops/mam_linear.h"
 
@@ -33,33 +34,16 @@ const KernelTable& kernels() {
 
 namespace {
 
-template <typename T>
-const cpu::DenseKernels<T>& dense_kernels();
-template <>
-const cpu::DenseKernels<float>& dense_kernels<float>() { return cpu::kernels().dense_f32; }
-template <>
-const cpu::DenseKernels<double>& dense_kernels<double>() { return cpu::kernels().dense_f64; }
-
 // Per-thread, 64-byte aligned scratch for one packed weight panel (and the
 // running state of a K-blocked forward); grows as needed up to the size of one
 // K block's panel and state (K is split beyond kPanelBlockBytes), and is
 // reused across calls.
 template <typename T>
 T* panel_buffer(size_t bytes) {
-  struct Buffer {
-    void* ptr = nullptr;
-    size_t bytes = 0;
-    ~Buffer() { std::free(ptr); }
-  };
-  thread_local Buffer buf;
-  const size_t need = (bytes + 63) / 64 * 64;
-  if (buf.bytes < need) {
-    std::free(buf.ptr);
-    buf.ptr = std::aligned_alloc(64, need);
-    buf.bytes = buf.ptr ? need : 0;
-    TORCH_CHECK(buf.ptr, "mamext: out of memory allocating a ", need, "-byte weight panel");
-  }
-  return static_cast<T*>(buf.ptr);
+  thread_local AlignedScratch buf;
+  void* ptr = buf.reserve(bytes);
+  TORCH_CHECK(ptr, "mamext: out of memory allocating a ", aligned(bytes), "-byte weight panel");
+  return static_cast<T*>(ptr);
 }
 
 // Tiles: (panel, chunk of rows), panel-major so that a thread's consecutive
@@ -183,26 +167,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_common(const char* op, co
   const at::ScalarType ct = compute_type(input.scalar_type());
   const at::Tensor x = input.reshape({s.M, s.K}).to(ct).contiguous();
   const at::Tensor w = weight.to(ct).contiguous();
-  at::Tensor b;
-  if (bias_opt.has_value() && bias_opt->defined()) b = bias_opt->to(ct).contiguous();
-  at::Tensor out = at::empty({s.M, s.N}, x.options());
-  at::Tensor amax, amin;
-  if (track) {
-    amax = at::empty({s.M, s.N}, x.options().dtype(at::kInt));
-    amin = at::empty({s.M, s.N}, x.options().dtype(at::kInt));
-  }
+  const at::Tensor b = compute_bias(bias_opt, ct);
+  ForwardOutputs o({s.M, s.N}, x.options(), track);
   if (s.M > 0 && s.N > 0) {
-    if (ct == at::kDouble)
-      forward_cpu<double>(x, w, b, out, track ? &amax : nullptr, track ? &amin : nullptr, s.M, s.N, s.K);
-    else
-      forward_cpu<float>(x, w, b, out, track ? &amax : nullptr, track ? &amin : nullptr, s.M, s.N, s.K);
+    with_compute_type(ct, [&](auto zero) {
+      forward_cpu<decltype(zero)>(x, w, b, o.out, o.amax_or_null(), o.amin_or_null(), s.M, s.N, s.K);
+    });
   }
-  out = out.to(input.scalar_type()).view(s.out_sizes);
-  if (track) {
-    amax = amax.view(s.out_sizes);
-    amin = amin.view(s.out_sizes);
-  }
-  return {out, amax, amin};
+  at::Tensor out = o.out.to(input.scalar_type()).view(s.out_sizes);
+  if (track) return {out, o.amax.view(s.out_sizes), o.amin.view(s.out_sizes)};
+  return {out, o.amax, o.amin};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mam_linear_forward_cpu(const at::Tensor& input,
@@ -232,10 +206,10 @@ std::tuple<at::Tensor, at::Tensor> mam_linear_backward_cpu(const at::Tensor& gra
   if (mask[1]) gw = at::empty({s.N, s.K}, x.options());
   if (mask[1] && s.M == 0) gw.zero_();
   if (s.M > 0 && (mask[0] || mask[1])) {
-    if (ct == at::kDouble)
-      backward_cpu<double>(g, x, w, am, an, mask[0] ? &gx : nullptr, mask[1] ? &gw : nullptr, s.M, s.N, s.K);
-    else
-      backward_cpu<float>(g, x, w, am, an, mask[0] ? &gx : nullptr, mask[1] ? &gw : nullptr, s.M, s.N, s.K);
+    with_compute_type(ct, [&](auto zero) {
+      backward_cpu<decltype(zero)>(g, x, w, am, an, mask[0] ? &gx : nullptr, mask[1] ? &gw : nullptr, s.M, s.N,
+                                   s.K);
+    });
   }
   gx = mask[0] ? gx.to(input.scalar_type()).view(input.sizes()) : at::empty({0}, input.options());
   gw = mask[1] ? gw.to(input.scalar_type()) : at::empty({0}, input.options());

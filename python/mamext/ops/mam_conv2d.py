@@ -15,28 +15,19 @@ from __future__ import annotations
 import torch
 
 from .. import _C  # noqa: F401  (registers the schemas and kernels)
+from ._shared import (check_bias, check_input_and_weight, fake_backward_outputs, fake_forward_outputs,
+                      forward_or_inference)
 from ._vmap import register_vmap
 
 __all__ = ["mam_conv2d_op"]
 
-_FLOATING = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
 
 def _check_tensors(op, input, weight, bias):
-    torch._check(input.dtype in _FLOATING,
-                 lambda: f"{op}: input must be float32, float64, float16 or bfloat16, got {input.dtype}")
-    torch._check(weight.dtype == input.dtype,
-                 lambda: f"{op}: weight dtype {weight.dtype} does not match input dtype {input.dtype}")
-    torch._check(weight.device == input.device,
-                 lambda: f"{op}: weight is on {weight.device} but input is on {input.device}")
+    check_input_and_weight(op, input, weight)
     torch._check(input.dim() == 4, lambda: f"{op}: input must have shape (N, C_in, H, W), got {tuple(input.shape)}")
     torch._check(weight.dim() == 4,
                  lambda: f"{op}: weight must have shape (C_out, C_in / groups, kH, kW), got {tuple(weight.shape)}")
-    if bias is not None:
-        torch._check(bias.dtype == input.dtype,
-                     lambda: f"{op}: bias dtype {bias.dtype} does not match input dtype {input.dtype}")
-        torch._check(bias.dim() == 1 and bias.shape[0] == weight.shape[0],
-                     lambda: f"{op}: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    check_bias(op, input, weight, bias)
 
 
 def _output_shape(op, input, weight, bias, stride, padding, dilation, groups):
@@ -65,8 +56,7 @@ def _output_shape(op, input, weight, bias, stride, padding, dilation, groups):
 @torch.library.register_fake("mamext::mam_conv2d_forward")
 def _mam_conv2d_forward_fake(input, weight, bias, stride, padding, dilation, groups):
     shape = _output_shape("mam_conv2d_forward", input, weight, bias, stride, padding, dilation, groups)
-    return (input.new_empty(shape), input.new_empty(shape, dtype=torch.int32),
-            input.new_empty(shape, dtype=torch.int32))
+    return fake_forward_outputs(input, shape)
 
 
 @torch.library.register_fake("mamext::mam_conv2d_inference")
@@ -79,9 +69,7 @@ def _mam_conv2d_inference_fake(input, weight, bias, stride, padding, dilation, g
 def _mam_conv2d_backward_fake(grad_output, input, weight, argmax, argmin, stride, padding, dilation, groups,
                               output_mask):
     _output_shape("mam_conv2d_backward", input, weight, None, stride, padding, dilation, groups)
-    gx = input.new_empty(input.shape) if output_mask[0] else input.new_empty((0,))
-    gw = weight.new_empty(weight.shape) if output_mask[1] else input.new_empty((0,))
-    return gx, gw
+    return fake_backward_outputs(input, weight, output_mask)
 
 
 def _images_batched_only(op, in_dims, input, *rest):
@@ -106,10 +94,6 @@ def mam_conv2d_op(input, weight, bias, stride, padding, dilation, groups, *, ret
 
     The inference kernel (no index tracking) runs when no gradient is needed and no indices
     are asked for."""
-    needs_grad = torch.is_grad_enabled() and (
-        input.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
     args = (input, weight, bias, list(stride), list(padding), list(dilation), groups)
-    if return_indices or needs_grad:
-        out, argmax, argmin = torch.ops.mamext.mam_conv2d_forward(*args)
-        return (out, argmax, argmin) if return_indices else out
-    return torch.ops.mamext.mam_conv2d_inference(*args)
+    return forward_or_inference(torch.ops.mamext.mam_conv2d_forward, torch.ops.mamext.mam_conv2d_inference, args,
+                                input, weight, bias, return_indices)

@@ -13,20 +13,15 @@ from __future__ import annotations
 import torch
 
 from .. import _C  # noqa: F401  (registers the schemas and kernels)
+from ._shared import (check_bias, check_input_and_weight, fake_backward_outputs, fake_forward_outputs,
+                      forward_or_inference)
 from ._vmap import input_batched_only, register_vmap
 
 __all__ = ["mam_linear"]
 
-_FLOATING = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
 
 def _check_args(op, input, weight, bias):
-    torch._check(input.dtype in _FLOATING,
-                 lambda: f"{op}: input must be float32, float64, float16 or bfloat16, got {input.dtype}")
-    torch._check(weight.dtype == input.dtype,
-                 lambda: f"{op}: weight dtype {weight.dtype} does not match input dtype {input.dtype}")
-    torch._check(weight.device == input.device,
-                 lambda: f"{op}: weight is on {weight.device} but input is on {input.device}")
+    check_input_and_weight(op, input, weight)
     torch._check(input.dim() >= 1, lambda: f"{op}: input must have at least 1 dimension, got a scalar")
     torch._check(weight.dim() == 2,
                  lambda: f"{op}: weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
@@ -35,19 +30,13 @@ def _check_args(op, input, weight, bias):
     torch._check(input.shape[-1] == weight.shape[1],
                  lambda: f"{op}: input's last dimension ({input.shape[-1]}) must equal weight's in_features "
                          f"({weight.shape[1]}); input shape {tuple(input.shape)}, weight shape {tuple(weight.shape)}")
-    if bias is not None:
-        torch._check(bias.dtype == input.dtype,
-                     lambda: f"{op}: bias dtype {bias.dtype} does not match input dtype {input.dtype}")
-        torch._check(bias.dim() == 1 and bias.shape[0] == weight.shape[0],
-                     lambda: f"{op}: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    check_bias(op, input, weight, bias)
 
 
 @torch.library.register_fake("mamext::mam_linear_forward")
 def _mam_linear_forward_fake(input, weight, bias):
     _check_args("mam_linear_forward", input, weight, bias)
-    shape = (*input.shape[:-1], weight.shape[0])
-    out = input.new_empty(shape)
-    return out, input.new_empty(shape, dtype=torch.int32), input.new_empty(shape, dtype=torch.int32)
+    return fake_forward_outputs(input, (*input.shape[:-1], weight.shape[0]))
 
 
 @torch.library.register_fake("mamext::mam_linear_inference")
@@ -59,9 +48,7 @@ def _mam_linear_inference_fake(input, weight, bias):
 @torch.library.register_fake("mamext::mam_linear_backward")
 def _mam_linear_backward_fake(grad_output, input, weight, argmax, argmin, output_mask):
     _check_args("mam_linear_backward", input, weight, None)
-    gx = input.new_empty(input.shape) if output_mask[0] else input.new_empty((0,))
-    gw = weight.new_empty(weight.shape) if output_mask[1] else input.new_empty((0,))
-    return gx, gw
+    return fake_backward_outputs(input, weight, output_mask)
 
 
 register_vmap("mam_linear_forward", input_batched_only)
@@ -92,9 +79,5 @@ def mam_linear(input, weight, bias=None, *, return_indices=False):
                         f"got {type(weight).__name__}")
     if bias is not None and not isinstance(bias, torch.Tensor):
         raise TypeError(f"mam_linear: bias must be a tensor or None, got {type(bias).__name__}")
-    needs_grad = torch.is_grad_enabled() and (
-        input.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
-    if return_indices or needs_grad:
-        out, argmax, argmin = torch.ops.mamext.mam_linear_forward(input, weight, bias)
-        return (out, argmax, argmin) if return_indices else out
-    return torch.ops.mamext.mam_linear_inference(input, weight, bias)
+    return forward_or_inference(torch.ops.mamext.mam_linear_forward, torch.ops.mamext.mam_linear_inference,
+                                (input, weight, bias), input, weight, bias, return_indices)

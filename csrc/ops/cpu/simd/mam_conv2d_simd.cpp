@@ -18,21 +18,12 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "common/isa_capability.h"
 #include "common/vec.h"
 #include "ops/cpu/simd/mam_conv2d_simd.h"
 
 namespace mamext::cpu::MAMEXT_ISA {
 namespace {
-
-#if defined(MAMEXT_ISA_AVX512)
-constexpr Capability kCapability = Capability::AVX512;
-#elif defined(MAMEXT_ISA_AVX2)
-constexpr Capability kCapability = Capability::AVX2;
-#elif defined(MAMEXT_ISA_NEON)
-constexpr Capability kCapability = Capability::NEON;
-#else
-constexpr Capability kCapability = Capability::Default;
-#endif
 
 // Vectors of outputs per register block: two accumulators each, within the
 // register file (32 vector registers with AVX-512, 16 otherwise).
@@ -253,6 +244,31 @@ inline bool for_each_output(const ConvGeometry& g, const int32_t* amax, const in
   return ok;
 }
 
+// Calls visit(e, k, at, valid) for k = amax[e], then k = amin[e], for every
+// output e of one neuron's plane with valid indices (see for_each_output):
+// `at` is the input position of patch position k, valid false (and `at`
+// meaningless) where k falls on padding. Inside the input, valid is the constant
+// true, so the always-inlined visit has no bounds check there.
+template <typename Visit>
+inline bool for_each_selected(const ConvGeometry& g, const int64_t* taps, const int32_t* amax, const int32_t* amin,
+                              Visit visit) {
+  auto per_output = [&](int64_t e, int32_t a, int32_t b, int64_t ih0, int64_t iw0, bool inside)
+      __attribute__((always_inline)) {
+    const int64_t origin = ih0 * g.W + iw0;
+    if (inside) {
+      visit(e, a, origin + taps[3 * a + 2], true);
+      visit(e, b, origin + taps[3 * b + 2], true);
+      return;
+    }
+    int64_t at = 0;
+    bool valid = input_position(g, taps, a, ih0, iw0, &at);
+    visit(e, a, at, valid);
+    valid = input_position(g, taps, b, ih0, iw0, &at);
+    visit(e, b, at, valid);
+  };
+  return for_each_output(g, amax, amin, per_output);
+}
+
 template <typename T>
 bool backward_input(const T* g, const T* w, const int32_t* amax, const int32_t* amin, T* gx, int64_t n,
                     const ConvGeometry& geo, const int64_t* taps) {
@@ -261,19 +277,10 @@ bool backward_input(const T* g, const T* w, const int32_t* amax, const int32_t* 
   for (int64_t o = 0; o < n; ++o) {
     const T* wo = w + o * K;
     const T* go = g + o * plane;
-    auto visit = [&](int64_t e, int32_t a, int32_t b, int64_t ih0, int64_t iw0, bool inside)
-        __attribute__((always_inline)) {
-      const int64_t origin = ih0 * geo.W + iw0;
-      int64_t at;
-      if (inside) {
-        gx[origin + taps[3 * a + 2]] += go[e] * wo[a];
-        gx[origin + taps[3 * b + 2]] += go[e] * wo[b];
-        return;
-      }
-      if (input_position(geo, taps, a, ih0, iw0, &at)) gx[at] += go[e] * wo[a];
-      if (input_position(geo, taps, b, ih0, iw0, &at)) gx[at] += go[e] * wo[b];
+    auto visit = [&](int64_t e, int32_t k, int64_t at, bool valid) __attribute__((always_inline)) {
+      if (valid) gx[at] += go[e] * wo[k];
     };
-    ok &= for_each_output(geo, amax + o * plane, amin + o * plane, visit);
+    ok &= for_each_selected(geo, taps, amax + o * plane, amin + o * plane, visit);
   }
   return ok;
 }
@@ -286,19 +293,10 @@ bool backward_weight(const T* g, const T* x, const int32_t* amax, const int32_t*
   for (int64_t o = 0; o < n; ++o) {
     T* wgo = gw + o * K;
     const T* go = g + o * plane;
-    auto visit = [&](int64_t e, int32_t a, int32_t b, int64_t ih0, int64_t iw0, bool inside)
-        __attribute__((always_inline)) {
-      const int64_t origin = ih0 * geo.W + iw0;
-      int64_t at;
-      if (inside) {
-        wgo[a] += go[e] * x[origin + taps[3 * a + 2]];
-        wgo[b] += go[e] * x[origin + taps[3 * b + 2]];
-        return;
-      }
-      wgo[a] += go[e] * (input_position(geo, taps, a, ih0, iw0, &at) ? x[at] : T(0));
-      wgo[b] += go[e] * (input_position(geo, taps, b, ih0, iw0, &at) ? x[at] : T(0));
+    auto visit = [&](int64_t e, int32_t k, int64_t at, bool valid) __attribute__((always_inline)) {
+      wgo[k] += go[e] * (valid ? x[at] : T(0));
     };
-    ok &= for_each_output(geo, amax + o * plane, amin + o * plane, visit);
+    ok &= for_each_selected(geo, taps, amax + o * plane, amin + o * plane, visit);
   }
   return ok;
 }

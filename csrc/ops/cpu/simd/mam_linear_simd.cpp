@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "common/mam_fold.h"
+#include "common/isa_capability.h"
 #include "common/vec.h"
 #include "ops/cpu/simd/mam_linear_simd.h"
 
@@ -35,11 +36,9 @@ struct Tiling;
 #if defined(MAMEXT_ISA_AVX512)
 template <> struct Tiling<float> { static constexpr int MR = 4, NR = 3; };
 template <> struct Tiling<double> { static constexpr int MR = 4, NR = 3; };
-constexpr Capability kCapability = Capability::AVX512;
 #elif defined(MAMEXT_ISA_AVX2)
 template <> struct Tiling<float> { static constexpr int MR = 3, NR = 2; };
 template <> struct Tiling<double> { static constexpr int MR = 3, NR = 2; };
-constexpr Capability kCapability = Capability::AVX2;
 #elif defined(MAMEXT_ISA_NEON)
 // 32 registers: 2 * MR * NR accumulators, NR weight vectors, the inputs and
 // a product and a compare mask per max/min step (compare + select, see vec.h).
@@ -47,11 +46,9 @@ constexpr Capability kCapability = Capability::AVX2;
 // both types, 3 x 3 for double).
 template <> struct Tiling<float> { static constexpr int MR = 3, NR = 3; };
 template <> struct Tiling<double> { static constexpr int MR = 4, NR = 2; };
-constexpr Capability kCapability = Capability::NEON;
 #else
 template <> struct Tiling<float> { static constexpr int MR = 2, NR = 2; };
 template <> struct Tiling<double> { static constexpr int MR = 2, NR = 2; };
-constexpr Capability kCapability = Capability::Default;
 #endif
 
 template <typename T>

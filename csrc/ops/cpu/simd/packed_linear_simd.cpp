@@ -24,22 +24,13 @@
 
 #include "common/mam_fold.h"
 #include "common/mam_semantics.h"
+#include "common/isa_capability.h"
 #include "common/vec.h"
 #include "ops/cpu/simd/mam_linear_simd.h"
 #include "ops/cpu/simd/packed_linear_simd.h"
 
 namespace mamext::cpu::MAMEXT_ISA {
 namespace {
-
-#if defined(MAMEXT_ISA_AVX512)
-constexpr Capability kCapability = Capability::AVX512;
-#elif defined(MAMEXT_ISA_AVX2)
-constexpr Capability kCapability = Capability::AVX2;
-#elif defined(MAMEXT_ISA_NEON)
-constexpr Capability kCapability = Capability::NEON;
-#else
-constexpr Capability kCapability = Capability::Default;
-#endif
 
 constexpr int NB = 64;  // neurons per tile
 constexpr int U = 4;    // vectors of samples per tile
