@@ -152,11 +152,12 @@ def lower_conv(net: Network, prefix: str, qual: str, module: nn.Module, bn: Opti
     if bias is not None:
         net.arrays.append(CArray("float", f"{prefix}_bias", bias.detach().to(torch.float32).tolist()))
         bias_name = f"{prefix}_bias"
-    net.patch, net.conv = max(net.patch, win.patch), True
+    net.conv = True
     rows = weight.to(torch.float32).reshape(win.c_out, win.patch)
     kind = "mam" if mam else "lin"
     packed = _emit_packed_conv(net, prefix, win, rows, kind, bias_name, src, dst)
     if not packed:
+        net.patch = max(net.patch, win.patch)
         net.arrays.append(CArray("float", f"{prefix}_w", rows.reshape(-1).tolist()))
         net.statements.append(f"    mamrt_{kind}_conv2d_f32({src}, {dst}, &{prefix}_win, {prefix}_w, "
                               f"{bias_name or '(const float *)0'}, mam_patch);")
@@ -180,25 +181,20 @@ def position_loop(win: Window, body) -> list:
 
 def _emit_packed_conv(net: Network, prefix: str, win: Window, rows: torch.Tensor, kind: str, bias_name, src: str,
                       dst: str) -> bool:
-    """A pruned convolution's weight as CSR rows over the patch, when that takes fewer bytes than dense:
-    each gathered patch is one row of the packed kernel of mam_runtime.h. Returns whether it was emitted."""
+    """A pruned convolution's weight as CSR rows over the patch, when that takes fewer bytes than dense: each
+    output reads the inputs of its kept connections only. Returns whether it was emitted."""
     keep = rows != 0
     kept, total = int(keep.sum()), rows.numel()
-    idx_type, suffix = _C_INDEX[index_dtype(win.patch)]
+    idx_type = _C_INDEX[index_dtype(win.patch)][0]
     if kept == total or (4 + C_SIZEOF[idx_type]) * kept + 4 * (win.c_out + 1) >= 4 * total:
         return False
     offsets = [0] + keep.sum(1).cumsum(0).tolist()
     net.arrays += [CArray("float", f"{prefix}_val", rows[keep].tolist()),
                    CArray(idx_type, f"{prefix}_idx", keep.nonzero()[:, 1].tolist()),
                    CArray("int32_t", f"{prefix}_off", offsets)]
-    cout_g = win.c_out // win.groups
-    net.col = max(net.col, cout_g)
-    bias = f"{bias_name} + g_ * {cout_g}" if bias_name else "(const float *)0"
-    net.statements += position_loop(win, [
-        f"mamrt_patch_f32({src}, &{prefix}_win, g_, oh_, ow_, mam_patch);",
-        f"mamrt_{kind}_csr_f32_{suffix}(mam_patch, mam_col, 1, {win.patch}, {cout_g}, {prefix}_val, {prefix}_idx,",
-        f"                       {prefix}_off + g_ * {cout_g}, {bias});",
-        f"mamrt_scatter_f32(mam_col, {dst}, &{prefix}_win, g_, oh_, ow_);"])
+    net.statements.append(f"    mamrt_packed_conv2d_f32({src}, {dst}, &{prefix}_win, {prefix}_val, {prefix}_idx, "
+                          f"{C_SIZEOF[idx_type]}, {prefix}_off, {bias_name or '(const float *)0'}, "
+                          f"{int(kind == 'mam')});")
     return True
 
 

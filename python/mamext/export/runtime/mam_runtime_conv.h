@@ -125,6 +125,119 @@ static inline void mamrt_lin_conv2d_f32(const float *x, float *y, const mamrt_wi
     mamrt_conv2d_f32(x, y, g, w, bias, patch, 0);
 }
 
+/* Whether x[0 .. n) are all finite. */
+static inline int mamrt_all_finite_f32(const float *x, int32_t n)
+{
+    int32_t k;
+    for (k = 0; k < n; ++k) {
+        if (!mamrt_is_finite(x[k])) return 0;
+    }
+    return 1;
+}
+
+/*
+ * Input at patch position k (channel, row, column order) of the window whose
+ * first channel, row and column are c0, h0, w0; padding reads 0.0f.
+ */
+static inline float mamrt_patch_at_f32(const float *x, const mamrt_window *g, int32_t c0, int32_t h0, int32_t w0,
+                                       int32_t k)
+{
+    const int32_t khw = g->k_h * g->k_w, c = k / khw, r = k - c * khw, i = r / g->k_w;
+    const int32_t at = mamrt_window_at(g, c0 + c, h0 + i * g->d_h, w0 + (r - i * g->k_w) * g->d_w);
+    return at < 0 ? 0.0f : x[at];
+}
+
+/* Column index j of a packed layer whose indices are `width`-byte (1: uint8_t, 2: int16_t, 4: int32_t). */
+static inline int32_t mamrt_index_at(const void *idx, int width, int32_t j)
+{
+    if (width == 1) return ((const uint8_t *)idx)[j];
+    if (width == 2) return ((const int16_t *)idx)[j];
+    return ((const int32_t *)idx)[j];
+}
+
+/* How many inputs of the patch at (c0, h0, w0) are inf or NaN (padding: none). */
+static inline int32_t mamrt_patch_nonfinite_f32(const float *x, const mamrt_window *g, int32_t c0, int32_t h0,
+                                                int32_t w0)
+{
+    const int32_t cin_g = g->c_in / g->groups;
+    int32_t c, i, j, bad = 0;
+    for (c = 0; c < cin_g; ++c) {
+        for (i = 0; i < g->k_h; ++i) {
+            for (j = 0; j < g->k_w; ++j) {
+                const int32_t at = mamrt_window_at(g, c0 + c, h0 + i * g->d_h, w0 + j * g->d_w);
+                bad += at >= 0 && !mamrt_is_finite(x[at]);
+            }
+        }
+    }
+    return bad;
+}
+
+/*
+ * One output of a packed convolution: the kept products val[j] * the input at
+ * patch position idx[j], j = begin .. end - 1, as the packed kernels of mam_runtime_csr.h
+ * reduce them over a gathered patch of K inputs (`bad` of them inf or NaN):
+ * MAM max + min with a pruned row's zero candidate, MAC the sum in order.
+ */
+static inline float mamrt_packed_row_f32(const float *x, const mamrt_window *g, int32_t c0, int32_t h0, int32_t w0,
+                                       const float *val, const void *idx, int width, int32_t begin, int32_t end,
+                                       int32_t K, int32_t bad, int mam)
+{
+    const int pruned = end - begin < K;
+    int32_t seen = 0, j;
+    int nan_seen = 0, first = !pruned;
+    float mx = 0.0f, mn = 0.0f, acc = 0.0f;
+    for (j = begin; j < end; ++j) {
+        const float xv = mamrt_patch_at_f32(x, g, c0, h0, w0, mamrt_index_at(idx, width, j));
+        const float p = val[j] * xv;
+        if (bad) seen += !mamrt_is_finite(xv);
+        nan_seen |= p != p;
+        if (!mam) {
+            acc += p;
+        } else if (first) {
+            mx = p;
+            mn = p;
+            first = 0;
+        } else {
+            mx = mamext_max_f32(mx, p);
+            mn = mamext_min_f32(mn, p);
+        }
+    }
+    if (mam) acc = mx + mn;
+    return nan_seen || (pruned && seen != bad) ? NAN : acc;
+}
+
+/*
+ * A pruned convolution packed as CSR rows over the patch, computed from its
+ * kept connections only: output channel o keeps val[off[o] .. off[o + 1]) on
+ * the patch positions idx[off[o] .. off[o + 1]) (`width`-byte indices, see
+ * mamrt_index_at). Bit for bit the gathered
+ * patch through the packed kernel of mam_runtime_csr.h; the patch's inf and
+ * NaN inputs are counted only when the input has any.
+ */
+static inline void mamrt_packed_conv2d_f32(const float *x, float *y, const mamrt_window *g, const float *val,
+                                         const void *idx, int width, const int32_t *off, const float *bias, int mam)
+{
+    const int32_t cin_g = g->c_in / g->groups, cout_g = g->c_out / g->groups;
+    const int32_t K = cin_g * g->k_h * g->k_w, plane = g->h_out * g->w_out;
+    const int finite = mamrt_all_finite_f32(x, g->c_in * g->h * g->w);
+    int32_t group, oh, ow, o;
+    for (group = 0; group < g->groups; ++group) {
+        for (oh = 0; oh < g->h_out; ++oh) {
+            const int32_t h0 = oh * g->s_h - g->p_h;
+            for (ow = 0; ow < g->w_out; ++ow) {
+                const int32_t w0 = ow * g->s_w - g->p_w;
+                const int32_t bad = finite ? 0 : mamrt_patch_nonfinite_f32(x, g, group * cin_g, h0, w0);
+                for (o = group * cout_g; o < (group + 1) * cout_g; ++o) {
+                    float v = mamrt_packed_row_f32(x, g, group * cin_g, h0, w0, val, idx, width, off[o], off[o + 1], K,
+                                                 bad, mam);
+                    if (bias) v = v + bias[o];
+                    y[o * plane + oh * g->w_out + ow] = v;
+                }
+            }
+        }
+    }
+}
+
 /* Max pooling: the largest input of the window (padding never wins); a NaN input wins. */
 static inline void mamrt_maxpool2d_f32(const float *x, float *y, const mamrt_window *g)
 {
