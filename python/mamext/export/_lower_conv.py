@@ -25,7 +25,7 @@ from torch.nn.modules.utils import _pair
 
 from ..quant._batchnorm import batchnorm_affine, check_batchnorm_channels, fold_batchnorm
 from ..quant._conv import explicit_padding
-from ..sparse import effective_weight, index_dtype
+from ..sparse import effective_weight
 from ..sparse_conv import MAM_CONV_KINDS, PackedConvNd
 from ._args import check_c_size
 from ._c_text import C_SIZEOF, CArray
@@ -179,22 +179,36 @@ def position_loop(win: Window, body) -> list:
     return head + ["                    " + line for line in body] + tail
 
 
+def _input_offsets(win: Window, columns: torch.Tensor) -> Optional[torch.Tensor]:
+    """The offset in the input of each patch position in ``columns`` from its window's first input:
+    ``(c * h + i * d_h) * w + j * d_w`` (channel c of the group, kernel row i, column j), or None where the
+    dilated kernel is larger than the input (an offset would not tell its row and column)."""
+    if (win.k_h - 1) * win.d_h >= win.h or (win.k_w - 1) * win.d_w >= win.w:
+        return None
+    c, rest = columns // (win.k_h * win.k_w), columns % (win.k_h * win.k_w)
+    return (c * win.h + rest // win.k_w * win.d_h) * win.w + rest % win.k_w * win.d_w
+
+
 def _emit_packed_conv(net: Network, prefix: str, win: Window, rows: torch.Tensor, kind: str, bias_name, src: str,
                       dst: str) -> bool:
-    """A pruned convolution's weight as CSR rows over the patch, when that takes fewer bytes than dense: each
-    output reads the inputs of its kept connections only. Returns whether it was emitted."""
+    """A pruned convolution's weight as CSR rows over the patch, with each kept connection's input offset,
+    when that takes fewer bytes than dense: each output reads the inputs of its kept connections only.
+    Returns whether it was emitted."""
     keep = rows != 0
     kept, total = int(keep.sum()), rows.numel()
-    idx_type = _C_INDEX[index_dtype(win.patch)][0]
-    if kept == total or (4 + C_SIZEOF[idx_type]) * kept + 4 * (win.c_out + 1) >= 4 * total:
+    offsets = _input_offsets(win, keep.nonzero()[:, 1])
+    if offsets is None or kept == total:
         return False
-    offsets = [0] + keep.sum(1).cumsum(0).tolist()
+    offset_type = "int16_t" if win.c_in // win.groups * win.h * win.w <= 1 << 15 else "int32_t"
+    if (4 + C_SIZEOF[offset_type]) * kept + 4 * (win.c_out + 1) >= 4 * total:
+        return False
     net.arrays += [CArray("float", f"{prefix}_val", rows[keep].tolist()),
-                   CArray(idx_type, f"{prefix}_idx", keep.nonzero()[:, 1].tolist()),
-                   CArray("int32_t", f"{prefix}_off", offsets)]
-    net.statements.append(f"    mamrt_packed_conv2d_f32({src}, {dst}, &{prefix}_win, {prefix}_val, {prefix}_idx, "
-                          f"{C_SIZEOF[idx_type]}, {prefix}_off, {bias_name or '(const float *)0'}, "
-                          f"{int(kind == 'mam')});")
+                   CArray(offset_type, f"{prefix}_at", offsets.tolist()),
+                   CArray("int32_t", f"{prefix}_off", [0] + keep.sum(1).cumsum(0).tolist())]
+    at16, at32 = (f"{prefix}_at", "(const int32_t *)0") if offset_type == "int16_t" else \
+        ("(const int16_t *)0", f"{prefix}_at")
+    net.statements.append(f"    mamrt_packed_conv2d_f32({src}, {dst}, &{prefix}_win, {prefix}_val, {at16}, {at32}, "
+                          f"{prefix}_off, {bias_name or '(const float *)0'}, {int(kind == 'mam')});")
     return True
 
 

@@ -136,23 +136,16 @@ static inline int mamrt_all_finite_f32(const float *x, int32_t n)
 }
 
 /*
- * Input at patch position k (channel, row, column order) of the window whose
- * first channel, row and column are c0, h0, w0; padding reads 0.0f.
+ * Input at offset k of the window whose first input channel, row and column
+ * are c0, h0, w0, `base` = (c0 * h + h0) * w + w0: k = (c * h + i * d_h) * w +
+ * j * d_w for input channel c of the group, kernel row i and column j (the
+ * dilated kernel no larger than the input); padding reads 0.0f.
  */
-static inline float mamrt_patch_at_f32(const float *x, const mamrt_window *g, int32_t c0, int32_t h0, int32_t w0,
-                                       int32_t k)
+static inline float mamrt_offset_at_f32(const float *x, const mamrt_window *g, int32_t base, int32_t h0, int32_t w0,
+                                        int32_t k)
 {
-    const int32_t khw = g->k_h * g->k_w, c = k / khw, r = k - c * khw, i = r / g->k_w;
-    const int32_t at = mamrt_window_at(g, c0 + c, h0 + i * g->d_h, w0 + (r - i * g->k_w) * g->d_w);
-    return at < 0 ? 0.0f : x[at];
-}
-
-/* Column index j of a packed layer whose indices are `width`-byte (1: uint8_t, 2: int16_t, 4: int32_t). */
-static inline int32_t mamrt_index_at(const void *idx, int width, int32_t j)
-{
-    if (width == 1) return ((const uint8_t *)idx)[j];
-    if (width == 2) return ((const int16_t *)idx)[j];
-    return ((const int32_t *)idx)[j];
+    const int32_t r = k % (g->h * g->w), dy = r / g->w, ih = h0 + dy, iw = w0 + r - dy * g->w;
+    return ih < 0 || ih >= g->h || iw < 0 || iw >= g->w ? 0.0f : x[base + k];
 }
 
 /* How many inputs of the patch at (c0, h0, w0) are inf or NaN (padding: none). */
@@ -173,21 +166,52 @@ static inline int32_t mamrt_patch_nonfinite_f32(const float *x, const mamrt_wind
 }
 
 /*
- * One output of a packed convolution: the kept products val[j] * the input at
- * patch position idx[j], j = begin .. end - 1, as the packed kernels of mam_runtime_csr.h
- * reduce them over a gathered patch of K inputs (`bad` of them inf or NaN):
- * MAM max + min with a pruned row's zero candidate, MAC the sum in order.
+ * mamrt_packed_row_f32 where every input of the window is finite and none is
+ * padding (xb: the window's first input): no product can be NaN, so only the
+ * reduction remains.
  */
-static inline float mamrt_packed_row_f32(const float *x, const mamrt_window *g, int32_t c0, int32_t h0, int32_t w0,
-                                       const float *val, const void *idx, int width, int32_t begin, int32_t end,
-                                       int32_t K, int32_t bad, int mam)
+static inline float mamrt_packed_row_finite_f32(const float *xb, const float *val, const int16_t *o16,
+                                                const int32_t *o32, int32_t begin, int32_t end, int pruned, int mam)
+{
+    float mx = 0.0f, mn = 0.0f, acc = 0.0f;
+    int32_t j = begin;
+    if (!mam) {
+        for (; j < end; ++j) acc += val[j] * xb[o16 ? (int32_t)o16[j] : o32[j]];
+        return acc;
+    }
+    if (!pruned) {
+        mx = val[j] * xb[o16 ? (int32_t)o16[j] : o32[j]];
+        mn = mx;
+        ++j;
+    }
+    for (; j < end; ++j) {
+        const float p = val[j] * xb[o16 ? (int32_t)o16[j] : o32[j]];
+        mx = mamext_max_f32(mx, p);
+        mn = mamext_min_f32(mn, p);
+    }
+    return mx + mn;
+}
+
+/*
+ * One output of a packed convolution: the kept products val[j] * the input at
+ * offset o16[j] (or o32[j] when o16 is null, see mamrt_offset_at_f32), j =
+ * begin .. end - 1, reduced as the packed kernels of mam_runtime_csr.h reduce
+ * them over a gathered patch of K inputs (`bad` of them inf or NaN): MAM max +
+ * min with a pruned row's zero candidate, MAC the sum in order. `interior`:
+ * the window has no padding.
+ */
+static inline float mamrt_packed_row_f32(const float *x, const mamrt_window *g, int32_t base, int32_t h0, int32_t w0,
+                                         int interior, const float *val, const int16_t *o16, const int32_t *o32,
+                                         int32_t begin, int32_t end, int32_t K, int32_t bad, int mam)
 {
     const int pruned = end - begin < K;
     int32_t seen = 0, j;
     int nan_seen = 0, first = !pruned;
     float mx = 0.0f, mn = 0.0f, acc = 0.0f;
+    if (interior && !bad) return mamrt_packed_row_finite_f32(x + base, val, o16, o32, begin, end, pruned, mam);
     for (j = begin; j < end; ++j) {
-        const float xv = mamrt_patch_at_f32(x, g, c0, h0, w0, mamrt_index_at(idx, width, j));
+        const int32_t k = o16 ? (int32_t)o16[j] : o32[j];
+        const float xv = interior ? x[base + k] : mamrt_offset_at_f32(x, g, base, h0, w0, k);
         const float p = val[j] * xv;
         if (bad) seen += !mamrt_is_finite(xv);
         nan_seen |= p != p;
@@ -208,28 +232,31 @@ static inline float mamrt_packed_row_f32(const float *x, const mamrt_window *g, 
 
 /*
  * A pruned convolution packed as CSR rows over the patch, computed from its
- * kept connections only: output channel o keeps val[off[o] .. off[o + 1]) on
- * the patch positions idx[off[o] .. off[o + 1]) (`width`-byte indices, see
- * mamrt_index_at). Bit for bit the gathered
- * patch through the packed kernel of mam_runtime_csr.h; the patch's inf and
- * NaN inputs are counted only when the input has any.
+ * kept connections only: output channel o keeps val[off[o] .. off[o + 1]) at
+ * the input offsets o16 (or o32 when o16 is null) of the same entries (see
+ * mamrt_offset_at_f32), in patch order. Bit for bit the gathered patch through
+ * the packed kernel of mam_runtime_csr.h; the patch's inf and NaN inputs are
+ * counted only when the input has any. `mam`: MAM, else MAC.
  */
 static inline void mamrt_packed_conv2d_f32(const float *x, float *y, const mamrt_window *g, const float *val,
-                                         const void *idx, int width, const int32_t *off, const float *bias, int mam)
+                                           const int16_t *o16, const int32_t *o32, const int32_t *off,
+                                           const float *bias, int mam)
 {
     const int32_t cin_g = g->c_in / g->groups, cout_g = g->c_out / g->groups;
     const int32_t K = cin_g * g->k_h * g->k_w, plane = g->h_out * g->w_out;
+    const int32_t h_last = g->h - (g->k_h - 1) * g->d_h, w_last = g->w - (g->k_w - 1) * g->d_w;
     const int finite = mamrt_all_finite_f32(x, g->c_in * g->h * g->w);
     int32_t group, oh, ow, o;
     for (group = 0; group < g->groups; ++group) {
         for (oh = 0; oh < g->h_out; ++oh) {
             const int32_t h0 = oh * g->s_h - g->p_h;
             for (ow = 0; ow < g->w_out; ++ow) {
-                const int32_t w0 = ow * g->s_w - g->p_w;
+                const int32_t w0 = ow * g->s_w - g->p_w, base = (group * cin_g * g->h + h0) * g->w + w0;
+                const int interior = h0 >= 0 && h0 < h_last && w0 >= 0 && w0 < w_last;
                 const int32_t bad = finite ? 0 : mamrt_patch_nonfinite_f32(x, g, group * cin_g, h0, w0);
                 for (o = group * cout_g; o < (group + 1) * cout_g; ++o) {
-                    float v = mamrt_packed_row_f32(x, g, group * cin_g, h0, w0, val, idx, width, off[o], off[o + 1], K,
-                                                 bad, mam);
+                    float v = mamrt_packed_row_f32(x, g, base, h0, w0, interior, val, o16, o32, off[o], off[o + 1],
+                                                   K, bad, mam);
                     if (bias) v = v + bias[o];
                     y[o * plane + oh * g->w_out + ow] = v;
                 }
