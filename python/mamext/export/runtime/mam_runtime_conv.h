@@ -66,12 +66,34 @@ static inline void mamrt_scatter_f32(const float *col, float *y, const mamrt_win
     for (n = 0; n < cout_g; ++n) y[((group * cout_g + n) * g->h_out + oh) * g->w_out + ow] = col[n];
 }
 
-/* max + min of the products w[k] * x[k], k < K (K >= 1); NaN when a product is NaN. */
-static inline float mamrt_mam_row_f32(const float *w, const float *x, int32_t K)
+/* Whether x[0 .. n) are all finite. */
+static inline int mamrt_all_finite_f32(const float *x, int32_t n)
+{
+    int32_t k;
+    for (k = 0; k < n; ++k) {
+        if (!mamrt_is_finite(x[k])) return 0;
+    }
+    return 1;
+}
+
+/*
+ * max + min of the products w[k] * x[k], k < K (K >= 1); NaN when a product is
+ * NaN, which `finite` (every x[k] finite, and so every product with a finite
+ * weight) rules out.
+ */
+static inline float mamrt_mam_row_f32(const float *w, const float *x, int32_t K, int finite)
 {
     float mx = w[0] * x[0], mn = mx;
     int nan_seen = mx != mx;
     int32_t k;
+    if (finite) {
+        for (k = 1; k < K; ++k) {
+            const float p = w[k] * x[k];
+            mx = mamext_max_f32(mx, p);
+            mn = mamext_min_f32(mn, p);
+        }
+        return mx + mn;
+    }
     for (k = 1; k < K; ++k) {
         const float p = w[k] * x[k];
         nan_seen |= p != p;
@@ -96,13 +118,15 @@ static inline void mamrt_conv2d_f32(const float *x, float *y, const mamrt_window
     const int32_t cout_g = g->c_out / g->groups;
     const int32_t K = g->c_in / g->groups * g->k_h * g->k_w;
     const int32_t plane = g->h_out * g->w_out;
+    const int finite = mamrt_all_finite_f32(x, g->c_in * g->h * g->w);
     int32_t group, oh, ow, o;
     for (group = 0; group < g->groups; ++group) {
         for (oh = 0; oh < g->h_out; ++oh) {
             for (ow = 0; ow < g->w_out; ++ow) {
                 mamrt_patch_f32(x, g, group, oh, ow, patch);
                 for (o = group * cout_g; o < (group + 1) * cout_g; ++o) {
-                    float v = mam ? mamrt_mam_row_f32(w + o * K, patch, K) : mamrt_lin_row_f32(w + o * K, patch, K);
+                    float v = mam ? mamrt_mam_row_f32(w + o * K, patch, K, finite)
+                                  : mamrt_lin_row_f32(w + o * K, patch, K);
                     if (bias) v = v + bias[o];
                     y[o * plane + oh * g->w_out + ow] = v;
                 }
@@ -123,16 +147,6 @@ static inline void mamrt_lin_conv2d_f32(const float *x, float *y, const mamrt_wi
                                         const float *bias, float *patch)
 {
     mamrt_conv2d_f32(x, y, g, w, bias, patch, 0);
-}
-
-/* Whether x[0 .. n) are all finite. */
-static inline int mamrt_all_finite_f32(const float *x, int32_t n)
-{
-    int32_t k;
-    for (k = 0; k < n; ++k) {
-        if (!mamrt_is_finite(x[k])) return 0;
-    }
-    return 1;
 }
 
 /*
