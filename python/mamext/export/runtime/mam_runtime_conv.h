@@ -44,16 +44,13 @@
 static inline void mamrt_patch_f32(const float *x, const mamrt_window *g, int32_t group, int32_t oh, int32_t ow,
                                    float *patch)
 {
-    const int32_t cin_g = g->c_in / g->groups;
-    int32_t c, i, j, n = 0;
-    for (c = 0; c < cin_g; ++c) {
-        for (i = 0; i < g->k_h; ++i) {
-            const int32_t ih = oh * g->s_h - g->p_h + i * g->d_h;
-            for (j = 0; j < g->k_w; ++j) {
-                const int32_t at = mamrt_window_at(g, group * cin_g + c, ih, ow * g->s_w - g->p_w + j * g->d_w);
-                patch[n++] = at < 0 ? 0.0f : x[at];
-            }
-        }
+    const int32_t K = g->c_in / g->groups * g->k_h * g->k_w;
+    mamrt_patch_walk walk;
+    int32_t n;
+    mamrt_patch_start(&walk, g, group * (g->c_in / g->groups), oh, ow);
+    for (n = 0; n < K; ++n) {
+        const int32_t at = mamrt_patch_next(&walk);
+        patch[n] = at < 0 ? 0.0f : x[at];
     }
 }
 
@@ -162,19 +159,17 @@ static inline float mamrt_offset_at_f32(const float *x, const mamrt_window *g, i
     return ih < 0 || ih >= g->h || iw < 0 || iw >= g->w ? 0.0f : x[base + k];
 }
 
-/* How many inputs of the patch at (c0, h0, w0) are inf or NaN (padding: none). */
-static inline int32_t mamrt_patch_nonfinite_f32(const float *x, const mamrt_window *g, int32_t c0, int32_t h0,
-                                                int32_t w0)
+/* How many inputs of the patch of output (oh, ow) over channels c0 .. are inf or NaN (padding: none). */
+static inline int32_t mamrt_patch_nonfinite_f32(const float *x, const mamrt_window *g, int32_t c0, int32_t oh,
+                                                int32_t ow)
 {
-    const int32_t cin_g = g->c_in / g->groups;
-    int32_t c, i, j, bad = 0;
-    for (c = 0; c < cin_g; ++c) {
-        for (i = 0; i < g->k_h; ++i) {
-            for (j = 0; j < g->k_w; ++j) {
-                const int32_t at = mamrt_window_at(g, c0 + c, h0 + i * g->d_h, w0 + j * g->d_w);
-                bad += at >= 0 && !mamrt_is_finite(x[at]);
-            }
-        }
+    const int32_t K = g->c_in / g->groups * g->k_h * g->k_w;
+    mamrt_patch_walk walk;
+    int32_t n, bad = 0;
+    mamrt_patch_start(&walk, g, c0, oh, ow);
+    for (n = 0; n < K; ++n) {
+        const int32_t at = mamrt_patch_next(&walk);
+        bad += at >= 0 && !mamrt_is_finite(x[at]);
     }
     return bad;
 }
@@ -220,7 +215,7 @@ static inline float mamrt_packed_row_f32(const float *x, const mamrt_window *g, 
 {
     const int pruned = end - begin < K;
     int32_t seen = 0, j;
-    int nan_seen = 0, first = !pruned;
+    int nan_seen = 0;
     float mx = 0.0f, mn = 0.0f, acc = 0.0f;
     if (interior && !bad) return mamrt_packed_row_finite_f32(x + base, val, o16, o32, begin, end, pruned, mam);
     for (j = begin; j < end; ++j) {
@@ -231,10 +226,8 @@ static inline float mamrt_packed_row_f32(const float *x, const mamrt_window *g, 
         nan_seen |= p != p;
         if (!mam) {
             acc += p;
-        } else if (first) {
-            mx = p;
-            mn = p;
-            first = 0;
+        } else if (j == begin && !pruned) {   /* a full row starts from its first product */
+            mx = mn = p;
         } else {
             mx = mamext_max_f32(mx, p);
             mn = mamext_min_f32(mn, p);
@@ -267,7 +260,7 @@ static inline void mamrt_packed_conv2d_f32(const float *x, float *y, const mamrt
             for (ow = 0; ow < g->w_out; ++ow) {
                 const int32_t w0 = ow * g->s_w - g->p_w, base = (group * cin_g * g->h + h0) * g->w + w0;
                 const int interior = h0 >= 0 && h0 < h_last && w0 >= 0 && w0 < w_last;
-                const int32_t bad = finite ? 0 : mamrt_patch_nonfinite_f32(x, g, group * cin_g, h0, w0);
+                const int32_t bad = finite ? 0 : mamrt_patch_nonfinite_f32(x, g, group * cin_g, oh, ow);
                 for (o = group * cout_g; o < (group + 1) * cout_g; ++o) {
                     float v = mamrt_packed_row_f32(x, g, base, h0, w0, interior, val, o16, o32, off[o], off[o + 1],
                                                    K, bad, mam);
@@ -282,17 +275,16 @@ static inline void mamrt_packed_conv2d_f32(const float *x, float *y, const mamrt
 /* Max pooling: the largest input of the window (padding never wins); a NaN input wins. */
 static inline void mamrt_maxpool2d_f32(const float *x, float *y, const mamrt_window *g)
 {
-    int32_t c, oh, ow, i, j;
+    int32_t c, oh, ow, n;
     for (c = 0; c < g->c_out; ++c) {
         for (oh = 0; oh < g->h_out; ++oh) {
             for (ow = 0; ow < g->w_out; ++ow) {
+                mamrt_patch_walk walk;
                 float m = -INFINITY;
-                for (i = 0; i < g->k_h; ++i) {
-                    for (j = 0; j < g->k_w; ++j) {
-                        const int32_t at = mamrt_window_at(g, c, oh * g->s_h - g->p_h + i * g->d_h,
-                                                           ow * g->s_w - g->p_w + j * g->d_w);
-                        if (at >= 0 && (x[at] > m || x[at] != x[at])) m = x[at];
-                    }
+                mamrt_patch_start(&walk, g, c, oh, ow);
+                for (n = 0; n < g->k_h * g->k_w; ++n) {
+                    const int32_t at = mamrt_patch_next(&walk);
+                    if (at >= 0 && (x[at] > m || x[at] != x[at])) m = x[at];
                 }
                 y[(c * g->h_out + oh) * g->w_out + ow] = m;
             }
@@ -312,22 +304,13 @@ static inline void mamrt_avgpool2d_f32(const float *x, float *y, const mamrt_win
     for (c = 0; c < g->c_out; ++c) {
         for (oh = 0; oh < g->h_out; ++oh) {
             for (ow = 0; ow < g->w_out; ++ow) {
-                int32_t h0 = oh * g->s_h - g->p_h, w0 = ow * g->s_w - g->p_w;
-                int32_t h1 = h0 + g->k_h, w1 = w0 + g->k_w, d;
+                int32_t rc[4];
+                const int32_t d = mamrt_avgpool_window(g, oh, ow, include_pad, divisor, rc);
                 float sum = 0.0f;
-                h1 = h1 < g->h + g->p_h ? h1 : g->h + g->p_h;
-                w1 = w1 < g->w + g->p_w ? w1 : g->w + g->p_w;
-                d = (h1 - h0) * (w1 - w0);
-                h0 = h0 > 0 ? h0 : 0;
-                w0 = w0 > 0 ? w0 : 0;
-                h1 = h1 < g->h ? h1 : g->h;
-                w1 = w1 < g->w ? w1 : g->w;
-                if (!include_pad) d = (h1 - h0) * (w1 - w0);
-                if (divisor > 0) d = divisor;
-                for (ih = h0; ih < h1; ++ih) {
-                    for (iw = w0; iw < w1; ++iw) sum += x[(c * g->h + ih) * g->w + iw];
+                for (ih = rc[0]; ih < rc[1]; ++ih) {
+                    for (iw = rc[2]; iw < rc[3]; ++iw) sum += x[(c * g->h + ih) * g->w + iw];
                 }
-                y[(c * g->h_out + oh) * g->w_out + ow] = h0 < h1 && w0 < w1 ? sum / (float)d : 0.0f;
+                y[(c * g->h_out + oh) * g->w_out + ow] = rc[0] < rc[1] && rc[2] < rc[3] ? sum / (float)d : 0.0f;
             }
         }
     }

@@ -36,16 +36,13 @@
 static inline void mamrt_q_patch(const int8_t *x, const mamrt_window *g, int32_t group, int32_t oh, int32_t ow,
                                  int32_t x_zp, int16_t *patch)
 {
-    const int32_t cin_g = g->c_in / g->groups;
-    int32_t c, i, j, n = 0;
-    for (c = 0; c < cin_g; ++c) {
-        for (i = 0; i < g->k_h; ++i) {
-            const int32_t ih = oh * g->s_h - g->p_h + i * g->d_h;
-            for (j = 0; j < g->k_w; ++j) {
-                const int32_t at = mamrt_window_at(g, group * cin_g + c, ih, ow * g->s_w - g->p_w + j * g->d_w);
-                patch[n++] = (int16_t)(at < 0 ? 0 : (int32_t)x[at] - x_zp);
-            }
-        }
+    const int32_t K = g->c_in / g->groups * g->k_h * g->k_w;
+    mamrt_patch_walk walk;
+    int32_t n;
+    mamrt_patch_start(&walk, g, group * (g->c_in / g->groups), oh, ow);
+    for (n = 0; n < K; ++n) {
+        const int32_t at = mamrt_patch_next(&walk);
+        patch[n] = (int16_t)(at < 0 ? 0 : (int32_t)x[at] - x_zp);
     }
 }
 
@@ -53,16 +50,13 @@ static inline void mamrt_q_patch(const int8_t *x, const mamrt_window *g, int32_t
 static inline void mamrt_q_patch_codes(const int8_t *x, const mamrt_window *g, int32_t group, int32_t oh, int32_t ow,
                                        int32_t x_zp, int8_t *patch)
 {
-    const int32_t cin_g = g->c_in / g->groups;
-    int32_t c, i, j, n = 0;
-    for (c = 0; c < cin_g; ++c) {
-        for (i = 0; i < g->k_h; ++i) {
-            const int32_t ih = oh * g->s_h - g->p_h + i * g->d_h;
-            for (j = 0; j < g->k_w; ++j) {
-                const int32_t at = mamrt_window_at(g, group * cin_g + c, ih, ow * g->s_w - g->p_w + j * g->d_w);
-                patch[n++] = at < 0 ? (int8_t)x_zp : x[at];
-            }
-        }
+    const int32_t K = g->c_in / g->groups * g->k_h * g->k_w;
+    mamrt_patch_walk walk;
+    int32_t n;
+    mamrt_patch_start(&walk, g, group * (g->c_in / g->groups), oh, ow);
+    for (n = 0; n < K; ++n) {
+        const int32_t at = mamrt_patch_next(&walk);
+        patch[n] = at < 0 ? (int8_t)x_zp : x[at];
     }
 }
 
@@ -136,17 +130,16 @@ static inline void mamrt_q_lin_conv2d(const int8_t *x, int8_t *y, const mamrt_wi
 /* Max pooling on codes (one scale and zero point in and out): the largest code of the window. */
 static inline void mamrt_q_maxpool2d(const int8_t *x, int8_t *y, const mamrt_window *g)
 {
-    int32_t c, oh, ow, i, j;
+    int32_t c, oh, ow, n;
     for (c = 0; c < g->c_out; ++c) {
         for (oh = 0; oh < g->h_out; ++oh) {
             for (ow = 0; ow < g->w_out; ++ow) {
+                mamrt_patch_walk walk;
                 int32_t m = -128;
-                for (i = 0; i < g->k_h; ++i) {
-                    for (j = 0; j < g->k_w; ++j) {
-                        const int32_t at = mamrt_window_at(g, c, oh * g->s_h - g->p_h + i * g->d_h,
-                                                           ow * g->s_w - g->p_w + j * g->d_w);
-                        if (at >= 0 && (int32_t)x[at] > m) m = x[at];
-                    }
+                mamrt_patch_start(&walk, g, c, oh, ow);
+                for (n = 0; n < g->k_h * g->k_w; ++n) {
+                    const int32_t at = mamrt_patch_next(&walk);
+                    if (at >= 0 && (int32_t)x[at] > m) m = x[at];
                 }
                 y[(c * g->h_out + oh) * g->w_out + ow] = (int8_t)m;
             }
@@ -167,19 +160,10 @@ static inline void mamrt_q_avgpool2d(const int8_t *x, int8_t *y, const mamrt_win
     for (c = 0; c < g->c_out; ++c) {
         for (oh = 0; oh < g->h_out; ++oh) {
             for (ow = 0; ow < g->w_out; ++ow) {
-                int32_t h0 = oh * g->s_h - g->p_h, w0 = ow * g->s_w - g->p_w;
-                int32_t h1 = h0 + g->k_h, w1 = w0 + g->k_w, d, s = 0, q;
-                h1 = h1 < g->h + g->p_h ? h1 : g->h + g->p_h;
-                w1 = w1 < g->w + g->p_w ? w1 : g->w + g->p_w;
-                d = (h1 - h0) * (w1 - w0);
-                h0 = h0 > 0 ? h0 : 0;
-                w0 = w0 > 0 ? w0 : 0;
-                h1 = h1 < g->h ? h1 : g->h;
-                w1 = w1 < g->w ? w1 : g->w;
-                if (!include_pad) d = (h1 - h0) * (w1 - w0);
-                if (divisor > 0) d = divisor;
-                for (ih = h0; ih < h1; ++ih) {
-                    for (iw = w0; iw < w1; ++iw) s += (int32_t)x[(c * g->h + ih) * g->w + iw] - zp;
+                int32_t rc[4], s = 0, q;
+                const int32_t d = mamrt_avgpool_window(g, oh, ow, include_pad, divisor, rc);
+                for (ih = rc[0]; ih < rc[1]; ++ih) {
+                    for (iw = rc[2]; iw < rc[3]; ++iw) s += (int32_t)x[(c * g->h + ih) * g->w + iw] - zp;
                 }
                 q = d <= 0 ? 0 : s >= 0 ? (s + d / 2) / d : -((d / 2 - s) / d);
                 q += zp;
