@@ -44,13 +44,16 @@
 static inline void mamrt_patch_f32(const float *x, const mamrt_window *g, int32_t group, int32_t oh, int32_t ow,
                                    float *patch)
 {
-    const int32_t K = g->c_in / g->groups * g->k_h * g->k_w;
-    mamrt_patch_walk walk;
-    int32_t n;
-    mamrt_patch_start(&walk, g, group * (g->c_in / g->groups), oh, ow);
-    for (n = 0; n < K; ++n) {
-        const int32_t at = mamrt_patch_next(&walk);
-        patch[n] = at < 0 ? 0.0f : x[at];
+    const int32_t cin_g = g->c_in / g->groups;
+    int32_t c, i, j, n = 0;
+    for (c = 0; c < cin_g; ++c) {
+        for (i = 0; i < g->k_h; ++i) {
+            const int32_t ih = oh * g->s_h - g->p_h + i * g->d_h;
+            for (j = 0; j < g->k_w; ++j) {
+                const int32_t at = mamrt_window_at(g, group * cin_g + c, ih, ow * g->s_w - g->p_w + j * g->d_w);
+                patch[n++] = at < 0 ? 0.0f : x[at];
+            }
+        }
     }
 }
 
@@ -159,17 +162,19 @@ static inline float mamrt_offset_at_f32(const float *x, const mamrt_window *g, i
     return ih < 0 || ih >= g->h || iw < 0 || iw >= g->w ? 0.0f : x[base + k];
 }
 
-/* How many inputs of the patch of output (oh, ow) over channels c0 .. are inf or NaN (padding: none). */
-static inline int32_t mamrt_patch_nonfinite_f32(const float *x, const mamrt_window *g, int32_t c0, int32_t oh,
-                                                int32_t ow)
+/* How many inputs of the patch at (c0, h0, w0) are inf or NaN (padding: none). */
+static inline int32_t mamrt_patch_nonfinite_f32(const float *x, const mamrt_window *g, int32_t c0, int32_t h0,
+                                                int32_t w0)
 {
-    const int32_t K = g->c_in / g->groups * g->k_h * g->k_w;
-    mamrt_patch_walk walk;
-    int32_t n, bad = 0;
-    mamrt_patch_start(&walk, g, c0, oh, ow);
-    for (n = 0; n < K; ++n) {
-        const int32_t at = mamrt_patch_next(&walk);
-        bad += at >= 0 && !mamrt_is_finite(x[at]);
+    const int32_t cin_g = g->c_in / g->groups;
+    int32_t c, i, j, bad = 0;
+    for (c = 0; c < cin_g; ++c) {
+        for (i = 0; i < g->k_h; ++i) {
+            for (j = 0; j < g->k_w; ++j) {
+                const int32_t at = mamrt_window_at(g, c0 + c, h0 + i * g->d_h, w0 + j * g->d_w);
+                bad += at >= 0 && !mamrt_is_finite(x[at]);
+            }
+        }
     }
     return bad;
 }
@@ -260,7 +265,7 @@ static inline void mamrt_packed_conv2d_f32(const float *x, float *y, const mamrt
             for (ow = 0; ow < g->w_out; ++ow) {
                 const int32_t w0 = ow * g->s_w - g->p_w, base = (group * cin_g * g->h + h0) * g->w + w0;
                 const int interior = h0 >= 0 && h0 < h_last && w0 >= 0 && w0 < w_last;
-                const int32_t bad = finite ? 0 : mamrt_patch_nonfinite_f32(x, g, group * cin_g, oh, ow);
+                const int32_t bad = finite ? 0 : mamrt_patch_nonfinite_f32(x, g, group * cin_g, h0, w0);
                 for (o = group * cout_g; o < (group + 1) * cout_g; ++o) {
                     float v = mamrt_packed_row_f32(x, g, base, h0, w0, interior, val, o16, o32, off[o], off[o + 1],
                                                    K, bad, mam);
@@ -275,16 +280,17 @@ static inline void mamrt_packed_conv2d_f32(const float *x, float *y, const mamrt
 /* Max pooling: the largest input of the window (padding never wins); a NaN input wins. */
 static inline void mamrt_maxpool2d_f32(const float *x, float *y, const mamrt_window *g)
 {
-    int32_t c, oh, ow, n;
+    int32_t c, oh, ow, i, j;
     for (c = 0; c < g->c_out; ++c) {
         for (oh = 0; oh < g->h_out; ++oh) {
             for (ow = 0; ow < g->w_out; ++ow) {
-                mamrt_patch_walk walk;
                 float m = -INFINITY;
-                mamrt_patch_start(&walk, g, c, oh, ow);
-                for (n = 0; n < g->k_h * g->k_w; ++n) {
-                    const int32_t at = mamrt_patch_next(&walk);
-                    if (at >= 0 && (x[at] > m || x[at] != x[at])) m = x[at];
+                for (i = 0; i < g->k_h; ++i) {
+                    for (j = 0; j < g->k_w; ++j) {
+                        const int32_t at = mamrt_window_at(g, c, oh * g->s_h - g->p_h + i * g->d_h,
+                                                           ow * g->s_w - g->p_w + j * g->d_w);
+                        if (at >= 0 && (x[at] > m || x[at] != x[at])) m = x[at];
+                    }
                 }
                 y[(c * g->h_out + oh) * g->w_out + ow] = m;
             }

@@ -32,32 +32,44 @@
 #include "mam_runtime_int.h"
 #include "mam_runtime_window.h"
 
+/*
+ * The patch of output position (oh, ow) in group `group`, into `diff` as
+ * x - x_zp (padding, the real 0, reads 0) or, when diff is null, into `codes`
+ * as int8 codes (padding reads x_zp).
+ */
+static inline void mamrt_q_gather(const int8_t *x, const mamrt_window *g, int32_t group, int32_t oh, int32_t ow,
+                                  int32_t x_zp, int16_t *diff, int8_t *codes)
+{
+    const int32_t cin_g = g->c_in / g->groups;
+    int32_t c, i, j, n = 0;
+    for (c = 0; c < cin_g; ++c) {
+        for (i = 0; i < g->k_h; ++i) {
+            const int32_t ih = oh * g->s_h - g->p_h + i * g->d_h;
+            for (j = 0; j < g->k_w; ++j, ++n) {
+                const int32_t at = mamrt_window_at(g, group * cin_g + c, ih, ow * g->s_w - g->p_w + j * g->d_w);
+                const int32_t code = at < 0 ? x_zp : (int32_t)x[at];
+                if (diff) {
+                    diff[n] = (int16_t)(code - x_zp);
+                } else {
+                    codes[n] = (int8_t)code;
+                }
+            }
+        }
+    }
+}
+
 /* The patch of output position (oh, ow) in group `group`, as x - x_zp; padding reads 0. */
 static inline void mamrt_q_patch(const int8_t *x, const mamrt_window *g, int32_t group, int32_t oh, int32_t ow,
                                  int32_t x_zp, int16_t *patch)
 {
-    const int32_t K = g->c_in / g->groups * g->k_h * g->k_w;
-    mamrt_patch_walk walk;
-    int32_t n;
-    mamrt_patch_start(&walk, g, group * (g->c_in / g->groups), oh, ow);
-    for (n = 0; n < K; ++n) {
-        const int32_t at = mamrt_patch_next(&walk);
-        patch[n] = (int16_t)(at < 0 ? 0 : (int32_t)x[at] - x_zp);
-    }
+    mamrt_q_gather(x, g, group, oh, ow, x_zp, patch, (int8_t *)0);
 }
 
 /* The patch of output position (oh, ow) in group `group` as int8 codes; padding reads x_zp (the real 0). */
 static inline void mamrt_q_patch_codes(const int8_t *x, const mamrt_window *g, int32_t group, int32_t oh, int32_t ow,
                                        int32_t x_zp, int8_t *patch)
 {
-    const int32_t K = g->c_in / g->groups * g->k_h * g->k_w;
-    mamrt_patch_walk walk;
-    int32_t n;
-    mamrt_patch_start(&walk, g, group * (g->c_in / g->groups), oh, ow);
-    for (n = 0; n < K; ++n) {
-        const int32_t at = mamrt_patch_next(&walk);
-        patch[n] = at < 0 ? (int8_t)x_zp : x[at];
-    }
+    mamrt_q_gather(x, g, group, oh, ow, x_zp, (int16_t *)0, patch);
 }
 
 /* The outputs col[0 .. c_out / groups) of group `group` at (oh, ow), written to their channels of y. */
@@ -130,16 +142,17 @@ static inline void mamrt_q_lin_conv2d(const int8_t *x, int8_t *y, const mamrt_wi
 /* Max pooling on codes (one scale and zero point in and out): the largest code of the window. */
 static inline void mamrt_q_maxpool2d(const int8_t *x, int8_t *y, const mamrt_window *g)
 {
-    int32_t c, oh, ow, n;
+    int32_t c, oh, ow, i, j;
     for (c = 0; c < g->c_out; ++c) {
         for (oh = 0; oh < g->h_out; ++oh) {
             for (ow = 0; ow < g->w_out; ++ow) {
-                mamrt_patch_walk walk;
                 int32_t m = -128;
-                mamrt_patch_start(&walk, g, c, oh, ow);
-                for (n = 0; n < g->k_h * g->k_w; ++n) {
-                    const int32_t at = mamrt_patch_next(&walk);
-                    if (at >= 0 && (int32_t)x[at] > m) m = x[at];
+                for (i = 0; i < g->k_h; ++i) {
+                    for (j = 0; j < g->k_w; ++j) {
+                        const int32_t at = mamrt_window_at(g, c, oh * g->s_h - g->p_h + i * g->d_h,
+                                                           ow * g->s_w - g->p_w + j * g->d_w);
+                        if (at >= 0 && (int32_t)x[at] > m) m = x[at];
+                    }
                 }
                 y[(c * g->h_out + oh) * g->w_out + ow] = (int8_t)m;
             }

@@ -34,42 +34,6 @@ static inline int32_t mamrt_window_at(const mamrt_window *g, int32_t c, int32_t 
 }
 
 /*
- * Walks the patch of one output position in (channel, row, column) order:
- * mamrt_patch_start, then mamrt_patch_next once per patch position.
- */
-typedef struct {
-    const mamrt_window *g;
-    int32_t c0, h0, w0;    /* the window's first input channel, row, column */
-    int32_t c, i, j;       /* the next position: channel of the group, kernel row, column */
-} mamrt_patch_walk;
-
-/* Start walking the patch of output (oh, ow) over input channels c0 .. c0 + c_in / groups - 1. */
-static inline void mamrt_patch_start(mamrt_patch_walk *walk, const mamrt_window *g, int32_t c0, int32_t oh,
-                                     int32_t ow)
-{
-    walk->g = g;
-    walk->c0 = c0;
-    walk->h0 = oh * g->s_h - g->p_h;
-    walk->w0 = ow * g->s_w - g->p_w;
-    walk->c = walk->i = walk->j = 0;
-}
-
-/* Index of the patch's next input (see mamrt_window_at: -1 for padding), then step past it. */
-static inline int32_t mamrt_patch_next(mamrt_patch_walk *walk)
-{
-    const mamrt_window *g = walk->g;
-    const int32_t at = mamrt_window_at(g, walk->c0 + walk->c, walk->h0 + walk->i * g->d_h, walk->w0 + walk->j * g->d_w);
-    if (++walk->j == g->k_w) {
-        walk->j = 0;
-        if (++walk->i == g->k_h) {
-            walk->i = 0;
-            ++walk->c;
-        }
-    }
-    return at;
-}
-
-/*
  * The average-pooling window (no dilation) of output (oh, ow): the input rows
  * rc[0] .. rc[1] - 1 and columns rc[2] .. rc[3] - 1 it covers; returns its
  * divisor: `divisor` when positive, else the window size counting padding
