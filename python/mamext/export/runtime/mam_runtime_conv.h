@@ -46,6 +46,16 @@ static inline void mamrt_patch_f32(const float *x, const mamrt_window *g, int32_
 {
     const int32_t cin_g = g->c_in / g->groups;
     int32_t c, i, j, n = 0;
+    if (mamrt_window_inside(g, oh, ow)) {
+        for (c = 0; c < cin_g; ++c) {
+            for (i = 0; i < g->k_h; ++i) {
+                const float *row = x + ((group * cin_g + c) * g->h + oh * g->s_h - g->p_h + i * g->d_h) * g->w +
+                                   ow * g->s_w - g->p_w;
+                for (j = 0; j < g->k_w; ++j) patch[n++] = row[j * g->d_w];
+            }
+        }
+        return;
+    }
     for (c = 0; c < cin_g; ++c) {
         for (i = 0; i < g->k_h; ++i) {
             const int32_t ih = oh * g->s_h - g->p_h + i * g->d_h;

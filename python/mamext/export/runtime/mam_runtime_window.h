@@ -33,6 +33,13 @@ static inline int32_t mamrt_window_at(const mamrt_window *g, int32_t c, int32_t 
     return (c * g->h + ih) * g->w + iw;
 }
 
+/* Whether the window of output (oh, ow) lies inside the input (no padding position). */
+static inline int mamrt_window_inside(const mamrt_window *g, int32_t oh, int32_t ow)
+{
+    const int32_t h0 = oh * g->s_h - g->p_h, w0 = ow * g->s_w - g->p_w;
+    return h0 >= 0 && h0 + (g->k_h - 1) * g->d_h < g->h && w0 >= 0 && w0 + (g->k_w - 1) * g->d_w < g->w;
+}
+
 /*
  * The average-pooling window (no dilation) of output (oh, ow): the input rows
  * rc[0] .. rc[1] - 1 and columns rc[2] .. rc[3] - 1 it covers; returns its
