@@ -5,8 +5,9 @@ A 1-d convolution on (C, L) activations runs as a height-1 2-d one on
 
 Convolutions are exported from the weight they compute with: dense (a pruned
 weight is a stored 0, whose product is a candidate exactly as in PyTorch), or,
-for a pruned one where that takes fewer bytes, packed (CSR over the patch:
-the packed kernel's zero candidate stands for the pruned weights' products).
+for a pruned one where that takes fewer bytes, packed (CSR over the patch, each
+kept weight with its input's offset, so an output reads only its kept inputs;
+a pruned row's zero candidate stands for the pruned weights' products).
 A batch norm right after a MAC layer is folded into its weight and bias;
 after a MAM layer (or anywhere else) it stays a per-channel affine step: the
 MAM's products then round exactly as PyTorch's, and the step costs one

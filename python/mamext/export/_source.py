@@ -30,8 +30,7 @@ def header_text(name: str, net: Network, sizes: Sizes, input_shape) -> str:
 def _static_data(net: Network) -> List[str]:
     """Buffers (RAM), compile-time checks and constant arrays (flash)."""
     lines = [f"static float {buffer}[{size}];" for buffer, size in sorted(net.buffers.items())]
-    lines += static_buffers((("int8_t", "mam_qbuf", net.qbuf), ("float", "mam_patch", net.patch),
-                             ("float", "mam_col", net.col)))
+    lines += static_buffers((("int8_t", "mam_qbuf", net.qbuf), ("float", "mam_patch", net.patch)))
     if net.checks:
         lines += ["", "/* int8 sums: no row keeps more connections than int32 sums hold exactly */"] + net.checks
     lines.append("")

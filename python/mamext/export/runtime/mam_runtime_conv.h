@@ -16,15 +16,15 @@
  * A padded position is a zero input, so its product (+-0) is a candidate of
  * the max and the min, exactly as in the patch mamext.nn.MAMConv2d unfolds.
  *
- * A pruned convolution may instead keep its weights packed (CSR, as a packed
- * linear layer, patch positions as column indices): the generated code then
- * gathers each patch with mamrt_patch_f32, runs the packed kernel of
- * mam_runtime.h on it as one row of c_out / groups neurons (its pruned-row
- * zero candidate is the dense weight's zero product) and writes the outputs
- * with mamrt_scatter_f32.
+ * A pruned convolution may instead keep its weights packed (CSR rows over the
+ * patch, each kept weight with its input's offset in the window):
+ * mamrt_packed_conv2d_f32 reads only the kept connections' inputs and reduces
+ * them exactly as the packed kernels of mam_runtime_csr.h reduce a gathered
+ * patch (a pruned row's zero candidate is the dense weight's zero product).
  *
  * Kernels:
  *   mamrt_mam_conv2d_f32, mamrt_lin_conv2d_f32   convolution, groups included
+ *   mamrt_packed_conv2d_f32                      packed convolution (MAM or MAC)
  *   mamrt_maxpool2d_f32                          max over the window, padding ignored, NaN wins
  *   mamrt_avgpool2d_f32                          float sum in window order / divisor (PyTorch's)
  *   mamrt_affine_f32                             y = x * scale[c] + shift[c] (a batch norm)
@@ -65,15 +65,6 @@ static inline void mamrt_patch_f32(const float *x, const mamrt_window *g, int32_
             }
         }
     }
-}
-
-/* The outputs col[0 .. c_out / groups) of group `group` at (oh, ow), written to their channels of y. */
-static inline void mamrt_scatter_f32(const float *col, float *y, const mamrt_window *g, int32_t group, int32_t oh,
-                                     int32_t ow)
-{
-    const int32_t cout_g = g->c_out / g->groups;
-    int32_t n;
-    for (n = 0; n < cout_g; ++n) y[((group * cout_g + n) * g->h_out + oh) * g->w_out + ow] = col[n];
 }
 
 /* Whether x[0 .. n) are all finite. */
