@@ -94,9 +94,8 @@ def test_mam_cnn_is_exact(tmp_path):
     assert "mamrt_mam_conv2d_f32" in source and "mamrt_avgpool2d_f32" in source
     assert sorted(p.name for p in res.runtime) == ["mam_runtime.h", "mam_runtime_conv.h", "mam_runtime_csr.h",
                                                    "mam_runtime_window.h", "mam_semantics.h"]
-    patch = 2 * 3 * 3                                               # the largest c_in / groups * k_h * k_w
-    column = 6                                                      # one position's outputs of a packed conv
-    assert res.ram_bytes == 4 * (6 * 11 * 11 + 6 * 6 * 6 + patch + column)
+    patch = 1 * 3 * 3               # the dense (depthwise) conv's c_in / groups * k_h * k_w; packed ones need none
+    assert res.ram_bytes == 4 * (6 * 11 * 11 + 6 * 6 * 6 + patch)
     report = str(res)
     assert "0: packed MAM conv" in report and "3: packed MAM conv" in report and "5: dense MAM conv" in report
 
@@ -246,6 +245,28 @@ def test_single_layer_geometries(tmp_path, layer):
     torch.testing.assert_close(y, ref, rtol=0 if exact else 1e-5, atol=0 if exact else 1e-5, equal_nan=True)
     assert ("packed" in str(res)) == layer.startswith("pruned")
     _int_round_trip(tmp_path / "q", nn.Sequential(_GEOMETRIES[layer]()).eval(), (2, 9, 8), n=40)
+
+
+@pytest.mark.parametrize("mam", [True, False])
+def test_packed_conv_with_wide_offsets_and_a_kernel_wider_than_the_input(tmp_path, mam):
+    """Packed convolutions read their kept inputs through offsets: int32 ones past 2**15 inputs per group (inf and
+    NaN inputs, borders included); a dilated kernel wider than the input stays dense. MAM exact, MAC within
+    rounding."""
+    torch.manual_seed(4)
+    kind = MAMConv2d if mam else nn.Conv2d
+    wide = nn.Sequential(_pruned(kind(3, 4, 3, stride=2, padding=1), 0.9)).eval()
+    narrow = nn.Sequential(_pruned(kind(2, 4, 3, padding=3, dilation=3), 0.8)).eval()
+    tol = 0 if mam else 1e-5
+    for name, m, shape in (("wide", wide, (3, 110, 110)), ("narrow", narrow, (2, 5, 5))):
+        x = _inputs(6, shape)
+        x[4, 0, 0, 0], x[5, 1, 3, 3] = float("inf"), float("nan")
+        res = export.to_c(m, tmp_path / name, shape)
+        y = _run(_compile(res, tmp_path / name), x)
+        with torch.no_grad():
+            ref = m(x).reshape(len(x), -1)
+        torch.testing.assert_close(y, ref, rtol=tol, atol=tol, equal_nan=True)
+        assert ("packed" in str(res)) == (name == "wide")
+    assert re.search(r"int32_t \w*_at\[", (tmp_path / "wide" / res.source.name).read_text())
 
 
 # --------------------------------------------------------------------------- integer-only path

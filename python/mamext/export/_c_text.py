@@ -73,3 +73,8 @@ class CStruct:
 
     def definition(self) -> str:
         return f"static const {self.ctype} {self.name} = {{{', '.join(str(int(v)) for v in self.values)}}};\n"
+
+
+def static_buffers(ctype_name_size) -> List[str]:
+    """``static <ctype> <name>[<size>];`` for each (ctype, name, size) of nonzero size."""
+    return [f"static {ctype} {name}[{size}];" for ctype, name, size in ctype_name_size if size]

@@ -5,8 +5,9 @@ A 1-d convolution on (C, L) activations runs as a height-1 2-d one on
 
 Convolutions are exported from the weight they compute with: dense (a pruned
 weight is a stored 0, whose product is a candidate exactly as in PyTorch), or,
-for a pruned one where that takes fewer bytes, packed (CSR over the patch:
-the packed kernel's zero candidate stands for the pruned weights' products).
+for a pruned one where that takes fewer bytes, packed (CSR over the patch, each
+kept weight with its input's offset, so an output reads only its kept inputs;
+a pruned row's zero candidate stands for the pruned weights' products).
 A batch norm right after a MAC layer is folded into its weight and bias;
 after a MAM layer (or anywhere else) it stays a per-channel affine step: the
 MAM's products then round exactly as PyTorch's, and the step costs one
@@ -25,7 +26,7 @@ from torch.nn.modules.utils import _pair
 
 from ..quant._batchnorm import batchnorm_affine, check_batchnorm_channels, fold_batchnorm
 from ..quant._conv import explicit_padding
-from ..sparse import effective_weight, index_dtype
+from ..sparse import effective_weight
 from ..sparse_conv import MAM_CONV_KINDS, PackedConvNd
 from ._args import check_c_size
 from ._c_text import C_SIZEOF, CArray
@@ -152,11 +153,12 @@ def lower_conv(net: Network, prefix: str, qual: str, module: nn.Module, bn: Opti
     if bias is not None:
         net.arrays.append(CArray("float", f"{prefix}_bias", bias.detach().to(torch.float32).tolist()))
         bias_name = f"{prefix}_bias"
-    net.patch, net.conv = max(net.patch, win.patch), True
+    net.conv = True
     rows = weight.to(torch.float32).reshape(win.c_out, win.patch)
     kind = "mam" if mam else "lin"
     packed = _emit_packed_conv(net, prefix, win, rows, kind, bias_name, src, dst)
     if not packed:
+        net.patch = max(net.patch, win.patch)
         net.arrays.append(CArray("float", f"{prefix}_w", rows.reshape(-1).tolist()))
         net.statements.append(f"    mamrt_{kind}_conv2d_f32({src}, {dst}, &{prefix}_win, {prefix}_w, "
                               f"{bias_name or '(const float *)0'}, mam_patch);")
@@ -178,27 +180,36 @@ def position_loop(win: Window, body) -> list:
     return head + ["                    " + line for line in body] + tail
 
 
+def _input_offsets(win: Window, columns: torch.Tensor) -> Optional[torch.Tensor]:
+    """The offset in the input of each patch position in ``columns`` from its window's first input:
+    ``(c * h + i * d_h) * w + j * d_w`` (channel c of the group, kernel row i, column j), or None where the
+    dilated kernel is larger than the input (an offset would not tell its row and column)."""
+    if (win.k_h - 1) * win.d_h >= win.h or (win.k_w - 1) * win.d_w >= win.w:
+        return None
+    c, rest = columns // (win.k_h * win.k_w), columns % (win.k_h * win.k_w)
+    return (c * win.h + rest // win.k_w * win.d_h) * win.w + rest % win.k_w * win.d_w
+
+
 def _emit_packed_conv(net: Network, prefix: str, win: Window, rows: torch.Tensor, kind: str, bias_name, src: str,
                       dst: str) -> bool:
-    """A pruned convolution's weight as CSR rows over the patch, when that takes fewer bytes than dense:
-    each gathered patch is one row of the packed kernel of mam_runtime.h. Returns whether it was emitted."""
+    """A pruned convolution's weight as CSR rows over the patch, with each kept connection's input offset,
+    when that takes fewer bytes than dense: each output reads the inputs of its kept connections only.
+    Returns whether it was emitted."""
     keep = rows != 0
     kept, total = int(keep.sum()), rows.numel()
-    idx_type, suffix = _C_INDEX[index_dtype(win.patch)]
-    if kept == total or (4 + C_SIZEOF[idx_type]) * kept + 4 * (win.c_out + 1) >= 4 * total:
+    offsets = _input_offsets(win, keep.nonzero()[:, 1])
+    if offsets is None or kept == total:
         return False
-    offsets = [0] + keep.sum(1).cumsum(0).tolist()
+    offset_type = "int16_t" if win.c_in // win.groups * win.h * win.w <= 1 << 15 else "int32_t"
+    if (4 + C_SIZEOF[offset_type]) * kept + 4 * (win.c_out + 1) >= 4 * total:
+        return False
     net.arrays += [CArray("float", f"{prefix}_val", rows[keep].tolist()),
-                   CArray(idx_type, f"{prefix}_idx", keep.nonzero()[:, 1].tolist()),
-                   CArray("int32_t", f"{prefix}_off", offsets)]
-    cout_g = win.c_out // win.groups
-    net.col = max(net.col, cout_g)
-    bias = f"{bias_name} + g_ * {cout_g}" if bias_name else "(const float *)0"
-    net.statements += position_loop(win, [
-        f"mamrt_patch_f32({src}, &{prefix}_win, g_, oh_, ow_, mam_patch);",
-        f"mamrt_{kind}_csr_f32_{suffix}(mam_patch, mam_col, 1, {win.patch}, {cout_g}, {prefix}_val, {prefix}_idx,",
-        f"                       {prefix}_off + g_ * {cout_g}, {bias});",
-        f"mamrt_scatter_f32(mam_col, {dst}, &{prefix}_win, g_, oh_, ow_);"])
+                   CArray(offset_type, f"{prefix}_at", offsets.tolist()),
+                   CArray("int32_t", f"{prefix}_off", [0] + keep.sum(1).cumsum(0).tolist())]
+    at16, at32 = (f"{prefix}_at", "(const int32_t *)0") if offset_type == "int16_t" else \
+        ("(const int16_t *)0", f"{prefix}_at")
+    net.statements.append(f"    mamrt_packed_conv2d_f32({src}, {dst}, &{prefix}_win, {prefix}_val, {at16}, {at32}, "
+                          f"{prefix}_off, {bias_name or '(const float *)0'}, {int(kind == 'mam')});")
     return True
 
 

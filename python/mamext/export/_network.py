@@ -17,11 +17,12 @@ class Network:
     The current activation (``shape``, one sample) lives in ``current``: the
     ``input`` argument or one of the float buffers ``act0``/``act1``, whose
     sizes in elements ``buffers`` records (only buffers written appear).
-    Convolutions gather each output's patch into ``mam_patch`` (``patch``
-    elements; integer networks: ``mam_qpatch``, int16, for dense weights and
-    ``mam_qcodes``, ``qpatch`` int8 codes, for encoded ones), packed or
-    encoded ones write one position's outputs to ``mam_col``/``mam_qcol``
-    (``col`` elements), and all need the convolution runtime (``conv``).
+    Dense convolutions gather each output's patch into ``mam_patch``
+    (``patch`` elements; integer networks: ``mam_qpatch``, int16, for dense
+    weights and ``mam_qcodes``, ``qpatch`` int8 codes, for encoded ones); float
+    packed ones read their kept inputs directly; integer encoded ones write
+    one position's outputs to ``mam_qcol`` (``col`` elements); all need the
+    convolution runtime (``conv``).
     """
 
     shape: Tuple[int, ...]
@@ -30,7 +31,7 @@ class Network:
     buffers: Dict[str, int] = field(default_factory=dict)
     qbuf: int = 0                                               # int8 input buffer, bytes
     patch: int = 0                                              # convolution patch buffer, elements
-    col: int = 0                                                # packed convolution outputs of one position
+    col: int = 0                                                # integer: encoded conv outputs of one position
     qpatch: int = 0                                             # integer: patch codes of encoded convolutions
     conv: bool = False                                          # needs the convolution runtime
     arrays: List[Union[CArray, CStruct]] = field(default_factory=list)

@@ -27,7 +27,7 @@ class Sizes:
         """Sizes of a lowered network: only the buffers it writes count as RAM."""
         return cls(input_size=math.prod(input_shape), output_size=net.size,
                    flash_bytes=sum(array.nbytes for array in net.arrays),
-                   ram_bytes=_FLOAT_BYTES * (sum(net.buffers.values()) + net.patch + net.col) + net.qbuf,
+                   ram_bytes=_FLOAT_BYTES * (sum(net.buffers.values()) + net.patch) + net.qbuf,
                    largest_activation_bytes=_FLOAT_BYTES * net.largest)
 
 

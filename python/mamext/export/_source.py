@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import List
 
-from ._c_text import comment_text
+from ._c_text import comment_text, static_buffers
 from ._network import Network
 from ._result import Sizes
 from ._runtime import CONV_RUNTIME_HEADER
@@ -30,12 +30,7 @@ def header_text(name: str, net: Network, sizes: Sizes, input_shape) -> str:
 def _static_data(net: Network) -> List[str]:
     """Buffers (RAM), compile-time checks and constant arrays (flash)."""
     lines = [f"static float {buffer}[{size}];" for buffer, size in sorted(net.buffers.items())]
-    if net.qbuf:
-        lines.append(f"static int8_t mam_qbuf[{net.qbuf}];")
-    if net.patch:
-        lines.append(f"static float mam_patch[{net.patch}];")
-    if net.col:
-        lines.append(f"static float mam_col[{net.col}];")
+    lines += static_buffers((("int8_t", "mam_qbuf", net.qbuf), ("float", "mam_patch", net.patch)))
     if net.checks:
         lines += ["", "/* int8 sums: no row keeps more connections than int32 sums hold exactly */"] + net.checks
     lines.append("")

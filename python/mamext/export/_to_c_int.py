@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import FrozenSet, List, Tuple
 
 from ..quant import IntegerNetwork
-from ._c_text import c_float, comment_text
+from ._c_text import c_float, comment_text, static_buffers
 from ._lower_int import lower_int
 from ._network import Network
 from ._result import ExportResult
@@ -47,12 +47,8 @@ def _source_text(name: str, net: Network) -> str:
         body.append(f'#include "{CONV_INT_RUNTIME_HEADER}"')
     body += [f'#include "{name}.h"', ""]
     body += [f"static int8_t {buffer}[{size}];" for buffer, size in sorted(net.buffers.items())]
-    if net.patch:
-        body.append(f"static int16_t mam_qpatch[{net.patch}];")
-    if net.qpatch:
-        body.append(f"static int8_t mam_qcodes[{net.qpatch}];")
-    if net.col:
-        body.append(f"static int8_t mam_qcol[{net.col}];")
+    body += static_buffers((("int16_t", "mam_qpatch", net.patch), ("int8_t", "mam_qcodes", net.qpatch),
+                            ("int8_t", "mam_qcol", net.col)))
     body.append("")
     body += [array.definition() for array in net.arrays]
     body += [f"void {name}_infer_int8(const int8_t *input, int8_t *output)", "{", "    int32_t i;"]

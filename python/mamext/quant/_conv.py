@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from torch.nn.modules.utils import _pair
 
 from ._fixed_point import requantize
-from ._layers import IntLinear
+from ._layers import IntLinear, set_requantization
 from ._observer import QMAX, QMIN
 
 # products of one chunk of samples at a time (int64 elements)
@@ -73,13 +73,9 @@ class IntConv2d(nn.Module):
         self.mam, self.groups = bool(mam), int(groups)
         self.stride, self.dilation = tuple(_pair(stride)), tuple(_pair(dilation))
         self.padding = tuple(int(p) for p in padding)
-        self.input_zero_point, self.output_zero_point = int(input_zero_point), int(output_zero_point)
-        self.low, self.high = int(low), int(high)
-        self.input_scale, self.output_scale = float(input_scale), float(output_scale)
         self.register_buffer("weight", weight.to(torch.int8).contiguous())
-        self.register_buffer("bias", bias.to(torch.int32).contiguous())
-        self.register_buffer("multiplier", multiplier.to(torch.int32).contiguous())
-        self.register_buffer("right_shift", right_shift.to(torch.int32).contiguous())
+        set_requantization(self, bias, multiplier, right_shift, (input_zero_point, output_zero_point), (low, high),
+                           (input_scale, output_scale))
         if self.weight.dim() != 4 or self.groups < 1 or self.weight.shape[0] % self.groups:
             raise ValueError("IntConv2d: expected a (C_out, C_in / groups, k_h, k_w) weight with C_out divisible by "
                              f"groups, got {tuple(self.weight.shape)} and groups={self.groups}")

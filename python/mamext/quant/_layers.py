@@ -19,6 +19,18 @@ SUM_MAX_TERMS = (INT32_MAX // 2) // PRODUCT_BOUND
 _CHUNK_ELEMENTS = 1 << 22
 
 
+def set_requantization(layer: nn.Module, bias: torch.Tensor, multiplier: torch.Tensor, right_shift: torch.Tensor,
+                       zero_points, clamp, scales) -> None:
+    """The integer layer's requantisation state: int32 ``bias``, ``multiplier`` and ``right_shift`` buffers per
+    output, ``(input, output)`` zero points and scales, and the output ``clamp`` (low, high)."""
+    layer.input_zero_point, layer.output_zero_point = int(zero_points[0]), int(zero_points[1])
+    layer.low, layer.high = int(clamp[0]), int(clamp[1])
+    layer.input_scale, layer.output_scale = float(scales[0]), float(scales[1])
+    layer.register_buffer("bias", bias.to(torch.int32).contiguous())
+    layer.register_buffer("multiplier", multiplier.to(torch.int32).contiguous())
+    layer.register_buffer("right_shift", right_shift.to(torch.int32).contiguous())
+
+
 class IntLinear(nn.Module):
     """A packed (CSR) MAM (``mam=True``) or MAC layer computing only with integers.
 
@@ -49,15 +61,11 @@ class IntLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features, self.mam = int(in_features), int(out_features), bool(mam)
         self.candidate_width = int(in_features if candidate_width is None else candidate_width)
-        self.input_zero_point, self.output_zero_point = int(input_zero_point), int(output_zero_point)
-        self.low, self.high = int(low), int(high)
-        self.input_scale, self.output_scale = float(input_scale), float(output_scale)
         self.register_buffer("values", values.to(torch.int8).contiguous())
         self.register_buffer("indices", indices.to(torch.int32).contiguous())
         self.register_buffer("counts", counts.to(torch.int32).contiguous())
-        self.register_buffer("bias", bias.to(torch.int32).contiguous())
-        self.register_buffer("multiplier", multiplier.to(torch.int32).contiguous())
-        self.register_buffer("right_shift", right_shift.to(torch.int32).contiguous())
+        set_requantization(self, bias, multiplier, right_shift, (input_zero_point, output_zero_point), (low, high),
+                           (input_scale, output_scale))
         self.register_buffer("weight_scale", None if weight_scale is None else weight_scale.to(torch.float64))
         self._check()
 

@@ -32,38 +32,44 @@
 #include "mam_runtime_int.h"
 #include "mam_runtime_window.h"
 
-/* The patch of output position (oh, ow) in group `group`, as x - x_zp; padding reads 0. */
-static inline void mamrt_q_patch(const int8_t *x, const mamrt_window *g, int32_t group, int32_t oh, int32_t ow,
-                                 int32_t x_zp, int16_t *patch)
+/*
+ * The patch of output position (oh, ow) in group `group`, into `diff` as
+ * x - x_zp (padding, the real 0, reads 0) or, when diff is null, into `codes`
+ * as int8 codes (padding reads x_zp).
+ */
+static inline void mamrt_q_gather(const int8_t *x, const mamrt_window *g, int32_t group, int32_t oh, int32_t ow,
+                                  int32_t x_zp, int16_t *diff, int8_t *codes)
 {
     const int32_t cin_g = g->c_in / g->groups;
     int32_t c, i, j, n = 0;
     for (c = 0; c < cin_g; ++c) {
         for (i = 0; i < g->k_h; ++i) {
             const int32_t ih = oh * g->s_h - g->p_h + i * g->d_h;
-            for (j = 0; j < g->k_w; ++j) {
+            for (j = 0; j < g->k_w; ++j, ++n) {
                 const int32_t at = mamrt_window_at(g, group * cin_g + c, ih, ow * g->s_w - g->p_w + j * g->d_w);
-                patch[n++] = (int16_t)(at < 0 ? 0 : (int32_t)x[at] - x_zp);
+                const int32_t code = at < 0 ? x_zp : (int32_t)x[at];
+                if (diff) {
+                    diff[n] = (int16_t)(code - x_zp);
+                } else {
+                    codes[n] = (int8_t)code;
+                }
             }
         }
     }
+}
+
+/* The patch of output position (oh, ow) in group `group`, as x - x_zp; padding reads 0. */
+static inline void mamrt_q_patch(const int8_t *x, const mamrt_window *g, int32_t group, int32_t oh, int32_t ow,
+                                 int32_t x_zp, int16_t *patch)
+{
+    mamrt_q_gather(x, g, group, oh, ow, x_zp, patch, (int8_t *)0);
 }
 
 /* The patch of output position (oh, ow) in group `group` as int8 codes; padding reads x_zp (the real 0). */
 static inline void mamrt_q_patch_codes(const int8_t *x, const mamrt_window *g, int32_t group, int32_t oh, int32_t ow,
                                        int32_t x_zp, int8_t *patch)
 {
-    const int32_t cin_g = g->c_in / g->groups;
-    int32_t c, i, j, n = 0;
-    for (c = 0; c < cin_g; ++c) {
-        for (i = 0; i < g->k_h; ++i) {
-            const int32_t ih = oh * g->s_h - g->p_h + i * g->d_h;
-            for (j = 0; j < g->k_w; ++j) {
-                const int32_t at = mamrt_window_at(g, group * cin_g + c, ih, ow * g->s_w - g->p_w + j * g->d_w);
-                patch[n++] = at < 0 ? (int8_t)x_zp : x[at];
-            }
-        }
-    }
+    mamrt_q_gather(x, g, group, oh, ow, x_zp, (int16_t *)0, patch);
 }
 
 /* The outputs col[0 .. c_out / groups) of group `group` at (oh, ow), written to their channels of y. */
@@ -167,19 +173,10 @@ static inline void mamrt_q_avgpool2d(const int8_t *x, int8_t *y, const mamrt_win
     for (c = 0; c < g->c_out; ++c) {
         for (oh = 0; oh < g->h_out; ++oh) {
             for (ow = 0; ow < g->w_out; ++ow) {
-                int32_t h0 = oh * g->s_h - g->p_h, w0 = ow * g->s_w - g->p_w;
-                int32_t h1 = h0 + g->k_h, w1 = w0 + g->k_w, d, s = 0, q;
-                h1 = h1 < g->h + g->p_h ? h1 : g->h + g->p_h;
-                w1 = w1 < g->w + g->p_w ? w1 : g->w + g->p_w;
-                d = (h1 - h0) * (w1 - w0);
-                h0 = h0 > 0 ? h0 : 0;
-                w0 = w0 > 0 ? w0 : 0;
-                h1 = h1 < g->h ? h1 : g->h;
-                w1 = w1 < g->w ? w1 : g->w;
-                if (!include_pad) d = (h1 - h0) * (w1 - w0);
-                if (divisor > 0) d = divisor;
-                for (ih = h0; ih < h1; ++ih) {
-                    for (iw = w0; iw < w1; ++iw) s += (int32_t)x[(c * g->h + ih) * g->w + iw] - zp;
+                int32_t rc[4], s = 0, q;
+                const int32_t d = mamrt_avgpool_window(g, oh, ow, include_pad, divisor, rc);
+                for (ih = rc[0]; ih < rc[1]; ++ih) {
+                    for (iw = rc[2]; iw < rc[3]; ++iw) s += (int32_t)x[(c * g->h + ih) * g->w + iw] - zp;
                 }
                 q = d <= 0 ? 0 : s >= 0 ? (s + d / 2) / d : -((d / 2 - s) / d);
                 q += zp;

@@ -33,4 +33,33 @@ static inline int32_t mamrt_window_at(const mamrt_window *g, int32_t c, int32_t 
     return (c * g->h + ih) * g->w + iw;
 }
 
+/* Whether the window of output (oh, ow) lies inside the input (no padding position). */
+static inline int mamrt_window_inside(const mamrt_window *g, int32_t oh, int32_t ow)
+{
+    const int32_t h0 = oh * g->s_h - g->p_h, w0 = ow * g->s_w - g->p_w;
+    return h0 >= 0 && h0 + (g->k_h - 1) * g->d_h < g->h && w0 >= 0 && w0 + (g->k_w - 1) * g->d_w < g->w;
+}
+
+/*
+ * The average-pooling window (no dilation) of output (oh, ow): the input rows
+ * rc[0] .. rc[1] - 1 and columns rc[2] .. rc[3] - 1 it covers; returns its
+ * divisor: `divisor` when positive, else the window size counting padding
+ * (include_pad) or not.
+ */
+static inline int32_t mamrt_avgpool_window(const mamrt_window *g, int32_t oh, int32_t ow, int include_pad,
+                                           int32_t divisor, int32_t *rc)
+{
+    int32_t h0 = oh * g->s_h - g->p_h, w0 = ow * g->s_w - g->p_w;
+    int32_t h1 = h0 + g->k_h, w1 = w0 + g->k_w, d;
+    h1 = h1 < g->h + g->p_h ? h1 : g->h + g->p_h;
+    w1 = w1 < g->w + g->p_w ? w1 : g->w + g->p_w;
+    d = (h1 - h0) * (w1 - w0);
+    rc[0] = h0 > 0 ? h0 : 0;
+    rc[2] = w0 > 0 ? w0 : 0;
+    rc[1] = h1 < g->h ? h1 : g->h;
+    rc[3] = w1 < g->w ? w1 : g->w;
+    if (!include_pad) d = (rc[1] - rc[0]) * (rc[3] - rc[2]);
+    return divisor > 0 ? divisor : d;
+}
+
 #endif /* MAM_RUNTIME_WINDOW_H */
