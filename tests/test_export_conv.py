@@ -170,15 +170,20 @@ def test_batchnorms_without_a_layer_before_them(tmp_path):
 
 
 def test_generated_cnns_compile_with_strict_flags(tmp_path):
-    """Dense, packed and encoded convolutions, pools and batch-norm steps, float and integer."""
+    """Dense, packed and encoded convolutions, pools and batch-norm steps, float and integer (input offsets and
+    index encodings)."""
     x = _inputs(16, (2, 11, 11))
     exports = [(_lenet(), (1, 12, 12), torch.float32), (_mam_cnn(), (2, 11, 11), torch.float32),
                (pack_integer(_mam_cnn(), [x]), (2, 11, 11), torch.int8),
-               (pack_integer(_lenet(), [_inputs(16, (1, 12, 12))]), (1, 12, 12), torch.int8)]
+               (pack_integer(_lenet(), [_inputs(16, (1, 12, 12))]), (1, 12, 12), torch.int8),
+               (pack_integer(_mam_cnn(), [x]), (2, 11, 11), torch.int8)]
     for k, (model, shape, dtype) in enumerate(exports):
         folder = tmp_path / str(k)
-        res = export.to_c(model, folder, shape, dtype, name="net")
-        assert ("packed MAM conv" in str(res)) == (k == 1) and ("B (dense:" in str(res)) == (k == 2)
+        encodings = ("index", "delta", "bitmap") if k == 4 else None
+        res = export.to_c(model, folder, shape, dtype, name="net", index_encodings=encodings)
+        assert ("packed MAM conv" in str(res)) == (k == 1) and ("B (dense:" in str(res)) == (k in (2, 4))
+        assert ("input offsets" in str(res)) == (k == 2) and ("conv 2->6 k3x3 s1x1 -> (6, 11, 11), kept 54/108, "
+                                                              "bitmap" in str(res)) == (k == 4)
         done = subprocess.run(["gcc", *_STRICT, "-o", "net", "net.c", "net_main.c"], cwd=folder,
                               capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
@@ -315,40 +320,75 @@ def test_int_mam_cnn_is_bit_exact(tmp_path):
     _int_round_trip(tmp_path, m, (2, 11, 11))
 
 
-@pytest.mark.parametrize("encoding", ["index", "delta", "bitmap"])
+@pytest.mark.parametrize("encoding", ["index", "delta", "bitmap", "offsets"])
 def test_int_pruned_convolutions_in_each_encoding(tmp_path, encoding):
-    """Pruned convolutions (one grouped) stored in each index encoding, run patch by patch, bit for bit."""
+    """Pruned convolutions (one grouped) stored in each index encoding, run patch by patch, or with input offsets
+    (the default for at most half the weights kept), bit for bit."""
     torch.manual_seed(15)
     m = nn.Sequential(_pruned(MAMConv2d(2, 8, 3, padding=1, bias=False), 0.8), nn.ReLU(),
                       _pruned(nn.Conv2d(8, 6, 3, stride=2, groups=2), 0.7), nn.ReLU(),   # 3 x 36 bits a group
                       _pruned(MAMConv2d(6, 4, 2, padding=1, groups=2), 0.6)).eval()      # 2 x 12 bits a group
     x = _inputs(40, (2, 9, 9))
     q = pack_integer(m, [x])
-    res = export.to_c(q, tmp_path, (2, 9, 9), torch.int8, name="qnet", index_encodings=(encoding,))
+    allowed = ("offsets", "index") if encoding == "offsets" else (encoding,)
+    res = export.to_c(q, tmp_path, (2, 9, 9), torch.int8, name="qnet", index_encodings=allowed)
     codes = _int_codes(q, x)
     got = _run_int(_compile_int(res, tmp_path), codes)
     assert torch.equal(got, q.forward_int8(codes.reshape(-1, 2, 9, 9)).reshape(len(codes), -1))
     layers = res.layers
-    expect = {"index": "indices u8", "delta": "indices d8", "bitmap": "bitmap"}[encoding]
+    expect = {"index": "indices u8", "delta": "indices d8", "bitmap": "bitmap",
+              "offsets": "input offsets int16"}[encoding]
     assert expect in layers[0]
-    if encoding == "bitmap":   # a group's bitmap must start on a byte: 3 x 36 bits do not, 2 x 12 bits do
+    if encoding == "offsets":  # every layer keeps at most half its weights; the default chooses the same
+        assert all(expect in layer for layer in layers[:3])
+        assert export.to_c(q, tmp_path / "default", (2, 9, 9), torch.int8, name="qnet").layers == layers
+    elif encoding == "bitmap":   # a group's bitmap must start on a byte: 3 x 36 bits do not, 2 x 12 bits do
         assert "dense int8 weight" in layers[1] and "bitmap" in layers[2]
     else:                      # grouped: each group starts at its own offsets in the value and index arrays
         assert expect in layers[1]
 
 
+@pytest.mark.parametrize("mam", [True, False])
+def test_int_offset_convolutions_padding_full_rows_and_wide_inputs(tmp_path, mam):
+    """Input offsets: padded positions of kept connections (every input code, the extremes and the zero point),
+    a full row next to pruned ones (no zero candidate), int32 offsets past 2**15 inputs per group, bit for bit;
+    above half the weights kept, or with a dilated kernel wider than the input, the index encodings stay."""
+    torch.manual_seed(21)
+    kind = MAMConv2d if mam else nn.Conv2d
+    rows = kind(2, 4, 3, padding=2, dilation=(1, 2))
+    with torch.no_grad():
+        rows.weight[1:] *= (torch.rand(3, 2, 3, 3) < 0.2).float()    # row 0 full: 18 of 72 + about 11
+        rows.weight[0] = rows.weight[0].abs() + 0.05                    # every product of row 0 has x's sign
+    cases = {"rows": (nn.Sequential(rows, nn.ReLU(), _pruned(kind(4, 4, 2, stride=2, padding=1, groups=2), 0.6)),
+                      (2, 7, 6), ["input offsets int16", "input offsets int16"]),
+             "wide": (nn.Sequential(_pruned(kind(3, 2, 3, stride=3, padding=1), 0.9)), (3, 110, 110),
+                      ["input offsets int32"]),
+             "most_kept": (nn.Sequential(_pruned(kind(2, 4, 3, padding=1), 0.3)), (2, 6, 6), ["bitmap"]),
+             "narrow": (nn.Sequential(_pruned(kind(2, 4, 3, padding=3, dilation=3), 0.8)), (2, 5, 5),
+                        ["bitmap"])}
+    for name, (m, shape, layouts) in cases.items():
+        q, res, _, want = _int_round_trip(tmp_path / name, m.eval(), shape, n=20)
+        convs = [layer for layer in res.layers if " conv " in layer]
+        assert len(convs) == len(layouts) and all(want_layout in layer for want_layout, layer in zip(layouts, convs))
+        assert ("mamrt_q_packed_conv2d" in res.source.read_text()) == layouts[0].startswith("input offsets")
+    assert torch.unique(want).numel() > 1
+
+
 def test_int_cnn_has_no_float_in_object_code(tmp_path):
-    """Dense and encoded integer convolutions and both pools compile with no floating point at all."""
+    """Dense, input-offset and encoded integer convolutions and both pools compile with no floating point at all."""
     x = _inputs(16, (2, 11, 11))
-    res = export.to_c(pack_integer(_mam_cnn(), [x]), tmp_path, (2, 11, 11), torch.int8, name="qnet")
-    assert "B (dense:" in str(res) and "dense int8 weight" in str(res)
     # -mgeneral-regs-only: any floating-point operation is a compile error on x86-64
     machine = subprocess.run(["gcc", "-dumpmachine"], capture_output=True, text=True).stdout
     flags = ["-mgeneral-regs-only"] if machine.startswith("x86_64") else []
-    subprocess.run(["gcc", *_STRICT, *flags, "-c", "-o", str(tmp_path / "net.o"), str(res.source)], check=True,
-                   capture_output=True, text=True)
-    symbols = subprocess.run(["nm", str(tmp_path / "net.o")], capture_output=True, text=True, check=True).stdout
-    assert not re.search(r"\b(__\w*(sf|df)\w*|__float\w*|__fix\w*)\b", symbols)
+    for layout, encodings in (("input offsets", None), ("indices u8", ("index",))):
+        folder = tmp_path / layout.replace(" ", "_")
+        res = export.to_c(pack_integer(_mam_cnn(), [x]), folder, (2, 11, 11), torch.int8, name="qnet",
+                          index_encodings=encodings)
+        assert layout in str(res) and "dense int8 weight" in str(res)
+        subprocess.run(["gcc", *_STRICT, *flags, "-c", "-o", str(folder / "net.o"), str(res.source)], check=True,
+                       capture_output=True, text=True)
+        symbols = subprocess.run(["nm", str(folder / "net.o")], capture_output=True, text=True, check=True).stdout
+        assert not re.search(r"\b(__\w*(sf|df)\w*|__float\w*|__fix\w*)\b", symbols)
 
 
 def test_int_negative_gamma_folds_exactly():

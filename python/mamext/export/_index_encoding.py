@@ -28,8 +28,10 @@ import torch
 
 from ._c_text import C_SIZEOF
 
-# the names to_c's index_encodings accepts: absolute indices, uint8 deltas, bitmap
-ENCODINGS = ("index", "delta", "bitmap")
+# the names to_c's index_encodings accepts: absolute indices, uint8 deltas, bitmap (every layer), and the
+# input offsets of a pruned convolution's kept connections (convolutions only, see _lower_conv_int.py)
+ENCODINGS = ("index", "delta", "bitmap", "offsets")
+_LAYER_ENCODINGS = ENCODINGS[:3]
 _ABS_TYPES = ((256, "uint8_t", "u8"), (32768, "int16_t", "i16"), (2 ** 31, "int32_t", "i32"))
 _COUNT_TYPES = ((255, "uint8_t", "c8"), (65535, "uint16_t", "c16"), (2 ** 31 - 1, "int32_t", "c32"))
 
@@ -94,9 +96,9 @@ def check_encodings(encodings) -> FrozenSet[str]:
                         f"got {encodings!r}")
     chosen = frozenset(encodings)
     unknown = sorted(str(e) for e in chosen - set(ENCODINGS))
-    if unknown or not chosen:
-        raise ValueError(f"mamext.export.to_c: index_encodings must name at least one of {ENCODINGS}, got "
-                         f"{sorted(map(str, chosen))}")
+    if unknown or not chosen & set(_LAYER_ENCODINGS):
+        raise ValueError(f"mamext.export.to_c: index_encodings must be names from {ENCODINGS}, at least one of "
+                         f"{_LAYER_ENCODINGS}, got {sorted(map(str, chosen))}")
     return chosen
 
 

@@ -180,7 +180,7 @@ def position_loop(win: Window, body) -> list:
     return head + ["                    " + line for line in body] + tail
 
 
-def _input_offsets(win: Window, columns: torch.Tensor) -> Optional[torch.Tensor]:
+def input_offsets(win: Window, columns: torch.Tensor) -> Optional[torch.Tensor]:
     """The offset in the input of each patch position in ``columns`` from its window's first input:
     ``(c * h + i * d_h) * w + j * d_w`` (channel c of the group, kernel row i, column j), or None where the
     dilated kernel is larger than the input (an offset would not tell its row and column)."""
@@ -197,7 +197,7 @@ def _emit_packed_conv(net: Network, prefix: str, win: Window, rows: torch.Tensor
     Returns whether it was emitted."""
     keep = rows != 0
     kept, total = int(keep.sum()), rows.numel()
-    offsets = _input_offsets(win, keep.nonzero()[:, 1])
+    offsets = input_offsets(win, keep.nonzero()[:, 1])
     if offsets is None or kept == total:
         return False
     offset_type = "int16_t" if win.c_in // win.groups * win.h * win.w <= 1 << 15 else "int32_t"

@@ -19,8 +19,15 @@
  * runs that layer kernel on it as one row of c_out / groups neurons of width
  * c_in / groups * k_h * k_w, and writes the outputs with mamrt_q_scatter.
  *
+ * A pruned convolution may also keep its weights packed with input offsets:
+ * each kept weight code with the offset of its input from the window's first
+ * input; mamrt_q_packed_conv2d then reads only the kept connections' inputs,
+ * gathering no patch (a padded position's product 0, a pruned row's candidate
+ * 0, bit for bit the gathered computation).
+ *
  * Kernels:
  *   mamrt_q_mam_conv2d, mamrt_q_lin_conv2d   convolution, groups included
+ *   mamrt_q_packed_conv2d                   packed convolution with input offsets (MAM or MAC)
  *   mamrt_q_maxpool2d                       the largest code of the window, padding ignored
  *   mamrt_q_avgpool2d                       zp + round(sum of (x - zp) / divisor), half away from 0
  */
@@ -137,6 +144,98 @@ static inline void mamrt_q_lin_conv2d(const int8_t *x, int8_t *y, const mamrt_wi
                                       int32_t y_zp, int32_t low, int32_t high, int16_t *patch)
 {
     mamrt_q_conv2d(x, y, g, w, bias, mult, rsh, x_zp, y_zp, low, high, patch, 0);
+}
+
+/*
+ * x - x_zp of the input at offset k from the window's first input `base`
+ * (offset (c * h + i * d_h) * w + j * d_w for input channel c of the group,
+ * kernel row i and column j, the dilated kernel no larger than the input) of
+ * the window at input row h0, column w0; padding reads 0.
+ */
+static inline int32_t mamrt_q_offset_diff(const int8_t *x, const mamrt_window *g, int32_t base, int32_t h0,
+                                          int32_t w0, int32_t k, int32_t x_zp)
+{
+    const int32_t r = k % (g->h * g->w), dy = r / g->w, ih = h0 + dy, iw = w0 + r - dy * g->w;
+    return ih < 0 || ih >= g->h || iw < 0 || iw >= g->w ? 0 : (int32_t)x[base + k] - x_zp;
+}
+
+/*
+ * One accumulator (bias excluded) of a packed integer convolution: the kept
+ * products val[j] * (x - x_zp) of the inputs at offsets o16[j] (or o32[j] when
+ * o16 is null), j = begin .. end - 1: MAM max + min, the candidate 0 joining
+ * when the row keeps fewer than K connections (a pruned connection's product);
+ * MAC their sum. `interior`: the window has no padding; else a padded input's
+ * product is 0, as in the gathered patch.
+ */
+static inline int32_t mamrt_q_packed_row(const int8_t *x, const mamrt_window *g, int32_t base, int32_t h0,
+                                         int32_t w0, int interior, const int8_t *val, const int16_t *o16,
+                                         const int32_t *o32, int32_t begin, int32_t end, int32_t K, int32_t x_zp,
+                                         int mam)
+{
+    const int8_t *xb = x + base;
+    int32_t mx = 0, mn = 0, acc = 0, j = begin;
+    if (interior && o16 && !mam) {
+        for (; j < end; ++j) acc += (int32_t)val[j] * ((int32_t)xb[o16[j]] - x_zp);
+        return acc;
+    }
+    if (interior && o16) {
+        if (end - begin >= K) {     /* a full row starts from its first product */
+            mx = mn = (int32_t)val[j] * ((int32_t)xb[o16[j]] - x_zp);
+            ++j;
+        }
+        for (; j < end; ++j) {
+            const int32_t p = (int32_t)val[j] * ((int32_t)xb[o16[j]] - x_zp);
+            mx = mamext_max_i32(mx, p);
+            mn = mamext_min_i32(mn, p);
+        }
+        return mx + mn;
+    }
+    for (; j < end; ++j) {
+        const int32_t k = o16 ? (int32_t)o16[j] : o32[j];
+        const int32_t p = (int32_t)val[j] * (interior ? (int32_t)xb[k] - x_zp
+                                                      : mamrt_q_offset_diff(x, g, base, h0, w0, k, x_zp));
+        if (!mam) {
+            acc += p;
+        } else if (j == begin && end - begin >= K) {
+            mx = mn = p;
+        } else {
+            mx = mamext_max_i32(mx, p);
+            mn = mamext_min_i32(mn, p);
+        }
+    }
+    return mam ? mx + mn : acc;
+}
+
+/*
+ * A pruned integer convolution from its kept connections only: output channel
+ * o keeps the weight codes val[off[o] .. off[o + 1]) at the input offsets o16
+ * (or o32 when o16 is null) of the same entries (see mamrt_q_offset_diff), in
+ * patch order; requantised per channel. Bit for bit the gathered patch through
+ * the index-encoded kernels of mam_runtime_int.h. `mam`: MAM, else MAC.
+ */
+static inline void mamrt_q_packed_conv2d(const int8_t *x, int8_t *y, const mamrt_window *g, const int8_t *val,
+                                         const int16_t *o16, const int32_t *o32, const int32_t *off,
+                                         const int32_t *bias, const int32_t *mult, const uint8_t *rsh, int32_t x_zp,
+                                         int32_t y_zp, int32_t low, int32_t high, int mam)
+{
+    const int32_t cin_g = g->c_in / g->groups, cout_g = g->c_out / g->groups;
+    const int32_t K = cin_g * g->k_h * g->k_w, plane = g->h_out * g->w_out;
+    const int32_t h_last = g->h - (g->k_h - 1) * g->d_h, w_last = g->w - (g->k_w - 1) * g->d_w;
+    int32_t group, oh, ow, o;
+    for (group = 0; group < g->groups; ++group) {
+        for (oh = 0; oh < g->h_out; ++oh) {
+            const int32_t h0 = oh * g->s_h - g->p_h;
+            for (ow = 0; ow < g->w_out; ++ow) {
+                const int32_t w0 = ow * g->s_w - g->p_w, base = (group * cin_g * g->h + h0) * g->w + w0;
+                const int interior = h0 >= 0 && h0 < h_last && w0 >= 0 && w0 < w_last;
+                for (o = group * cout_g; o < (group + 1) * cout_g; ++o) {
+                    const int32_t acc = mamrt_q_packed_row(x, g, base, h0, w0, interior, val, o16, o32, off[o],
+                                                           off[o + 1], K, x_zp, mam) + bias[o];
+                    y[o * plane + oh * g->w_out + ow] = mamrt_q_requantize(acc, mult[o], rsh[o], y_zp, low, high);
+                }
+            }
+        }
+    }
 }
 
 /* Max pooling on codes (one scale and zero point in and out): the largest code of the window. */
