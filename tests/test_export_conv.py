@@ -351,14 +351,15 @@ def test_int_pruned_convolutions_in_each_encoding(tmp_path, encoding):
 @pytest.mark.parametrize("mam", [True, False])
 def test_int_offset_convolutions_padding_full_rows_and_wide_inputs(tmp_path, mam):
     """Input offsets: padded positions of kept connections (every input code, the extremes and the zero point),
-    a full row next to pruned ones (no zero candidate), int32 offsets past 2**15 inputs per group, bit for bit;
+    a full row and an empty one next to pruned ones (no zero candidate; the bias alone), int32 offsets past 2**15 inputs per group, bit for bit;
     above half the weights kept, or with a dilated kernel wider than the input, the index encodings stay."""
     torch.manual_seed(21)
     kind = MAMConv2d if mam else nn.Conv2d
     rows = kind(2, 4, 3, padding=2, dilation=(1, 2))
     with torch.no_grad():
-        rows.weight[1:] *= (torch.rand(3, 2, 3, 3) < 0.2).float()    # row 0 full: 18 of 72 + about 11
-        rows.weight[0] = rows.weight[0].abs() + 0.05                    # every product of row 0 has x's sign
+        rows.weight[1:3] *= (torch.rand(2, 2, 3, 3) < 0.3).float()    # row 0 full: 18 of 72 + about 11
+        rows.weight[0] = rows.weight[0].abs() + 0.05                     # every product of row 0 has x's sign
+        rows.weight[3] = 0                                               # row 3 empty: its bias everywhere
     cases = {"rows": (nn.Sequential(rows, nn.ReLU(), _pruned(kind(4, 4, 2, stride=2, padding=1, groups=2), 0.6)),
                       (2, 7, 6), ["input offsets int16", "input offsets int16"]),
              "wide": (nn.Sequential(_pruned(kind(3, 2, 3, stride=3, padding=1), 0.9)), (3, 110, 110),

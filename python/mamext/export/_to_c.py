@@ -40,7 +40,9 @@ def to_c(model: nn.Module, out_dir: Union[str, os.PathLike], input_shape: Sequen
         index_encodings: integer networks only: the index encodings each
             layer may use, among ``"index"``, ``"delta"``, ``"bitmap"``
             (default: all; the cheapest in bytes wins, see
-            docs/quantization.md).
+            docs/quantization.md), and ``"offsets"``: a pruned convolution
+            keeping at most half its weights reads them through input
+            offsets, no patch gathered (default: allowed; docs/mcu.md).
 
     Returns:
         :class:`ExportResult` with the paths, the bytes of constant data

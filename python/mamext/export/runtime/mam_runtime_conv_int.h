@@ -211,7 +211,8 @@ static inline int32_t mamrt_q_packed_row(const int8_t *x, const mamrt_window *g,
  * o keeps the weight codes val[off[o] .. off[o + 1]) at the input offsets o16
  * (or o32 when o16 is null) of the same entries (see mamrt_q_offset_diff), in
  * patch order; requantised per channel. Bit for bit the gathered patch through
- * the index-encoded kernels of mam_runtime_int.h. `mam`: MAM, else MAC.
+ * the index-encoded kernels of mam_runtime_int.h. Channel by channel: a channel
+ * keeping nothing outputs its requantised bias everywhere. `mam`: MAM, else MAC.
  */
 static inline void mamrt_q_packed_conv2d(const int8_t *x, int8_t *y, const mamrt_window *g, const int8_t *val,
                                          const int16_t *o16, const int32_t *o32, const int32_t *off,
@@ -221,18 +222,23 @@ static inline void mamrt_q_packed_conv2d(const int8_t *x, int8_t *y, const mamrt
     const int32_t cin_g = g->c_in / g->groups, cout_g = g->c_out / g->groups;
     const int32_t K = cin_g * g->k_h * g->k_w, plane = g->h_out * g->w_out;
     const int32_t h_last = g->h - (g->k_h - 1) * g->d_h, w_last = g->w - (g->k_w - 1) * g->d_w;
-    int32_t group, oh, ow, o;
-    for (group = 0; group < g->groups; ++group) {
-        for (oh = 0; oh < g->h_out; ++oh) {
+    int32_t o, oh, ow, n;
+    for (o = 0; o < g->c_out; ++o) {
+        const int32_t group = o / cout_g, begin = off[o], end = off[o + 1];
+        int8_t *yo = y + o * plane;
+        if (begin == end) {             /* every product pruned: max + min = 0, sum = 0 */
+            const int8_t v = mamrt_q_requantize(bias[o], mult[o], rsh[o], y_zp, low, high);
+            for (n = 0; n < plane; ++n) yo[n] = v;
+            continue;
+        }
+        for (oh = 0, n = 0; oh < g->h_out; ++oh) {
             const int32_t h0 = oh * g->s_h - g->p_h;
-            for (ow = 0; ow < g->w_out; ++ow) {
+            for (ow = 0; ow < g->w_out; ++ow, ++n) {
                 const int32_t w0 = ow * g->s_w - g->p_w, base = (group * cin_g * g->h + h0) * g->w + w0;
                 const int interior = h0 >= 0 && h0 < h_last && w0 >= 0 && w0 < w_last;
-                for (o = group * cout_g; o < (group + 1) * cout_g; ++o) {
-                    const int32_t acc = mamrt_q_packed_row(x, g, base, h0, w0, interior, val, o16, o32, off[o],
-                                                           off[o + 1], K, x_zp, mam) + bias[o];
-                    y[o * plane + oh * g->w_out + ow] = mamrt_q_requantize(acc, mult[o], rsh[o], y_zp, low, high);
-                }
+                const int32_t acc = mamrt_q_packed_row(x, g, base, h0, w0, interior, val, o16, o32, begin, end, K,
+                                                       x_zp, mam) + bias[o];
+                yo[n] = mamrt_q_requantize(acc, mult[o], rsh[o], y_zp, low, high);
             }
         }
     }
