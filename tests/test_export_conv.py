@@ -351,8 +351,8 @@ def test_int_pruned_convolutions_in_each_encoding(tmp_path, encoding):
 @pytest.mark.parametrize("mam", [True, False])
 def test_int_offset_convolutions_padding_full_rows_and_wide_inputs(tmp_path, mam):
     """Input offsets: padded positions of kept connections (every input code, the extremes and the zero point),
-    a full row and an empty one next to pruned ones (no zero candidate; the bias alone), int32 offsets past 2**15 inputs per group, bit for bit;
-    above half the weights kept, or with a dilated kernel wider than the input, the index encodings stay."""
+    a full row and an empty one next to pruned ones (no zero candidate; the bias alone), int32 offsets past 2**15
+    inputs per group, bit for bit; above half the weights kept, or with a dilated kernel wider than the input, the index encodings stay."""
     torch.manual_seed(21)
     kind = MAMConv2d if mam else nn.Conv2d
     rows = kind(2, 4, 3, padding=2, dilation=(1, 2))
