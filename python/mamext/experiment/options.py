@@ -14,6 +14,8 @@ from . import sweep
 from .data import DEFAULT_DATA_DIRS
 from .architectures import ARCHS
 from .models import MODEL_KINDS
+from .train import LR_SCHEDULES
+from .models_vit import VIT_MAM_CHOICES
 
 __all__ = ["build_parser", "resolve_options", "resolve_device", "UsageError", "DEFAULTS", "QUICK", "QUICK_DIGITS",
            "RECIPE_OPTIONS", "ARCH_DEFAULTS"]
@@ -167,6 +169,9 @@ def _add_training_options(p):
                         "convolutions of both models are pruned with the classifier; trains on a "
                         f"{ARCH_DEFAULTS['cnn-mam-conv']['train_subset']}-image subset unless --train-subset is "
                         "given (MAM convolutions are slower)")
+    g.add_argument("--vit-mam", choices=list(VIT_MAM_CHOICES), default="linear1",
+                   help="--arch vit only: the MAM (and pruned) layers of each encoder block's MLP: linear1 (the "
+                        "expansion) or mlp (linear1 and linear2)")
     g.add_argument("--epochs", type=_positive_int, default=None,
                    help=f"training epochs of each model {_recipe_default('epochs')}")
     g.add_argument("--transition-epochs", type=_nonneg_float, default=None,
@@ -178,6 +183,11 @@ def _add_training_options(p):
                    help="MAM model: train from the same random init as MAC (scratch), or start from the trained MAC "
                         "model converted with mamext.convert (mac; then trained --epochs more)")
     g.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
+    g.add_argument("--lr-schedule", choices=list(LR_SCHEDULES), default="constant",
+                   help="learning rate over the run, for both models: constant; cosine (lr -> 0 over every "
+                        "training step); hold-cosine (constant for --transition-epochs, then cosine to 0)")
+    g.add_argument("--weight-decay", type=_nonneg_float, default=0.0,
+                   help="decoupled weight decay (AdamW) for both models; 0: Adam")
     g.add_argument("--batch-size", type=_positive_int, default=128, help="training batch size")
     g.add_argument("--seed", type=_nonneg_int, nargs="+", default=[0], help="one or more seeds (one run each)")
     g.add_argument("--models", type=_name_list(list(MODEL_KINDS)), default=list(MODEL_KINDS),
@@ -287,6 +297,8 @@ def resolve_options(args) -> argparse.Namespace:
         opts.train_subset = recipe["train_subset"]
     if opts.mam_conv and opts.arch != "cnn":
         raise UsageError(f"--mam-conv applies to --arch cnn only, not --arch {opts.arch}")
+    if getattr(opts, "vit_mam", "linear1") != "linear1" and opts.arch != "vit":
+        raise UsageError(f"--vit-mam applies to --arch vit only, not --arch {opts.arch}")
     if len(set(opts.seed)) != len(opts.seed):
         raise UsageError(f"--seed {' '.join(map(str, opts.seed))}: each seed may be given only once")
     if opts.transition_epochs > opts.epochs:
