@@ -13,6 +13,9 @@ layer:
   (dead after the ReLU; for the ViT's GELU the same test, i.e. always in the
   near-zero part);
 * ``|g|``: mean gradient norm of the layer's weight per step in the epoch;
+* ``mac/mam``: RMS of the layer's MAC term (``x W^T + b``) over the RMS of
+  its MAM term (max + min + b) on the probe images: how much larger the MAC
+  path's output is, hence how small beta must get before MAM dominates;
 
 plus the train and validation accuracy (under- or over-fitting) and beta.
 Around the end of the MAC-to-MAM transition it also prints the mean
@@ -114,12 +117,14 @@ class _Probe:
                     out = mam_linear(inputs[n].reshape(-1, layer.in_features), layer.weight, layer.bias)
                     out = out.reshape(-1, inputs[n].shape[-2] if inputs[n].dim() > 2 else 1, layer.out_features)
                     dead = float((out <= 0).flatten(0, 1).all(0).float().mean())
+                    mac = nn.functional.linear(inputs[n], layer.weight, layer.bias)
+                    ratio = float(mac.pow(2).mean().sqrt() / out.pow(2).mean().sqrt())
             else:
-                dead = float("nan")
+                dead = ratio = float("nan")
             g = self.grads.steps[n][self.done[n]:]
             self.done[n] = len(self.grads.steps[n])
             rec[n] = {"distinct_winners": float(distinct.mean()), "flip": flips, "dead": dead,
-                      "grad_norm": sum(g) / max(1, len(g))}
+                      "grad_norm": sum(g) / max(1, len(g)), "mac_over_mam": ratio}
         return {"probe": rec}
 
 
@@ -138,12 +143,13 @@ def _train(kind, model, splits, args, x_probe):
 
 
 def _report(kind, hist, grads, test_acc):
-    print(f"\n{kind.upper()}: epoch  beta   train  val    | per MAM layer: win/n  flip  dead  |g|")
+    print(f"\n{kind.upper()}: epoch  beta   train  val    | per MAM layer: win/n  flip  dead  |g|  mac/mam")
     for r in hist["epochs"]:
         line = f"  {r['epoch']:3d}  {r['beta'] if r['beta'] is not None else 1:.3f}  {100 * r['train_acc']:5.2f}" \
                f"  {100 * r['val_acc']:5.2f} |"
         for n, p in r.get("probe", {}).items():
-            line += f" {n}: {p['distinct_winners']:6.1f} {p['flip']:.3f} {p['dead']:.2f} {p['grad_norm']:.3f} |"
+            line += (f" {n}: {p['distinct_winners']:6.1f} {p['flip']:.3f} {p['dead']:.2f} {p['grad_norm']:.3f} "
+                     f"{p['mac_over_mam']:.2f} |")
         print(line)
     last = hist["epochs"][-1]
     print(f"  final train acc {100 * last['train_acc']:.2f}, val {100 * last['val_acc']:.2f}, "

@@ -46,5 +46,6 @@ def describe(opts, splits) -> str:
                 f"{mam} MAM, pruned alike in both models; {len(splits.y_train)} training images")
     h, w = splits.image_shape
     return (f"ViT on {h}x{w} images (16 patches + class token, dim 64, 2 pre-norm encoder blocks, 4 heads, "
-            f"MLP 128); MAM model: each block's MLP {_VIT_MAM_TEXT[getattr(opts, 'vit_mam', 'linear1')]} MAM; those layers pruned in both models; "
+            f"MLP 128); MAM model: each block's MLP {_VIT_MAM_TEXT[getattr(opts, 'vit_mam', 'linear1')]} MAM; "
+            f"those layers pruned in both models; "
             f"{len(splits.y_train)} training images")

@@ -130,8 +130,10 @@ def train_models(opts, splits, seed, device, progress, log):
             torch.manual_seed(seed)
             mam = build_model(opts, "mam", splits).to(device)
         inits["mam"] = copy.deepcopy(mam.state_dict())
+        mam_fit = dict(fit, epochs=getattr(opts, "mam_epochs", None) or opts.epochs,
+                       lr=getattr(opts, "mam_lr", None) or opts.lr)
         histories["mam"] = train_model(mam, transition_epochs=opts.transition_epochs, schedule=opts.schedule,
-                                       label="MAM", **fit)
+                                       label="MAM", **mam_fit)
         trained["mam"] = mam
     return trained, inits, histories
 
@@ -184,7 +186,7 @@ def _timings(opts, histories):
     for name, hs in histories.items():
         if name not in opts.models:
             continue
-        timings[name] = {"epochs": opts.epochs, "seconds_per_epoch": sum(h["seconds_per_epoch"] for h in hs) / len(hs),
+        timings[name] = {"epochs": len(hs[0]["epochs"]), "seconds_per_epoch": sum(h["seconds_per_epoch"] for h in hs) / len(hs),
                          "train_seconds": sum(h["train_seconds"] for h in hs) / len(hs)}
     return timings
 
@@ -199,10 +201,18 @@ def _summary_header(opts, splits, device, command, wall, load_start):
             f"Command: `{command}`  ", f"Machine: {cpu_name()}, {torch.get_num_threads()} threads, "
             f"torch {torch.__version__}, device {device}  ",
             f"Recipe: {describe(opts, splits)}, Adam lr {opts.lr:g}, batch "
-            f"{opts.batch_size}, {opts.epochs} epochs, MAM hidden layers with a {opts.transition_epochs:g}-epoch "
-            f"{opts.schedule} MAC-to-MAM transition, {_optimizer_text(opts)}, MAM init: {opts.mam_init}; seeds {opts.seed}; "
+            f"{opts.batch_size}, {_epochs_text(opts)}, MAM hidden layers with a {opts.transition_epochs:g}-epoch "
+            f"{opts.schedule} MAC-to-MAM transition, {_optimizer_text(opts)}, MAM init: {opts.mam_init}; "
+            f"seeds {opts.seed}; "
             f"{'lottery-ticket rounds' if opts.iterative else 'one-shot pruning, no fine-tuning'}.  ",
             f"Wall time: {wall:.0f} s" + load]
+
+
+def _epochs_text(opts):
+    mam_epochs, mam_lr = getattr(opts, "mam_epochs", None), getattr(opts, "mam_lr", None)
+    if (mam_epochs in (None, opts.epochs)) and (mam_lr in (None, opts.lr)):
+        return f"{opts.epochs} epochs"
+    return (f"{opts.epochs} epochs (MAM model: {mam_epochs or opts.epochs} epochs, lr {mam_lr or opts.lr:g})")
 
 
 def _optimizer_text(opts):
