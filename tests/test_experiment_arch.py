@@ -74,7 +74,7 @@ def test_cnn_quick_digits(tmp_path):
 
 def test_vit_quick_digits(tmp_path):
     results = _run(tmp_path, "--arch", "vit")
-    _check_structure(results, total=2 * 64 * 128)
+    _check_structure(results, total=2 * (64 * 128 + 128 * 64))  # both MLP layers of both blocks
     assert "Recipe: ViT" in (tmp_path / "out" / "summary.md").read_text()
 
 

@@ -30,5 +30,10 @@ def test_vit_mam_only_with_vit():
     args = options.build_parser().parse_args(["--arch", "mlp", "--vit-mam", "mlp"])
     with pytest.raises(options.UsageError, match="--vit-mam applies to --arch vit only"):
         options.resolve_options(args)
-    args = options.build_parser().parse_args(["--arch", "vit", "--vit-mam", "mlp"])
-    assert options.resolve_options(args).vit_mam == "mlp"
+    args = options.build_parser().parse_args(["--arch", "vit", "--vit-mam", "linear1"])
+    assert options.resolve_options(args).vit_mam == "linear1"
+
+
+def test_vit_mam_default_is_both_mlp_layers():
+    assert options.resolve_options(options.build_parser().parse_args(["--arch", "vit"])).vit_mam == "mlp"
+    assert options.resolve_options(options.build_parser().parse_args(["--arch", "mlp"])).vit_mam is None

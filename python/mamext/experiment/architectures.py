@@ -24,7 +24,7 @@ def build_model(opts, kind: str, splits) -> nn.Module:
     if arch == "cnn":
         return build_cnn(kind, splits.image_shape, splits.num_classes, mam_conv=bool(opts.mam_conv))
     if arch == "vit":
-        return build_vit(kind, splits.image_shape, splits.num_classes, mam=getattr(opts, "vit_mam", "linear1"))
+        return build_vit(kind, splits.image_shape, splits.num_classes, mam=getattr(opts, "vit_mam", None) or "linear1")
     raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
 
 
@@ -46,6 +46,6 @@ def describe(opts, splits) -> str:
                 f"{mam} MAM, pruned alike in both models; {len(splits.y_train)} training images")
     h, w = splits.image_shape
     return (f"ViT on {h}x{w} images (16 patches + class token, dim 64, 2 pre-norm encoder blocks, 4 heads, "
-            f"MLP 128); MAM model: each block's MLP {_VIT_MAM_TEXT[getattr(opts, 'vit_mam', 'linear1')]} MAM; "
+            f"MLP 128); MAM model: each block's MLP {_VIT_MAM_TEXT[getattr(opts, 'vit_mam', None) or 'linear1']} MAM; "
             f"those layers pruned in both models; "
             f"{len(splits.y_train)} training images")

@@ -9,7 +9,9 @@ an element-wise activation, as MAM's max + min feeds a nonlinearity in the
 MAM paper's selected ViT-B/16 layers. The attention projections stay MAC:
 their outputs feed a dot product and a softmax, whose scale MAM's two-term
 output does not preserve, and ``nn.MultiheadAttention`` reads its
-projection weights directly instead of calling linear layers."""
+projection weights directly instead of calling linear layers.
+``mam="mlp"`` (the experiment's default, ``--vit-mam mlp``) makes the
+MLP's second layer (``linear2``) MAM too."""
 
 from __future__ import annotations
 
