@@ -186,7 +186,8 @@ def _timings(opts, histories):
     for name, hs in histories.items():
         if name not in opts.models:
             continue
-        timings[name] = {"epochs": len(hs[0]["epochs"]), "seconds_per_epoch": sum(h["seconds_per_epoch"] for h in hs) / len(hs),
+        timings[name] = {"epochs": len(hs[0]["epochs"]),
+                         "seconds_per_epoch": sum(h["seconds_per_epoch"] for h in hs) / len(hs),
                          "train_seconds": sum(h["train_seconds"] for h in hs) / len(hs)}
     return timings
 
