@@ -24,7 +24,9 @@ def test_per_arch_defaults_and_explicit_values_win():
 
 
 def test_quick_and_iterative():
-    assert _opts("--arch", "cnn", "--quick").mam_epochs is None  # --quick: as long as MAC
+    quick = _opts("--arch", "cnn", "--quick")  # --quick: from scratch, as long as MAC, at --lr
+    assert (quick.mam_init, quick.mam_epochs, quick.mam_lr) == ("scratch", None, None)
+    assert _opts("--quick", "--mam-init", "mac").mam_init == "mac"
     assert _opts("--iterative").mam_init == "scratch"  # the lottery ticket rewinds to the random init
     assert _opts("--iterative", "--mam-init", "mac").mam_init == "mac"
 

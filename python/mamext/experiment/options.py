@@ -36,8 +36,7 @@ DEFAULTS = dict(epochs=15, transition_epochs=2, score_samples=10000, iterative_e
 #: ``--quick`` (a smoke run of well under a minute): on the IDX data sets a
 #: 5000-image subset and 2 epochs; on digits (1198 training images, ~0.05 s an
 #: epoch) 30 epochs, since MAM layers need that many to leave chance level.
-#: The MAM model trains as long as MAC there; its init and learning rate are
-#: the architecture's (:data:`ARCH_DEFAULTS`).
+#: The MAM model trains from scratch there, as long as MAC and at ``--lr``.
 QUICK = dict(epochs=2, transition_epochs=1, train_subset=5000, score_samples=1000, iterative_min=10.0)
 QUICK_DIGITS = dict(QUICK, epochs=30, transition_epochs=10)
 
@@ -59,7 +58,9 @@ ARCH_DEFAULTS = {"mlp": DEFAULTS, "cnn": dict(DEFAULTS, epochs=10, mam_epochs=12
                              mam_lr=None, vit_mam="mlp")}
 
 #: The MAM model's recipe options, filled in from :data:`ARCH_DEFAULTS` when
-#: not given (with ``--quick``, ``mam_epochs`` stays ``--epochs``; with
+#: not given (not with ``--quick``: its 2 epochs leave too little pure-MAM
+#: training after a switch from a trained MAC model, so the MAM model trains
+#: from scratch as long as MAC, at ``--lr``; with
 #: ``--iterative``, ``mam_init`` stays ``scratch``, the lottery ticket's
 #: rewind point being the random initialisation).
 MAM_RECIPE_OPTIONS = ("mam_init", "mam_epochs", "mam_lr")
@@ -90,7 +91,8 @@ def _mam_default(key, fallback):
     per architecture."""
     shown = ", ".join(f"{a.replace('-mam-conv', ' --mam-conv')} "
                       f"{fallback if r[key] is None else _format_default(r[key])}" for a, r in ARCH_DEFAULTS.items())
-    return f"(default: {shown}" + ("; with --quick: --epochs)" if key == "mam_epochs" else ")")
+    quick = {"mam_epochs": "--epochs", "mam_lr": "--lr", "mam_init": "scratch"}[key]
+    return f"(default: {shown}; with --quick: {quick}" + (")" if key != "mam_init" else "")
 
 
 def _percent(text):
@@ -326,7 +328,7 @@ def resolve_options(args) -> argparse.Namespace:
     if opts.fractions is None:
         opts.fractions = list(QUICK_ARCH_SWEEP["fractions"]) if reduced else [100 * f for f in sweep.FRACTIONS]
     for k in MAM_RECIPE_OPTIONS:
-        if getattr(opts, k, None) is None and not (k == "mam_epochs" and opts.quick):
+        if getattr(opts, k, None) is None and not opts.quick:
             setattr(opts, k, ARCH_DEFAULTS[arch][k])
     if getattr(opts, "mam_init", None) is None or (opts.iterative and args.mam_init is None):
         opts.mam_init = "scratch"
