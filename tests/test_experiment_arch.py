@@ -58,7 +58,8 @@ def _check_structure(results, total):
 def test_mlp_run_unchanged(tmp_path):
     results = _run(tmp_path, "--criteria", "magnitude-global,selection-layer")
     assert set(results) == MLP_JSON_KEYS
-    assert set(results["config"]) == MLP_CONFIG_KEYS | {"arch", "mam_conv"}
+    assert set(results["config"]) == MLP_CONFIG_KEYS | {"arch", "mam_conv", "vit_mam", "mam_epochs", "mam_lr",
+                                                        "lr_schedule", "weight_decay"}
     assert results["config"]["arch"] == "mlp" and results["config"]["epochs"] == options.QUICK_DIGITS["epochs"]
     assert options.ARCH_DEFAULTS["mlp"] is options.DEFAULTS
     assert all(r["total"] == 64 * 512 + 512 * 256 for r in results["rows"])
@@ -73,7 +74,7 @@ def test_cnn_quick_digits(tmp_path):
 
 def test_vit_quick_digits(tmp_path):
     results = _run(tmp_path, "--arch", "vit")
-    _check_structure(results, total=2 * 64 * 128)
+    _check_structure(results, total=2 * (64 * 128 + 128 * 64))  # both MLP layers of both blocks
     assert "Recipe: ViT" in (tmp_path / "out" / "summary.md").read_text()
 
 

@@ -13,6 +13,8 @@ __all__ = ["ARCHS", "build_model", "mam_layer_names", "describe"]
 
 ARCHS = ("mlp", "cnn", "vit")
 
+_VIT_MAM_TEXT = {"linear1": "linear1", "mlp": "linear1 and linear2"}
+
 
 def build_model(opts, kind: str, splits) -> nn.Module:
     """The ``kind`` ("mac" or "mam") model of ``opts.arch`` for ``splits``."""
@@ -22,7 +24,7 @@ def build_model(opts, kind: str, splits) -> nn.Module:
     if arch == "cnn":
         return build_cnn(kind, splits.image_shape, splits.num_classes, mam_conv=bool(opts.mam_conv))
     if arch == "vit":
-        return build_vit(kind, splits.image_shape, splits.num_classes)
+        return build_vit(kind, splits.image_shape, splits.num_classes, mam=getattr(opts, "vit_mam", None) or "linear1")
     raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}")
 
 
@@ -44,5 +46,6 @@ def describe(opts, splits) -> str:
                 f"{mam} MAM, pruned alike in both models; {len(splits.y_train)} training images")
     h, w = splits.image_shape
     return (f"ViT on {h}x{w} images (16 patches + class token, dim 64, 2 pre-norm encoder blocks, 4 heads, "
-            f"MLP 128); MAM model: each block's MLP linear1 MAM; those layers pruned in both models; "
+            f"MLP 128); MAM model: each block's MLP {_VIT_MAM_TEXT[getattr(opts, 'vit_mam', None) or 'linear1']} MAM; "
+            f"those layers pruned in both models; "
             f"{len(splits.y_train)} training images")

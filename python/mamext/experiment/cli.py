@@ -101,12 +101,19 @@ def load_splits(opts, device) -> Splits:
     return splits
 
 
+def _optimizer_options(opts):
+    """The learning-rate schedule and weight decay of ``opts`` as
+    :func:`train_model` keywords."""
+    return dict(lr_schedule=getattr(opts, "lr_schedule", "constant"), weight_decay=getattr(opts, "weight_decay", 0.0),
+                lr_hold_epochs=opts.transition_epochs)
+
+
 def train_models(opts, splits, seed, device, progress, log):
     """Train the models of ``opts`` for one seed: ``(trained, inits,
     histories)``, each keyed by model kind (``inits``: the state dicts before
     training, the lottery ticket's rewind point)."""
     trained, inits, histories = {}, {}, {}
-    train_kwargs = dict(epochs=opts.epochs, lr=opts.lr, batch_size=opts.batch_size)
+    train_kwargs = dict(epochs=opts.epochs, lr=opts.lr, batch_size=opts.batch_size, **_optimizer_options(opts))
     fit = dict(x_train=splits.x_train, y_train=splits.y_train, x_val=splits.x_val, y_val=splits.y_val, seed=seed,
                progress=progress, log=log, **train_kwargs)
     if "mac" in opts.models or ("mam" in opts.models and opts.mam_init == "mac"):
@@ -123,8 +130,10 @@ def train_models(opts, splits, seed, device, progress, log):
             torch.manual_seed(seed)
             mam = build_model(opts, "mam", splits).to(device)
         inits["mam"] = copy.deepcopy(mam.state_dict())
+        mam_fit = dict(fit, epochs=getattr(opts, "mam_epochs", None) or opts.epochs,
+                       lr=getattr(opts, "mam_lr", None) or opts.lr)
         histories["mam"] = train_model(mam, transition_epochs=opts.transition_epochs, schedule=opts.schedule,
-                                       label="MAM", **fit)
+                                       label="MAM", **mam_fit)
         trained["mam"] = mam
     return trained, inits, histories
 
@@ -137,7 +146,8 @@ def sweep_models(opts, trained, inits, splits, fractions, seed, progress, log):
     for name in opts.models:
         model = trained[name]
         if opts.iterative:
-            kw = dict(epochs=opts.iterative_epochs or opts.epochs, lr=opts.lr, batch_size=opts.batch_size)
+            kw = dict(epochs=opts.iterative_epochs or opts.epochs, lr=opts.lr, batch_size=opts.batch_size,
+                      **_optimizer_options(opts))
             if name == "mam":
                 kw.update(transition_epochs=min(opts.transition_epochs, kw["epochs"]), schedule=opts.schedule)
             fr = [f for f in fractions if f >= opts.iterative_min / 100 - 1e-12]
@@ -176,7 +186,8 @@ def _timings(opts, histories):
     for name, hs in histories.items():
         if name not in opts.models:
             continue
-        timings[name] = {"epochs": opts.epochs, "seconds_per_epoch": sum(h["seconds_per_epoch"] for h in hs) / len(hs),
+        timings[name] = {"epochs": len(hs[0]["epochs"]),
+                         "seconds_per_epoch": sum(h["seconds_per_epoch"] for h in hs) / len(hs),
                          "train_seconds": sum(h["train_seconds"] for h in hs) / len(hs)}
     return timings
 
@@ -191,10 +202,24 @@ def _summary_header(opts, splits, device, command, wall, load_start):
             f"Command: `{command}`  ", f"Machine: {cpu_name()}, {torch.get_num_threads()} threads, "
             f"torch {torch.__version__}, device {device}  ",
             f"Recipe: {describe(opts, splits)}, Adam lr {opts.lr:g}, batch "
-            f"{opts.batch_size}, {opts.epochs} epochs, MAM hidden layers with a {opts.transition_epochs:g}-epoch "
-            f"{opts.schedule} MAC-to-MAM transition, MAM init: {opts.mam_init}; seeds {opts.seed}; "
+            f"{opts.batch_size}, {_epochs_text(opts)}, MAM hidden layers with a {opts.transition_epochs:g}-epoch "
+            f"{opts.schedule} MAC-to-MAM transition, {_optimizer_text(opts)}, MAM init: {opts.mam_init}; "
+            f"seeds {opts.seed}; "
             f"{'lottery-ticket rounds' if opts.iterative else 'one-shot pruning, no fine-tuning'}.  ",
             f"Wall time: {wall:.0f} s" + load]
+
+
+def _epochs_text(opts):
+    mam_epochs, mam_lr = getattr(opts, "mam_epochs", None), getattr(opts, "mam_lr", None)
+    if (mam_epochs in (None, opts.epochs)) and (mam_lr in (None, opts.lr)):
+        return f"{opts.epochs} epochs"
+    return (f"{opts.epochs} epochs (MAM model: {mam_epochs or opts.epochs} epochs, lr {mam_lr or opts.lr:g})")
+
+
+def _optimizer_text(opts):
+    text = f"{getattr(opts, 'lr_schedule', 'constant')} learning rate"
+    decay = getattr(opts, "weight_decay", 0.0)
+    return text + (f", weight decay {decay:g} (AdamW)" if decay else "")
 
 
 def write_report(out, results, header, packing_info, splits, iterative):

@@ -9,7 +9,9 @@ an element-wise activation, as MAM's max + min feeds a nonlinearity in the
 MAM paper's selected ViT-B/16 layers. The attention projections stay MAC:
 their outputs feed a dot product and a softmax, whose scale MAM's two-term
 output does not preserve, and ``nn.MultiheadAttention`` reads its
-projection weights directly instead of calling linear layers."""
+projection weights directly instead of calling linear layers.
+``mam="mlp"`` (the experiment's default, ``--vit-mam mlp``) makes the
+MLP's second layer (``linear2``) MAM too."""
 
 from __future__ import annotations
 
@@ -19,9 +21,13 @@ from torch import nn
 from .._convert import convert
 from .models import MODEL_KINDS
 
-__all__ = ["TinyViT", "build_vit", "VIT_PATCHES_PER_SIDE"]
+__all__ = ["TinyViT", "build_vit", "VIT_PATCHES_PER_SIDE", "VIT_MAM_CHOICES"]
 
 VIT_PATCHES_PER_SIDE = 4
+
+#: ``--vit-mam``: which linear layers of each encoder block's MLP are MAM
+#: (and pruned): ``linear1`` (the expansion) or ``mlp`` (both of them).
+VIT_MAM_CHOICES = {"linear1": ("linear1",), "mlp": ("linear1", "linear2")}
 
 
 class TinyViT(nn.Module):
@@ -58,15 +64,19 @@ class TinyViT(nn.Module):
         return self.head(self.norm(self.encoder(t)[:, 0]))
 
 
-def build_vit(kind: str, image_shape, num_classes: int, **kw) -> TinyViT:
-    """:class:`TinyViT`; for ``kind="mam"`` its encoder blocks' ``linear1``
-    converted to ``MAMLinear`` with :func:`mamext.convert`. The model carries
+def build_vit(kind: str, image_shape, num_classes: int, mam: str = "linear1", **kw) -> TinyViT:
+    """:class:`TinyViT`; for ``kind="mam"`` the encoder blocks' MLP layers
+    named by ``mam`` (a key of :data:`VIT_MAM_CHOICES`) converted to
+    ``MAMLinear`` with :func:`mamext.convert`. The model carries
     ``mam_layer_names`` and ``pruned_layer_names`` (those same layers, for
     both kinds)."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"build_vit: model kind must be one of {MODEL_KINDS}, got {kind!r}")
+    if mam not in VIT_MAM_CHOICES:
+        raise ValueError(f"build_vit: mam must be one of {', '.join(VIT_MAM_CHOICES)}, got {mam!r}")
     model = TinyViT(image_shape, num_classes, **kw)
-    model.mam_layer_names = tuple(f"encoder.layers.{i}.linear1" for i in range(len(model.encoder.layers)))
+    model.mam_layer_names = tuple(f"encoder.layers.{i}.{layer}" for i in range(len(model.encoder.layers))
+                                  for layer in VIT_MAM_CHOICES[mam])
     model.pruned_layer_names = model.mam_layer_names
     if kind == "mam":
         convert(model, include=list(model.mam_layer_names))

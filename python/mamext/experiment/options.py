@@ -14,22 +14,29 @@ from . import sweep
 from .data import DEFAULT_DATA_DIRS
 from .architectures import ARCHS
 from .models import MODEL_KINDS
+from .train import LR_SCHEDULES
+from .models_vit import VIT_MAM_CHOICES
 
 __all__ = ["build_parser", "resolve_options", "resolve_device", "UsageError", "DEFAULTS", "QUICK", "QUICK_DIGITS",
-           "RECIPE_OPTIONS", "ARCH_DEFAULTS"]
+           "RECIPE_OPTIONS", "ARCH_DEFAULTS", "MAM_RECIPE_OPTIONS"]
 
 
 class UsageError(ValueError):
     """A bad combination of command-line options."""
 
 
-#: Default recipe; chosen so that a default run takes well under 10 minutes on
-#: 2 CPU cores (docs/experiment.md gives the measured time).
-DEFAULTS = dict(epochs=15, transition_epochs=5, score_samples=10000, iterative_epochs=None, iterative_min=1.0)
+#: Default recipe; chosen so that a default run takes a few minutes on 2 CPU
+#: cores (docs/experiment.md gives the measured time). The MAM model starts
+#: from the trained MAC model (``mam_init="mac"``) and becomes pure MAM over a
+#: short transition: docs/training_mam.md gives the measurements behind each
+#: choice.
+DEFAULTS = dict(epochs=15, transition_epochs=2, score_samples=10000, iterative_epochs=None, iterative_min=1.0,
+                mam_init="mac", mam_epochs=None, mam_lr=None)
 
 #: ``--quick`` (a smoke run of well under a minute): on the IDX data sets a
 #: 5000-image subset and 2 epochs; on digits (1198 training images, ~0.05 s an
 #: epoch) 30 epochs, since MAM layers need that many to leave chance level.
+#: The MAM model trains from scratch there, as long as MAC and at ``--lr``.
 QUICK = dict(epochs=2, transition_epochs=1, train_subset=5000, score_samples=1000, iterative_min=10.0)
 QUICK_DIGITS = dict(QUICK, epochs=30, transition_epochs=10)
 
@@ -38,10 +45,25 @@ QUICK_DIGITS = dict(QUICK, epochs=30, transition_epochs=10)
 #: on 2 CPU cores (docs/experiment.md gives the measured times).
 #: ``cnn-mam-conv`` (``--arch cnn --mam-conv``) trains on a 20000-image
 #: subset, since MAM convolutions (``MAMConv2d``) train several times slower
-#: than ``nn.Conv2d``.
-ARCH_DEFAULTS = {"mlp": DEFAULTS, "cnn": dict(DEFAULTS, epochs=10, transition_epochs=4),
-                 "cnn-mam-conv": dict(DEFAULTS, epochs=10, transition_epochs=4, train_subset=20000),
-                 "vit": dict(DEFAULTS, epochs=15, transition_epochs=5)}
+#: than ``nn.Conv2d``. The CNN's MAM model, still underfitting after 10
+#: epochs, trains 12 epochs with twice the learning rate. The ViT's MAM model trains from scratch: from the same
+#: random init it is as accurate as MAC and more prunable than when started
+#: from the trained MAC model (docs/training_mam.md). Both linear layers of
+#: its encoder MLPs are MAM (``vit_mam="mlp"``): with ``linear1`` alone MAM
+#: lost accuracy gradually under pruning, with both it holds down to 1 %.
+ARCH_DEFAULTS = {"mlp": DEFAULTS, "cnn": dict(DEFAULTS, epochs=10, mam_epochs=12, mam_lr=2e-3),
+                 "cnn-mam-conv": dict(DEFAULTS, epochs=10, transition_epochs=4, train_subset=20000, mam_init="scratch",
+                                      mam_epochs=None, mam_lr=None),
+                 "vit": dict(DEFAULTS, epochs=15, transition_epochs=5, mam_init="scratch", mam_epochs=None,
+                             mam_lr=None, vit_mam="mlp")}
+
+#: The MAM model's recipe options, filled in from :data:`ARCH_DEFAULTS` when
+#: not given (not with ``--quick``: its 2 epochs leave too little pure-MAM
+#: training after a switch from a trained MAC model, so the MAM model trains
+#: from scratch as long as MAC, at ``--lr``; with
+#: ``--iterative``, ``mam_init`` stays ``scratch``, the lottery ticket's
+#: rewind point being the random initialisation).
+MAM_RECIPE_OPTIONS = ("mam_init", "mam_epochs", "mam_lr")
 
 #: ``--quick --arch cnn|vit`` on the IDX data sets: fewer criteria and
 #: remaining percentages, since evaluating these networks on the 10000 test
@@ -62,6 +84,15 @@ def _recipe_default(key):
     others = ", ".join(f"{a} {r[key]:g}" for a, r in ARCH_DEFAULTS.items() if a != "mlp" and r[key] != DEFAULTS[key]
                        and a != "cnn-mam-conv")
     return f"(default: {DEFAULTS[key]:g}{'; --arch ' + others if others else ''}; with --quick: {quick})"
+
+
+def _mam_default(key, fallback):
+    """Help text stating the default of a :data:`MAM_RECIPE_OPTIONS` option
+    per architecture."""
+    shown = ", ".join(f"{a.replace('-mam-conv', ' --mam-conv')} "
+                      f"{fallback if r[key] is None else _format_default(r[key])}" for a, r in ARCH_DEFAULTS.items())
+    quick = {"mam_epochs": "--epochs", "mam_lr": "--lr", "mam_init": "scratch"}[key]
+    return f"(default: {shown}; with --quick: {quick}" + (")" if key != "mam_init" else "")
 
 
 def _percent(text):
@@ -167,6 +198,9 @@ def _add_training_options(p):
                         "convolutions of both models are pruned with the classifier; trains on a "
                         f"{ARCH_DEFAULTS['cnn-mam-conv']['train_subset']}-image subset unless --train-subset is "
                         "given (MAM convolutions are slower)")
+    g.add_argument("--vit-mam", choices=list(VIT_MAM_CHOICES), default=None,
+                   help="--arch vit only: the MAM (and pruned) layers of each encoder block's MLP: linear1 (the "
+                        f"expansion) or mlp (linear1 and linear2) (default: {ARCH_DEFAULTS['vit']['vit_mam']})")
     g.add_argument("--epochs", type=_positive_int, default=None,
                    help=f"training epochs of each model {_recipe_default('epochs')}")
     g.add_argument("--transition-epochs", type=_nonneg_float, default=None,
@@ -174,10 +208,20 @@ def _add_training_options(p):
                         f"must not exceed --epochs {_recipe_default('transition_epochs')}")
     g.add_argument("--schedule", choices=["linear", "exponential"], default="linear",
                    help="vanishing-contribution schedule")
-    g.add_argument("--mam-init", choices=["scratch", "mac"], default="scratch",
+    g.add_argument("--mam-init", choices=["scratch", "mac"], default=None,
                    help="MAM model: train from the same random init as MAC (scratch), or start from the trained MAC "
-                        "model converted with mamext.convert (mac; then trained --epochs more)")
+                        "model converted with mamext.convert (mac; then trained --mam-epochs more) "
+                        f"{_mam_default('mam_init', 'scratch')}; with --iterative: scratch)")
     g.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
+    g.add_argument("--mam-epochs", type=_positive_int, default=None,
+                   help=f"training epochs of the MAM model {_mam_default('mam_epochs', '--epochs')}")
+    g.add_argument("--mam-lr", type=_positive_float, default=None,
+                   help=f"learning rate of the MAM model {_mam_default('mam_lr', '--lr')}")
+    g.add_argument("--lr-schedule", choices=list(LR_SCHEDULES), default="constant",
+                   help="learning rate over the run, for both models: constant; cosine (lr -> 0 over every "
+                        "training step); hold-cosine (constant for --transition-epochs, then cosine to 0)")
+    g.add_argument("--weight-decay", type=_nonneg_float, default=0.0,
+                   help="decoupled weight decay (AdamW) for both models; 0: Adam")
     g.add_argument("--batch-size", type=_positive_int, default=128, help="training batch size")
     g.add_argument("--seed", type=_nonneg_int, nargs="+", default=[0], help="one or more seeds (one run each)")
     g.add_argument("--models", type=_name_list(list(MODEL_KINDS)), default=list(MODEL_KINDS),
@@ -283,15 +327,26 @@ def resolve_options(args) -> argparse.Namespace:
         opts.criteria = list(QUICK_ARCH_SWEEP["criteria"] if reduced else sweep.DEFAULT_CRITERIA)
     if opts.fractions is None:
         opts.fractions = list(QUICK_ARCH_SWEEP["fractions"]) if reduced else [100 * f for f in sweep.FRACTIONS]
+    for k in MAM_RECIPE_OPTIONS:
+        if getattr(opts, k, None) is None and not opts.quick:
+            setattr(opts, k, ARCH_DEFAULTS[arch][k])
+    if getattr(opts, "mam_init", None) is None or (opts.iterative and args.mam_init is None):
+        opts.mam_init = "scratch"
     if opts.train_subset is None and "train_subset" in recipe:
         opts.train_subset = recipe["train_subset"]
     if opts.mam_conv and opts.arch != "cnn":
         raise UsageError(f"--mam-conv applies to --arch cnn only, not --arch {opts.arch}")
+    if getattr(opts, "vit_mam", None) is not None and opts.arch != "vit":
+        raise UsageError(f"--vit-mam applies to --arch vit only, not --arch {opts.arch}")
+    if opts.arch == "vit" and getattr(opts, "vit_mam", None) is None:
+        opts.vit_mam = ARCH_DEFAULTS["vit"]["vit_mam"]
     if len(set(opts.seed)) != len(opts.seed):
         raise UsageError(f"--seed {' '.join(map(str, opts.seed))}: each seed may be given only once")
-    if opts.transition_epochs > opts.epochs:
-        raise UsageError(f"--transition-epochs ({opts.transition_epochs:g}) must not exceed --epochs "
-                         f"({opts.epochs}): the MAM model would never become pure MAM")
+    mam_epochs = getattr(opts, "mam_epochs", None) or opts.epochs
+    if opts.transition_epochs > mam_epochs:
+        which = "--mam-epochs" if getattr(opts, "mam_epochs", None) else "--epochs"
+        raise UsageError(f"--transition-epochs ({opts.transition_epochs:g}) must not exceed {which} "
+                         f"({mam_epochs}): the MAM model would never become pure MAM")
     if opts.iterative and opts.iterative_epochs is not None and opts.transition_epochs > opts.iterative_epochs:
         raise UsageError("--transition-epochs must not exceed --iterative-epochs")
     if getattr(opts, "mcu", False) and opts.iterative:

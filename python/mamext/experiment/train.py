@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -12,7 +13,27 @@ from torch.nn import functional as F
 from ..nn import VanishingContribution
 from ..nn._blend import BetaBlended
 
-__all__ = ["evaluate", "train_model", "make_progress"]
+__all__ = ["evaluate", "train_model", "make_progress", "LR_SCHEDULES", "lr_factor"]
+
+#: Learning-rate schedules of :func:`train_model`: ``constant``; ``cosine``
+#: (from ``lr`` down to 0 over every optimizer step of the run, half a cosine
+#: period); ``hold-cosine`` (constant for the first ``hold`` steps, then
+#: cosine down to 0 over the remaining ones).
+LR_SCHEDULES = ("constant", "cosine", "hold-cosine")
+
+
+def lr_factor(kind: str, step: int, total_steps: int, hold_steps: int = 0) -> float:
+    """The multiplier of the base learning rate at optimizer step ``step``
+    (0-based) of ``total_steps`` under schedule ``kind`` (``hold_steps``:
+    the constant part of ``hold-cosine``)."""
+    if kind not in LR_SCHEDULES:
+        raise ValueError(f"lr schedule must be one of {LR_SCHEDULES}, got {kind!r}")
+    if kind == "constant":
+        return 1.0
+    hold = min(max(hold_steps, 0), total_steps) if kind == "hold-cosine" else 0
+    if step < hold or total_steps <= hold:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(step - hold, total_steps - hold) / (total_steps - hold)))
 
 
 def make_progress(enabled: bool, **kw):
@@ -85,7 +106,7 @@ def _start_transition(model, transition_epochs, steps_per_epoch, schedule):
     return None, 0, mam_layers
 
 
-def _train_epoch(model, opt, vc, x_train, y_train, perm, batch_size, bar, epoch_text):
+def _train_epoch(model, opt, sched, vc, x_train, y_train, perm, batch_size, bar, epoch_text):
     """One pass over ``x_train`` in the order ``perm``: ``(summed loss,
     correct predictions)``."""
     loss_sum, correct = 0.0, 0
@@ -97,6 +118,7 @@ def _train_epoch(model, opt, vc, x_train, y_train, perm, batch_size, bar, epoch_
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sched.step()
         if vc is not None:
             vc.step()
         loss_sum += float(loss.detach()) * len(yb)
@@ -109,11 +131,18 @@ def _train_epoch(model, opt, vc, x_train, y_train, perm, batch_size, bar, epoch_
 
 def train_model(model: nn.Module, x_train, y_train, x_val, y_val, *, epochs: int, lr: float = 1e-3,
                 batch_size: int = 128, seed: int = 0, transition_epochs: float = 0, schedule: str = "linear",
-                label: str = "", progress: bool = False, log=None) -> dict:
+                lr_schedule: str = "constant", lr_hold_epochs: float = None, weight_decay: float = 0.0,
+                label: str = "",
+                progress: bool = False, log=None, epoch_callback=None) -> dict:
     """Train in place with Adam; for a model with MAM layers, the MAC
     contribution vanishes (beta 1 -> 0) over the first ``transition_epochs``
     epochs, one :meth:`VanishingContribution.step` per optimizer step. The
-    model's train/eval mode is restored at the end.
+    learning rate follows ``lr_schedule`` (:data:`LR_SCHEDULES`, one step per
+    batch; ``hold-cosine`` holds it for ``lr_hold_epochs`` epochs, by default
+    ``transition_epochs``); ``weight_decay`` > 0 uses AdamW's decoupled decay.
+    ``epoch_callback(epoch, model)``, if given, runs after each epoch's
+    evaluation (its return value, if a dict, is stored in the epoch's
+    record). The model's train/eval mode is restored at the end.
 
     Returns the history: per-epoch loss, train/val accuracy, beta at the end of
     the epoch and training seconds (evaluation excluded).
@@ -122,7 +151,12 @@ def train_model(model: nn.Module, x_train, y_train, x_val, y_val, *, epochs: int
     _check_samples(x_val, y_val, "train_model (validation)")
     n = len(y_train)
     steps_per_epoch = (n + batch_size - 1) // batch_size
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = (torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay) if weight_decay > 0
+           else torch.optim.Adam(params, lr=lr))
+    total = epochs * steps_per_epoch
+    hold = int(round((transition_epochs if lr_hold_epochs is None else lr_hold_epochs) * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_factor(lr_schedule, t, total, hold))
     vc, t_steps, mam_layers = _start_transition(model, transition_epochs, steps_per_epoch, schedule)
     gen = torch.Generator().manual_seed(seed)
     history = {"epochs": [], "steps_per_epoch": steps_per_epoch, "transition_steps": t_steps}
@@ -134,13 +168,17 @@ def train_model(model: nn.Module, x_train, y_train, x_val, y_val, *, epochs: int
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             perm = torch.randperm(n, generator=gen).to(x_train.device)
-            loss_sum, correct = _train_epoch(model, opt, vc, x_train, y_train, perm, batch_size, bar,
+            loss_sum, correct = _train_epoch(model, opt, sched, vc, x_train, y_train, perm, batch_size, bar,
                                              f"{epoch}/{epochs}")
             seconds = time.perf_counter() - t0
             val_acc = evaluate(model, x_val, y_val)
             beta = float(mam_layers[0].beta) if mam_layers else None
             rec = {"epoch": epoch, "loss": loss_sum / n, "train_acc": correct / n, "val_acc": val_acc,
                    "beta": beta, "seconds": seconds}
+            if epoch_callback is not None:
+                extra = epoch_callback(epoch, model)
+                if isinstance(extra, dict):
+                    rec.update(extra)
             history["epochs"].append(rec)
             bar.set_postfix(epoch=f"{epoch}/{epochs}", loss=f"{rec['loss']:.4f}",
                             acc=f"{rec['train_acc']:.3f}", val=f"{val_acc:.3f}")
