@@ -171,9 +171,12 @@ def test_arch_defaults():
     assert options.resolve_options(args).epochs == 6
 
 
-def test_mam_conv_default_subset():
+def test_mam_conv_uses_the_cnn_recipe_on_the_whole_training_set():
     args = options.build_parser().parse_args(["--arch", "cnn", "--mam-conv"])
-    assert options.resolve_options(args).train_subset == options.ARCH_DEFAULTS["cnn-mam-conv"]["train_subset"]
+    resolved, cnn = options.resolve_options(args), options.resolve_options(options.build_parser().parse_args(["--arch", "cnn"]))
+    assert resolved.train_subset is None
+    for key in ("epochs", "transition_epochs", "mam_init", "mam_epochs", "mam_lr"):
+        assert getattr(resolved, key) == getattr(cnn, key), key
     args = options.build_parser().parse_args(["--arch", "cnn", "--mam-conv", "--train-subset", "100"])
     assert options.resolve_options(args).train_subset == 100
     assert options.resolve_options(options.build_parser().parse_args(["--arch", "cnn"])).train_subset is None

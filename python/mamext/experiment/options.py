@@ -43,17 +43,16 @@ QUICK_DIGITS = dict(QUICK, epochs=30, transition_epochs=10)
 #: The default recipe of each ``--arch`` (the MLP's is :data:`DEFAULTS`),
 #: chosen so that a default run with ``--threads 1`` stays within 15 minutes
 #: on 2 CPU cores (docs/experiment.md gives the measured times).
-#: ``cnn-mam-conv`` (``--arch cnn --mam-conv``) trains on a 20000-image
-#: subset, since MAM convolutions (``MAMConv2d``) train several times slower
-#: than ``nn.Conv2d``. The CNN's MAM model, still underfitting after 10
-#: epochs, trains 12 epochs with twice the learning rate. The ViT's MAM model trains from scratch: from the same
-#: random init it is as accurate as MAC and more prunable than when started
-#: from the trained MAC model (docs/training_mam.md). Both linear layers of
-#: its encoder MLPs are MAM (``vit_mam="mlp"``): with ``linear1`` alone MAM
-#: lost accuracy gradually under pruning, with both it holds down to 1 %.
-ARCH_DEFAULTS = {"mlp": DEFAULTS, "cnn": dict(DEFAULTS, epochs=10, mam_epochs=12, mam_lr=2e-3),
-                 "cnn-mam-conv": dict(DEFAULTS, epochs=10, transition_epochs=4, train_subset=20000, mam_init="scratch",
-                                      mam_epochs=None, mam_lr=None),
+#: ``cnn-mam-conv`` (``--arch cnn --mam-conv``) uses the CNN's recipe. The
+#: CNN's MAM model, still underfitting after 10 epochs, trains 12 epochs with
+#: twice the learning rate. The ViT's MAM model trains from scratch: from the
+#: same random init it is as accurate as MAC and more prunable than when
+#: started from the trained MAC model (docs/training_mam.md). Both linear
+#: layers of its encoder MLPs are MAM (``vit_mam="mlp"``): with ``linear1``
+#: alone MAM lost accuracy gradually under pruning, with both it holds down
+#: to 1 %.
+_CNN_RECIPE = dict(DEFAULTS, epochs=10, mam_epochs=12, mam_lr=2e-3)
+ARCH_DEFAULTS = {"mlp": DEFAULTS, "cnn": _CNN_RECIPE, "cnn-mam-conv": _CNN_RECIPE,
                  "vit": dict(DEFAULTS, epochs=15, transition_epochs=5, mam_init="scratch", mam_epochs=None,
                              mam_lr=None, vit_mam="mlp")}
 
@@ -195,9 +194,7 @@ def _add_training_options(p):
                         "encoder blocks' first MLP layers. The pruned layers are the MAM ones, in both models")
     g.add_argument("--mam-conv", action="store_true",
                    help="--arch cnn only: the MAM model's convolutions are MAM (MAMConv2d) too, and the "
-                        "convolutions of both models are pruned with the classifier; trains on a "
-                        f"{ARCH_DEFAULTS['cnn-mam-conv']['train_subset']}-image subset unless --train-subset is "
-                        "given (MAM convolutions are slower)")
+                        "convolutions of both models are pruned with the classifier")
     g.add_argument("--vit-mam", choices=list(VIT_MAM_CHOICES), default=None,
                    help="--arch vit only: the MAM (and pruned) layers of each encoder block's MLP: linear1 (the "
                         f"expansion) or mlp (linear1 and linear2) (default: {ARCH_DEFAULTS['vit']['vit_mam']})")
